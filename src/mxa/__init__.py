@@ -1,0 +1,22 @@
+"""mxa-attention: the Medical X-ray Attention (MXA) block, multi-label EfficientViT and soft KD.
+
+``import mxa`` registers the ``efficientvit_ml_m0`` ... ``efficientvit_ml_m5`` models in timm.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import models  # registers the efficientvit_ml_* models in timm
+from .layers import CBAM, DynamicROIPool, MXABlock, roi_crop
+from .models import MultiLabelEfficientViT
+
+__all__ = [
+    "CBAM",
+    "DynamicROIPool",
+    "MXABlock",
+    "MultiLabelEfficientViT",
+    "__version__",
+    "models",
+    "roi_crop",
+]

@@ -1,0 +1,7 @@
+"""MXA building blocks."""
+
+from .cbam import CBAM, SpatialAttention
+from .mxa_block import MXABlock
+from .roi import DynamicROIPool, boxes_to_theta, roi_crop
+
+__all__ = ["CBAM", "DynamicROIPool", "MXABlock", "SpatialAttention", "boxes_to_theta", "roi_crop"]

@@ -1,0 +1,162 @@
+"""Differentiable region-of-interest cropping and the dynamic ROI pooling layer.
+
+``roi_crop`` is the function, ``DynamicROIPool`` the module that predicts the box and crops with it
+(torchvision ``ops`` style). The crop is bilinear through ``affine_grid`` + ``grid_sample``, so the loss
+reaches the box coordinates; the paper's public code truncated boxes to integers, which gave the box
+predictor no gradient at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.models.efficientvit_msra import ConvNorm
+from torch import nn
+
+from ._checks import check_boxes, check_nchw
+
+__all__ = ["DynamicROIPool", "boxes_to_theta", "roi_crop"]
+
+
+def boxes_to_theta(boxes: torch.Tensor) -> torch.Tensor:
+    """Affine matrices that map ``affine_grid``'s output grid onto the boxes.
+
+    Args:
+        boxes: (B, 4) normalized ``x1, y1, x2, y2`` in [0, 1] relative to the map.
+
+    Returns:
+        (B, 2, 3) matrices for ``F.affine_grid(..., align_corners=False)``.
+
+    With ``align_corners=False`` output column ``j`` of ``w`` sits at ``u_j = (2j + 1) / w - 1``;
+    ``a * u_j + t`` with ``a = x2 - x1`` and ``t = x1 + x2 - 1`` lands on pixel
+    ``x1 * W - 0.5 + (j + 0.5) * (x2 - x1) * W / w``: exactly roi_align's (aligned=True) sample point.
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    zero = torch.zeros_like(x1)
+    row0 = torch.stack([x2 - x1, zero, x1 + x2 - 1], dim=-1)
+    row1 = torch.stack([zero, y2 - y1, y1 + y2 - 1], dim=-1)
+    return torch.stack([row0, row1], dim=-2)
+
+
+def roi_crop(
+    x: torch.Tensor,
+    boxes: torch.Tensor,
+    output_size: int | tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Crop one box per image with bilinear sampling, differentiable in ``x`` and in ``boxes``.
+
+    Args:
+        x: (B, C, H, W) feature map.
+        boxes: (B, 4) normalized ``x1, y1, x2, y2``, in [0, 1] relative to the map (0 is the left/top
+            edge of the first pixel, 1 the right/bottom edge of the last).
+        output_size: (h, w) or an int for a square output; default (H, W).
+
+    Returns:
+        (B, C, h, w) crops, in ``x``'s dtype (computed in at least float32).
+
+    For boxes inside [0, 1] the result equals torchvision's
+    ``roi_align(x, boxes * [W, H, W, H], (h, w), aligned=True, sampling_ratio=1)``.
+
+    Border: sample points closer than half a pixel to the edge read the edge pixel (``grid_sample``'s
+    ``padding_mode='border'``), as roi_align does. A box that reaches outside [0, 1] keeps reading the
+    edge pixel (replicate padding), whereas roi_align returns zeros beyond one pixel outside; the box
+    gradient of such clamped sample points is zero. ``DynamicROIPool`` never produces such boxes.
+    """
+    check_nchw(x)
+    check_boxes(boxes, x.shape[0])
+    if output_size is None:
+        h, w = x.shape[-2:]
+    elif isinstance(output_size, int):
+        h = w = output_size
+    else:
+        h, w = output_size
+    if x.shape[-2:] == (1, 1):
+        # Every border-padded bilinear sample of a 1x1 map reads its only pixel, whatever the box.
+        return x.expand(-1, -1, h, w).contiguous()
+    # Grid and sampling in at least fp32: bf16 coordinates are off by up to 1/128 of the map and
+    # CPU affine_grid has no bf16 kernel. Under CUDA autocast grid_sample runs in fp32 anyway.
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    theta = boxes_to_theta(boxes.to(dtype))
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], h, w], align_corners=False)
+    out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(x.dtype)
+
+
+class DynamicROIPool(nn.Module):
+    """Predict one box per image from the feature map and crop it back to the map's size.
+
+    The predictor is deliberately light: a depthwise 3x3 conv + BN (timm's ``ConvNorm``, fusable), ReLU,
+    global average and max pooling, and one linear layer to 4 numbers (about ``13 * dim`` parameters;
+    the paper's code spends a full 3x3 C -> C/2 convolution, 4M parameters on M5).
+
+    The 4 numbers are decoded so every box is valid: width ``w = min_size + (1 - min_size) * sigmoid(a)``,
+    left edge ``x1 = (1 - w) * sigmoid(b)``, ``x2 = x1 + w`` (same for y). So ``0 <= x1 < x2 <= 1`` and
+    ``x2 - x1 >= min_size`` always hold. At initialisation every box is centred and covers
+    ``init_size`` of each side, so training starts from (almost) the identity crop.
+
+    Args:
+        dim: channels C of the input.
+        min_size: smallest box side, as a fraction of the map side, in (0, 1).
+        init_size: box side at initialisation, in (min_size, 1).
+        output_size: size of the crop; default the input's (H, W).
+
+    Shapes:
+        forward(x: (B, C, H, W)) -> (pooled (B, C, H, W), boxes (B, 4) normalized xyxy)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        min_size: float = 0.25,
+        init_size: float = 0.95,
+        output_size: int | tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < min_size < 1.0:
+            raise ValueError(f"min_size must be in (0, 1), got {min_size}")
+        if not min_size < init_size < 1.0:
+            raise ValueError(f"init_size must be in (min_size={min_size}, 1), got {init_size}")
+        self.dim = dim
+        self.min_size = float(min_size)
+        self.init_size = float(init_size)
+        self.output_size = output_size
+        self.dw = ConvNorm(dim, dim, 3, 1, 1, groups=dim)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(2 * dim, 4)
+        self.reset_box_head()
+
+    @torch.no_grad()
+    def reset_box_head(self) -> None:
+        """Initialise the last layer so all boxes start centred with side ``init_size``."""
+        # Small, not zero, weights: every parameter of the head gets a gradient from the first step.
+        nn.init.normal_(self.fc.weight, std=1e-3)
+        frac = (self.init_size - self.min_size) / (1.0 - self.min_size)
+        size_logit = math.log(frac / (1.0 - frac))
+        self.fc.bias.copy_(torch.tensor([0.0, 0.0, size_logit, size_logit]))
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        """Map unconstrained (B, 4) ``(b_x, b_y, a_w, a_h)`` to valid normalized xyxy boxes (B, 4)."""
+        bx, by, aw, ah = raw.unbind(-1)
+        w = self.min_size + (1.0 - self.min_size) * torch.sigmoid(aw)
+        h = self.min_size + (1.0 - self.min_size) * torch.sigmoid(ah)
+        x1 = (1.0 - w) * torch.sigmoid(bx)
+        y1 = (1.0 - h) * torch.sigmoid(by)
+        return torch.stack([x1, y1, x1 + w, y1 + h], dim=-1)
+
+    def predict_boxes(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 4) normalized xyxy boxes, computed in the head's dtype (fp32 under autocast)."""
+        check_nchw(x, self.dim)
+        # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            f = self.act(self.dw(x.to(self.fc.weight.dtype)))
+            pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+            return self.decode(self.fc(pooled))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = self.predict_boxes(x)
+        return roi_crop(x, boxes, self.output_size), boxes
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}"

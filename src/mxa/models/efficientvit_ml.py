@@ -1,0 +1,398 @@
+"""Multi-label EfficientViT (M0-M5) with MXA blocks beside the attention (the paper's Table H.1).
+
+Built on timm's ``efficientvit_msra`` model: the backbone, its blocks and its state-dict key names are
+timm's. Three things are changed, each by a small subclass:
+
+* every ``LocalWindowAttention`` becomes :class:`MXAWindowAttention`, which returns
+  ``attn(x) + mxa(x)`` (the block's residual adds ``x``): the attention runs once, the MXA block beside it;
+* the attention's eval-mode bias cache is dropped (:class:`FreshBiasAttention`): timm computes
+  ``attention_biases[:, idxs]`` once in eval mode and never refreshes it while the weights change, so an
+  EMA copy (always in eval mode) would be evaluated with stale biases;
+* the ``NormLinear`` head (BatchNorm1d + Linear) uses its running statistics for a batch of one in
+  training, instead of raising (:class:`BatchSafeNormLinear`).
+
+``forward`` returns logits, never probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import to_2tuple
+from timm.layers._fx import register_notrace_function, register_notrace_module
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._manipulate import adapt_input_conv
+from timm.models.efficientvit_msra import (
+    CascadedGroupAttention,
+    EfficientVitMsra,
+    LocalWindowAttention,
+    NormLinear,
+)
+from timm.models.efficientvit_msra import checkpoint_filter_fn as _timm_filter_fn
+from torch import nn
+
+from ..data.labels import CHEXPERT_LABELS
+from ..layers.mxa_block import MXABlock
+
+__all__ = [
+    "GRAY_MEAN",
+    "GRAY_STD",
+    "BatchSafeNormLinear",
+    "FreshBiasAttention",
+    "MXAWindowAttention",
+    "MultiLabelEfficientViT",
+    "checkpoint_filter_fn",
+]
+
+# ImageNet mean/std averaged over RGB: timm sums the RGB filters of the first conv when it adapts the
+# ImageNet weights to one channel, so a gray image normalized like this matches what they were trained on.
+GRAY_MEAN = (0.449,)
+GRAY_STD = (0.226,)
+
+
+class FreshBiasAttention(CascadedGroupAttention):
+    """timm's cascaded group attention without the eval-mode bias cache (timm PR #2795).
+
+    Gathering the biases costs one small index per forward; a stale cache silently changes results.
+    """
+
+    def get_attention_biases(self, device: torch.device) -> torch.Tensor:
+        return self.attention_biases[:, self.attention_bias_idxs]
+
+
+@register_notrace_module  # like its parent: control flow on the input size in forward
+class MXAWindowAttention(LocalWindowAttention):
+    """Local window attention with an optional :class:`MXABlock` in parallel: ``attn(x) + mxa(x)``.
+
+    Parameters of the attention keep timm's names (``attn.*``); the MXA block is ``mxa.*``.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        key_dim: int,
+        num_heads: int = 8,
+        attn_ratio: float = 4,
+        resolution: int = 14,
+        window_resolution: int = 7,
+        kernels: Sequence[int] = (5, 5, 5, 5),
+        mxa_cfg: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(dim, key_dim, num_heads, attn_ratio, resolution, window_resolution, tuple(kernels))
+        # Same parameters and buffers; only the cached bias lookup is replaced.
+        self.attn.__class__ = FreshBiasAttention
+        self.mxa = MXABlock(dim, **mxa_cfg) if mxa_cfg is not None else None
+
+    @classmethod
+    def from_timm(cls, m: LocalWindowAttention, mxa_cfg: dict[str, Any] | None) -> MXAWindowAttention:
+        """Build the replacement of timm's ``m`` with the same hyper-parameters."""
+        a = m.attn
+        kernels = tuple(int(dw.conv.kernel_size[0]) for dw in a.dws)
+        return cls(
+            m.dim,
+            a.key_dim,
+            m.num_heads,
+            a.attn_ratio,
+            m.resolution,
+            m.window_resolution,
+            kernels,
+            mxa_cfg=mxa_cfg,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if self.mxa is not None:
+            out = out + self.mxa(x)
+        return out
+
+
+@register_notrace_module  # control flow on the batch size
+class BatchSafeNormLinear(NormLinear):
+    """timm's BatchNorm1d + Linear head that accepts a training batch of one (uses running stats)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            bn = self.bn
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            x = self.bn(x)
+        return self.linear(self.drop(x))
+
+
+@register_notrace_function
+def _check_input(x: torch.Tensor, in_chans: int, input_hw: tuple[int, int]) -> None:
+    if isinstance(x, torch.fx.Proxy):  # symbolic tracing: shapes are unknown, nothing to check
+        return
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected a (B, {in_chans}, {input_hw[0]}, {input_hw[1]}) image batch, got {shape}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"the model expects {in_chans}-channel images but got {x.shape[1]} channels "
+            f"(shape {tuple(x.shape)}); create it with in_chans={x.shape[1]} or convert the images"
+        )
+    if tuple(x.shape[-2:]) != tuple(input_hw):
+        raise ValueError(
+            f"the model was built for {input_hw[0]}x{input_hw[1]} images but got "
+            f"{x.shape[-2]}x{x.shape[-1]}; resize the images, create the model with "
+            f"img_size={x.shape[-2]}, or call model.set_input_size({x.shape[-2]})"
+        )
+
+
+class MultiLabelEfficientViT(EfficientVitMsra):
+    """EfficientViT-MultiLabel: timm's EfficientViT with MXA blocks and a multi-label head.
+
+    Args:
+        img_size: input size (int or (H, W)); the model checks every batch against it.
+        in_chans: input channels (1 for X-rays; 3 works too).
+        num_classes: number of labels (14 CheXpert observations by default). ``forward`` returns logits.
+        embed_dim, key_dim, depth, num_heads, window_size, kernels, down_ops, global_pool, drop_rate:
+            as in timm's ``EfficientVitMsra``.
+        mxa: add an :class:`MXABlock` beside the attention of every attention block.
+        mxa_stages: indices of the stages that get MXA (default: all); ignored when ``mxa=False``.
+        mxa_cfg: keyword arguments of :class:`MXABlock` (``reduction``, ``min_size``, ``init_scale``...).
+        label_names: names of the outputs, kept as ``model.label_names``.
+
+    Shapes: forward((B, in_chans, H, W)) -> (B, num_classes) logits.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        in_chans: int = 1,
+        num_classes: int = len(CHEXPERT_LABELS),
+        embed_dim: Sequence[int] = (64, 128, 192),
+        key_dim: Sequence[int] = (16, 16, 16),
+        depth: Sequence[int] = (1, 2, 3),
+        num_heads: Sequence[int] = (4, 4, 4),
+        window_size: Sequence[int] = (7, 7, 7),
+        kernels: Sequence[int] = (5, 5, 5, 5),
+        down_ops: Sequence[tuple[str, int]] = (("", 1), ("subsample", 2), ("subsample", 2)),
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        mxa: bool = True,
+        mxa_stages: Sequence[int] | None = None,
+        mxa_cfg: dict[str, Any] | None = None,
+        label_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(
+            img_size=img_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            embed_dim=tuple(embed_dim),
+            key_dim=tuple(key_dim),
+            depth=tuple(depth),
+            num_heads=tuple(num_heads),
+            window_size=tuple(window_size),
+            kernels=tuple(kernels),
+            down_ops=tuple(down_ops),
+            global_pool=global_pool,
+            drop_rate=drop_rate,
+        )
+        self.input_hw = to_2tuple(img_size)
+        n_stages = len(self.stages)
+        if not mxa:
+            stages_with_mxa: set[int] = set()
+        elif mxa_stages is None:
+            stages_with_mxa = set(range(n_stages))
+        else:
+            stages_with_mxa = {int(i) for i in mxa_stages}
+            bad = sorted(i for i in stages_with_mxa if not 0 <= i < n_stages)
+            if bad:
+                raise ValueError(f"mxa_stages {bad} out of range: this model has stages 0..{n_stages - 1}")
+        self.mxa_stages = tuple(sorted(stages_with_mxa))
+        self.mxa_cfg = dict(mxa_cfg or {})
+        for i, stage in enumerate(self.stages):
+            for blk in stage.blocks:
+                cfg = self.mxa_cfg if i in stages_with_mxa else None
+                blk.mixer.m = MXAWindowAttention.from_timm(blk.mixer.m, cfg)
+        if num_classes > 0:
+            self.head = BatchSafeNormLinear(self.head_hidden_size, num_classes, drop=self.drop_rate)
+        if label_names is not None and len(label_names) != num_classes:
+            raise ValueError(f"{len(label_names)} label_names for {num_classes} classes")
+        if label_names is None and num_classes == len(CHEXPERT_LABELS):
+            label_names = CHEXPERT_LABELS
+        self.label_names = tuple(label_names) if label_names is not None else None
+
+    # --- MXA-specific API ---------------------------------------------------------------------------
+    def mxa_blocks(self) -> dict[str, MXABlock]:
+        """The MXA blocks by the name of the EfficientViT block that holds them (``stages.1.blocks.0``)."""
+        out = {}
+        for si, stage in enumerate(self.stages):
+            for bi, blk in enumerate(stage.blocks):
+                mxa = getattr(blk.mixer.m, "mxa", None)
+                if mxa is not None:
+                    out[f"stages.{si}.blocks.{bi}"] = mxa
+        return out
+
+    def forward_with_rois(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One forward pass that also returns the ROI box of every MXA block.
+
+        Returns:
+            logits (B, num_classes) and ``{block_name: boxes (B, 4)}``, boxes normalized x1, y1, x2, y2
+            relative to that block's feature map (which covers the whole image).
+        """
+        boxes: dict[str, torch.Tensor] = {}
+
+        def _keep(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
+            boxes[name] = output[1]
+
+        handles = [
+            blk.roi.register_forward_hook(partial(_keep, name)) for name, blk in self.mxa_blocks().items()
+        ]
+        try:
+            logits = self(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, boxes
+
+    # --- timm API, with input checks ----------------------------------------------------------------
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:
+        super().set_input_size(img_size)
+        if img_size is not None:
+            self.input_hw = to_2tuple(img_size)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        super().reset_classifier(num_classes, global_pool)
+        if num_classes > 0:
+            dev = self.head.linear.weight.device
+            self.head = BatchSafeNormLinear(self.head_hidden_size, num_classes, drop=self.drop_rate).to(dev)
+            self.head.train(self.training)
+        if self.label_names is not None and len(self.label_names) != num_classes:
+            self.label_names = None
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.in_chans, self.input_hw)
+        return super().forward_features(x)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        _check_input(x, self.in_chans, self.input_hw)
+        return super().forward_intermediates(x, *args, **kwargs)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: MultiLabelEfficientViT) -> dict:
+    """Adapt a timm ``efficientvit_mX`` or an ``efficientvit_ml_mX`` state dict to ``model``.
+
+    * unwraps ``{'model': ...}`` / ``{'state_dict': ...}`` checkpoints;
+    * resizes attention biases for another image size (timm's own filter);
+    * sums an RGB first conv to one channel when the model takes one (timm's ``adapt_input_conv``);
+    * keeps the model's own initial values for what the file cannot provide: the MXA parameters of a
+      baseline or ImageNet checkpoint, and a classifier of another size (ImageNet's 1000 classes).
+
+    Anything else that does not match still fails the (strict) load.
+    """
+    for key in ("model", "state_dict"):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+    state_dict = _timm_filter_fn(state_dict, model)
+    target = model.state_dict()
+
+    conv_key = "patch_embed.conv1.conv.weight"
+    if conv_key in state_dict and state_dict[conv_key].shape[1] != target[conv_key].shape[1]:
+        state_dict[conv_key] = adapt_input_conv(
+            model.in_chans, state_dict[conv_key], state_dict[conv_key].shape[1]
+        )
+
+    for k in ("head.linear.weight", "head.linear.bias"):
+        if k in state_dict and k in target and state_dict[k].shape != target[k].shape:
+            state_dict[k] = target[k]
+    for k, v in target.items():
+        if k not in state_dict and (".mxa." in k or k.startswith("head.linear.")):
+            state_dict[k] = v
+    return state_dict
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    out_indices = kwargs.pop("out_indices", (0, 1, 2))
+    return build_model_with_cfg(
+        MultiLabelEfficientViT,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(base: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        # The ImageNet weights of timm's own model: backbone only, the head and MXA start fresh.
+        "hf_hub_id": f"timm/{base}.r224_in1k",
+        "num_classes": len(CHEXPERT_LABELS),
+        "label_names": CHEXPERT_LABELS,
+        "input_size": (1, 224, 224),
+        "mean": GRAY_MEAN,
+        "std": GRAY_STD,
+        "interpolation": "bicubic",
+        "crop_pct": 1.0,
+        "fixed_input_size": True,
+        "pool_size": (4, 4),
+        "first_conv": "patch_embed.conv1.conv",
+        "classifier": "head.linear",
+        "license": "mit",
+        "description": "ImageNet-1k backbone of timm's EfficientViT; multi-label head and MXA untrained.",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {f"efficientvit_ml_m{i}.r224_in1k": _cfg(f"efficientvit_m{i}") for i in range(6)}
+)
+
+# Paper Table H.1 (identical to timm's efficientvit_m0..m5).
+_ARCH: dict[str, dict[str, Any]] = {
+    "m0": dict(embed_dim=(64, 128, 192), depth=(1, 2, 3), num_heads=(4, 4, 4), kernels=(5, 5, 5, 5)),
+    "m1": dict(embed_dim=(128, 144, 192), depth=(1, 2, 3), num_heads=(2, 3, 3), kernels=(7, 5, 3, 3)),
+    "m2": dict(embed_dim=(128, 192, 224), depth=(1, 2, 3), num_heads=(4, 3, 2), kernels=(7, 5, 3, 3)),
+    "m3": dict(embed_dim=(128, 240, 320), depth=(1, 2, 3), num_heads=(4, 3, 4), kernels=(5, 5, 5, 5)),
+    "m4": dict(embed_dim=(128, 256, 384), depth=(1, 2, 3), num_heads=(4, 4, 4), kernels=(7, 5, 3, 3)),
+    "m5": dict(embed_dim=(192, 288, 384), depth=(1, 3, 4), num_heads=(3, 3, 4), kernels=(7, 5, 3, 3)),
+}
+
+
+def _factory(size: str, pretrained: bool, kwargs: dict[str, Any]) -> MultiLabelEfficientViT:
+    args = dict(img_size=224, window_size=(7, 7, 7), **_ARCH[size])
+    return _create(f"efficientvit_ml_{size}", pretrained=pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def efficientvit_ml_m0(pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    """EfficientViT-MultiLabel M0 (2.2M parameters without MXA)."""
+    return _factory("m0", pretrained, kwargs)
+
+
+@register_model
+def efficientvit_ml_m1(pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    """EfficientViT-MultiLabel M1."""
+    return _factory("m1", pretrained, kwargs)
+
+
+@register_model
+def efficientvit_ml_m2(pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    """EfficientViT-MultiLabel M2."""
+    return _factory("m2", pretrained, kwargs)
+
+
+@register_model
+def efficientvit_ml_m3(pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    """EfficientViT-MultiLabel M3."""
+    return _factory("m3", pretrained, kwargs)
+
+
+@register_model
+def efficientvit_ml_m4(pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    """EfficientViT-MultiLabel M4."""
+    return _factory("m4", pretrained, kwargs)
+
+
+@register_model
+def efficientvit_ml_m5(pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
+    """EfficientViT-MultiLabel M5, the paper's model."""
+    return _factory("m5", pretrained, kwargs)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import gradcheck
+
+from mxa import CBAM, MXABlock
+
+
+def test_cbam_matches_formula() -> None:
+    torch.manual_seed(0)
+    cbam = CBAM(32, reduction=8, spatial_kernel=7).double()
+    x = torch.randn(3, 32, 9, 9, dtype=torch.float64)
+    w1 = cbam.channel.fc1.weight.flatten(1)  # (C/r, C)
+    w2 = cbam.channel.fc2.weight.flatten(1)  # (C, C/r)
+
+    def mlp(v):
+        return F.relu(v @ w1.T) @ w2.T
+
+    ca = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))
+    xc = x * ca[:, :, None, None]
+    desc = torch.cat([xc.amax(1, keepdim=True), xc.mean(1, keepdim=True)], 1)
+    sa = torch.sigmoid(F.conv2d(desc, cbam.spatial.conv.weight, padding=3))
+    torch.testing.assert_close(cbam(x), xc * sa)
+    assert w1.shape == (4, 32)
+
+
+def test_cbam_gradcheck() -> None:
+    cbam = CBAM(8, reduction=4, spatial_kernel=3).double()
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(cbam, (x,))
+
+
+def test_cbam_bad_input() -> None:
+    with pytest.raises(ValueError, match="built for 8"):
+        CBAM(8)(torch.randn(1, 4, 5, 5))
+    with pytest.raises(ValueError, match="odd"):
+        CBAM(8, spatial_kernel=4)
+
+
+def test_mxa_block_is_zero_at_init() -> None:
+    blk = MXABlock(16)
+    x = torch.randn(2, 16, 7, 7)
+    out = blk(x)
+    assert out.shape == x.shape
+    assert torch.count_nonzero(out) == 0
+    out.sum().backward()
+    assert blk.scale.grad is not None and blk.scale.grad.abs().sum() > 0
+
+
+def test_mxa_block_nonzero_scale_trains_everything() -> None:
+    torch.manual_seed(0)
+    blk = MXABlock(16, reduction=4, init_scale=1.0)
+    x = torch.randn(4, 16, 7, 7)
+    blk(x).square().mean().backward()
+    for name, p in blk.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_mxa_block_reaches_boxes() -> None:
+    blk = MXABlock(8)
+    boxes = blk.roi.predict_boxes(torch.randn(3, 8, 6, 6))
+    assert boxes.shape == (3, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mxa_block_dtype_device(dtype, device) -> None:
+    blk = MXABlock(8, init_scale=0.5).to(device=device, dtype=dtype)
+    x = torch.randn(2, 8, 7, 7, device=device, dtype=dtype)
+    y = blk(x)
+    assert y.dtype == dtype and y.device == x.device and torch.isfinite(y).all()
+
+
+def test_mxa_block_bf16_autocast() -> None:
+    blk = MXABlock(8, init_scale=0.5)
+    x = torch.randn(2, 8, 7, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = blk(x)
+    ref = blk(x)
+    assert y.dtype == torch.float32  # the block returns its input's dtype
+    torch.testing.assert_close(y, ref, atol=5e-2, rtol=5e-2)
+
+
+def test_mxa_block_compile_fullgraph() -> None:
+    torch._dynamo.reset()
+    blk = MXABlock(8, init_scale=0.5).eval()
+    x = torch.randn(2, 8, 7, 7)
+    compiled = torch.compile(blk, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), blk(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [torch.randn(8, 7, 7), torch.randn(1, 4, 7, 7)])
+def test_mxa_block_bad_input(bad) -> None:
+    with pytest.raises(ValueError):
+        MXABlock(8)(bad)
