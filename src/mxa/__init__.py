@@ -8,14 +8,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import models  # registers the efficientvit_ml_* models in timm
+from .distill.losses import DistillationLoss, SoftKDLoss
 from .layers import CBAM, DynamicROIPool, MXABlock, roi_crop
 from .models import MultiLabelEfficientViT
 
 __all__ = [
     "CBAM",
+    "DistillationLoss",
     "DynamicROIPool",
     "MXABlock",
     "MultiLabelEfficientViT",
+    "SoftKDLoss",
     "__version__",
     "models",
     "roi_crop",
