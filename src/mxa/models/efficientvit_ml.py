@@ -36,6 +36,7 @@ from timm.models.efficientvit_msra import checkpoint_filter_fn as _timm_filter_f
 from torch import nn
 
 from ..data.labels import CHEXPERT_LABELS
+from ..data.transforms import GRAY_MEAN, GRAY_STD
 from ..layers.mxa_block import MXABlock
 
 __all__ = [
@@ -47,11 +48,6 @@ __all__ = [
     "MultiLabelEfficientViT",
     "checkpoint_filter_fn",
 ]
-
-# ImageNet mean/std averaged over RGB: timm sums the RGB filters of the first conv when it adapts the
-# ImageNet weights to one channel, so a gray image normalized like this matches what they were trained on.
-GRAY_MEAN = (0.449,)
-GRAY_STD = (0.226,)
 
 
 class FreshBiasAttention(CascadedGroupAttention):

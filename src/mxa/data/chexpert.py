@@ -1,0 +1,170 @@
+"""CheXpert: the official CSVs, lazy image loading, uncertainty policies, patient-level splits."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .._optional import require
+from .io import load_xray
+from .labels import CHEXPERT_LABELS, apply_policy
+
+__all__ = ["CSV_COLUMNS", "CheXpertDataset", "patient_id", "patient_split", "read_chexpert_csv"]
+
+log = logging.getLogger(__name__)
+
+#: The official CSV columns, in order.
+CSV_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
+_PREFIX = re.compile(r"^(?:\./)?CheXpert-v1\.0(?:-small)?/")
+_PATIENT = re.compile(r"(patient\d+)")
+_ALLOWED = {1.0, 0.0, -1.0}
+
+
+def patient_id(path: str) -> str:
+    """``patient01234`` from a CheXpert path (the whole path when there is none)."""
+    m = _PATIENT.search(path)
+    return m.group(1) if m else path
+
+
+def _resolve_csv(root: Path, csv: str | Path) -> Path:
+    if str(csv) in ("train", "valid"):
+        for cand in (
+            root / f"{csv}.csv",
+            root / "CheXpert-v1.0-small" / f"{csv}.csv",
+            root / "CheXpert-v1.0" / f"{csv}.csv",
+        ):
+            if cand.is_file():
+                return cand
+        raise FileNotFoundError(
+            f"no {csv}.csv under {root} (looked in {root}, {root / 'CheXpert-v1.0-small'}, {root / 'CheXpert-v1.0'}); "
+            "pass the dataset folder that holds train.csv, or csv=<path to the CSV>"
+        )
+    path = Path(csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"CheXpert CSV not found: {path}")
+    return path
+
+
+def read_chexpert_csv(csv_path: str | Path):
+    """Read and validate a CheXpert CSV (plain or gzip) with pandas.
+
+    Raises ``ValueError`` naming the missing column, or the row (CSV line) and column of a label value
+    other than 1, 0, -1 or blank.
+    """
+    pd = require("pandas", "Reading CheXpert CSVs")
+    csv_path = Path(csv_path)
+    df = pd.read_csv(csv_path, dtype={"Path": str})
+    missing = [c for c in ("Path", "Frontal/Lateral", *CHEXPERT_LABELS) if c not in df.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {missing}; a CheXpert CSV has {list(CSV_COLUMNS)}")
+    for col in CHEXPERT_LABELS:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = (values.isna() & df[col].notna()) | (values.notna() & ~values.isin(list(_ALLOWED)))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(
+                f"{csv_path}: row {i} (line {i + 2}), column {col!r}: value {str(df[col].iloc[i])!r} "
+                "is not 1, 0, -1 or blank"
+            )
+        df[col] = values.astype("float32")
+    return df
+
+
+class CheXpertDataset(Dataset):
+    """CheXpert images with targets under an uncertainty policy.
+
+    Args:
+        root: the folder that holds ``train.csv``/``valid.csv`` (``CheXpert-v1.0-small``), or its parent.
+        csv: ``'train'``, ``'valid'`` or the path of a CSV (``.csv`` or ``.csv.gz``).
+        policy: ``ones`` (U-1, the paper's), ``zeros``, ``ignore`` or ``mixed``.
+        frontal_only: keep frontal views only (the number dropped is logged and kept in ``n_dropped``).
+        transform: callable on the loaded (1, H, W) float image in [0, 1].
+        image_root: where the images are, if not next to the CSV (e.g. a pre-resized copy).
+
+    Items: ``(image, target (14,) float, mask (14,) bool)``. ``labels``, ``label_mask``, ``raw_labels``,
+    ``paths``, ``ids`` and ``patients`` are available without reading any image.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        csv: str | Path = "train",
+        policy: str = "ones",
+        frontal_only: bool = True,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        image_root: str | Path | None = None,
+    ) -> None:
+        root = Path(root)
+        self.csv_path = _resolve_csv(root, csv)
+        df = read_chexpert_csv(self.csv_path)
+        self.n_total = len(df)
+        if frontal_only:
+            df = df[df["Frontal/Lateral"].astype(str).str.lower() == "frontal"]
+        self.n_dropped = self.n_total - len(df)
+        if self.n_dropped:
+            log.info(
+                "%s: kept %d frontal of %d rows (%d lateral dropped)",
+                self.csv_path.name,
+                len(df),
+                self.n_total,
+                self.n_dropped,
+            )
+        self.frame = df.reset_index(drop=True)
+        self.image_root = Path(image_root) if image_root is not None else self.csv_path.parent
+        self.ids: list[str] = self.frame["Path"].astype(str).tolist()
+        self.paths = [self.image_root / _PREFIX.sub("", p) for p in self.ids]
+        self.patients = [patient_id(p) for p in self.ids]
+        raw = torch.from_numpy(self.frame[list(CHEXPERT_LABELS)].to_numpy(dtype=np.float32))
+        self.raw_labels = raw
+        self.policy = policy
+        self.labels, self.label_mask = apply_policy(raw, policy)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image = load_xray(self.paths[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index], self.label_mask[index]
+
+    def subset(self, indices: Sequence[int]) -> torch.utils.data.Subset:
+        return torch.utils.data.Subset(self, list(indices))
+
+    def summary(self) -> str:
+        return (
+            f"{self.csv_path}: {len(self)} images of {len(set(self.patients))} patients "
+            f"(policy {self.policy}; {self.n_dropped} non-frontal rows dropped)"
+        )
+
+
+def patient_split(
+    patients: Sequence[str], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Split row indices into train/val so that no patient is in both.
+
+    Args:
+        patients: the patient id of every row (``CheXpertDataset.patients``).
+        val_fraction: fraction of *patients* that go to validation.
+        seed: the shuffle of patients.
+
+    Returns:
+        (train indices, val indices), each sorted.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    unique = sorted(set(patients))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_val = max(1, round(len(unique) * val_fraction)) if len(unique) > 1 else 0
+    val_patients = {unique[i] for i in order[:n_val]}
+    train, val = [], []
+    for i, p in enumerate(patients):
+        (val if p in val_patients else train).append(i)
+    return train, val

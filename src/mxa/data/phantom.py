@@ -1,0 +1,327 @@
+"""PhantomCXR: synthetic frontal chest radiographs with planted, label-specific findings.
+
+Every image is generated on the fly from ``(seed, index)``: no files, deterministic, a few milliseconds
+per 224 x 224 image. Label vectors are drawn from the real CheXpert label patterns (see
+``scripts/derive_label_stats.py``), so prevalence, uncertainty and co-occurrence follow the real data.
+Each present finding is drawn where radiologists look for it; uncertain (-1) findings are drawn faintly,
+so the uncertainty policy matters. The ground-truth box of every drawn finding comes with the item.
+
+Not anatomy: a test bed for the pipeline, the ROI localization metric and demos.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+from collections.abc import Callable
+from importlib import resources
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .labels import CHEXPERT_LABELS, apply_policy
+
+__all__ = ["PhantomCXR", "label_pattern_table", "render_phantom", "sample_raw_labels"]
+
+L = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
+_CODE = {"1": 1.0, "0": 0.0, "u": -1.0, ".": np.nan}
+# Amplitude of a finding by raw label: positive drawn fully, uncertain faintly, else not at all.
+_STRENGTH = {1.0: 1.0, -1.0: 0.45}
+
+
+@functools.lru_cache(maxsize=1)
+def label_pattern_table() -> tuple[np.ndarray, np.ndarray, dict]:
+    """(patterns (P, 14) float with NaN for blank, cumulative probabilities (P,), metadata)."""
+    with resources.files("mxa.data").joinpath("chexpert_label_patterns.json.gz").open("rb") as fb:
+        data = json.loads(gzip.decompress(fb.read()).decode("utf-8"))
+    codes = list(data["patterns"])
+    counts = np.array([data["patterns"][c] for c in codes], dtype=np.float64)
+    patterns = np.array([[_CODE[ch] for ch in c] for c in codes], dtype=np.float32)
+    cum = np.cumsum(counts / counts.sum())
+    cum[-1] = 1.0
+    meta = {k: v for k, v in data.items() if k != "patterns"}
+    return patterns, cum, meta
+
+
+def sample_raw_labels(rng: np.random.Generator) -> np.ndarray:
+    """One raw CheXpert label vector (14,), values 1, 0, -1 or NaN, with CheXpert's frequencies."""
+    patterns, cum, _ = label_pattern_table()
+    return patterns[int(np.searchsorted(cum, rng.random(), side="right"))].copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size
+    return c[None, :].repeat(size, 0), c[:, None].repeat(size, 1)  # u (x, right), v (y, down)
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_texture(size: int) -> np.ndarray:
+    # One fixed texture per size; each image reads it at a random offset (drawing fresh Gaussian
+    # noise per image costs more than the whole rest of the rendering).
+    return np.random.default_rng(20250101).standard_normal((2 * size, 2 * size)).astype(np.float32)
+
+
+class _Canvas:
+    """The image plus coordinate grids; shapes are drawn only inside their bounding window."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.u, self.v = _grid(size)
+        self.img = np.zeros((size, size), np.float32)
+
+    def window(self, cx: float, cy: float, hx: float, hy: float) -> tuple[slice, slice]:
+        n = self.size
+        r0, r1 = max(0, int((cy - hy) * n)), min(n, int((cy + hy) * n) + 2)
+        c0, c1 = max(0, int((cx - hx) * n)), min(n, int((cx + hx) * n) + 2)
+        return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+
+    def ellipse(self, cx, cy, rx, ry, soft, pad=1.05):
+        """(window, mask) of a soft-edged ellipse, 1 inside, 0 outside."""
+        w = self.window(cx, cy, rx * pad, ry * pad)
+        d = ((self.u[w] - cx) / rx) ** 2 + ((self.v[w] - cy) / ry) ** 2
+        return w, np.clip((1.0 - d) / soft, 0.0, 1.0)
+
+    def gauss(self, cx, cy, sx, sy):
+        w = self.window(cx, cy, 3 * sx, 3 * sy)
+        return w, np.exp(-0.5 * (((self.u[w] - cx) / sx) ** 2 + ((self.v[w] - cy) / sy) ** 2))
+
+
+def _box(cx, cy, hw, hh):
+    return [max(0.0, cx - hw), max(0.0, cy - hh), min(1.0, cx + hw), min(1.0, cy + hh)]
+
+
+def render_phantom(raw: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one phantom.
+
+    Args:
+        raw: (14,) raw labels (1, 0, -1, NaN) deciding which findings to draw and how strongly.
+        size: image side in pixels.
+        rng: the random source (all anatomy variation and finding placement come from it).
+
+    Returns:
+        image (size, size) float32 in [0, 1] (white = dense), boxes (14, 4) float32 normalized xyxy,
+        NaN rows for findings not drawn.
+    """
+    cv = _Canvas(size)
+    u, v, img = cv.u, cv.v, cv.img
+    r = rng.uniform
+    boxes = np.full((len(CHEXPERT_LABELS), 4), np.nan, dtype=np.float32)
+
+    def strength(name: str) -> float:
+        x = float(raw[L[name]])
+        return 0.0 if np.isnan(x) else _STRENGTH.get(x, 0.0)
+
+    # --- anatomy -----------------------------------------------------------------------------------
+    sx, sy = r(-0.02, 0.02), r(-0.02, 0.02)  # patient position
+    img += 0.06
+    w, body = cv.ellipse(0.5 + sx, 0.58 + sy, r(0.42, 0.47), 0.62, 0.15)
+    img[w] += 0.42 * body
+    lungs = []
+    lung_mask = np.zeros_like(img)
+    for side in (-1, 1):
+        cx, cy = 0.5 + side * r(0.16, 0.18) + sx, 0.47 + sy
+        rx, ry = r(0.12, 0.14), r(0.25, 0.28)
+        lungs.append((cx, cy, rx, ry))
+        w, m = cv.ellipse(cx, cy, rx, ry, 0.25)
+        lung_mask[w] = np.maximum(lung_mask[w], m)
+    img -= 0.27 * lung_mask
+    # ribs: bright bands curving down laterally, drawn inside the lungs only
+    ribs = np.zeros_like(img)
+    for cx, cy, rx, ry in lungs:
+        w = cv.window(cx, cy, rx, ry)
+        phase = (v[w] - 0.17 - sy - 0.35 * (u[w] - 0.5 - sx) ** 2) / 0.062
+        band = (np.abs(phase - np.round(phase)) < 0.14) & (phase > -0.3) & (phase < 8.3)
+        ribs[w] = band
+    img += 0.09 * ribs * lung_mask
+    # spine and mediastinum, wider at the top when the mediastinum is enlarged
+    med_w = 0.045
+    if emc := strength("Enlarged Cardiomediastinum"):
+        med_w += 0.035 * emc
+        boxes[L["Enlarged Cardiomediastinum"]] = _box(0.5 + sx, 0.33 + sy, med_w + 0.02, 0.15)
+    w = cv.window(0.5 + sx, 0.6, med_w + 0.02, 0.5)
+    uu, vv = u[w], v[w]
+    upper = np.clip((0.52 + sy - vv) / 0.05, 0, 1)
+    col = np.clip((med_w - np.abs(uu - 0.5 - sx)) / 0.012, 0, 1) * np.clip((vv - 0.12 - sy) / 0.03, 0, 1)
+    img[w] += 0.38 * col * (0.55 + 0.45 * upper)
+    # heart
+    hx, hy, hrx, hry = 0.54 + sx, 0.64 + sy, r(0.11, 0.13), r(0.09, 0.11)
+    if cm := strength("Cardiomegaly"):
+        hrx *= 1.0 + 0.5 * cm
+        hry *= 1.0 + 0.2 * cm
+        boxes[L["Cardiomegaly"]] = _box(hx, hy, hrx, hry)
+    w, heart = cv.ellipse(hx, hy, hrx, hry, 0.2)
+    img[w] += 0.34 * heart
+    # diaphragm: dense below the lung bases
+    w = (slice(int(0.68 * size), size), slice(0, size))
+    img[w] += 0.2 * np.clip((v[w] - 0.74 - sy - 0.2 * (u[w] - 0.5) ** 2) / 0.03, 0, 1)
+
+    def lung_point(side: int, vmin: float, vmax: float) -> tuple[float, float]:
+        cx, cy, rx, ry = lungs[(side + 1) // 2]
+        return cx + r(-0.5, 0.5) * rx, cy + ry * r(vmin, vmax)
+
+    def side() -> int:
+        return int(rng.choice((-1, 1)))
+
+    def add(w, values, amp):
+        img[w] += amp * values * lung_mask[w]
+
+    # --- findings ----------------------------------------------------------------------------------
+    if s := strength("Lung Opacity"):
+        cx, cy = lung_point(side(), -0.4, 0.5)
+        sgx, sgy = r(0.04, 0.06), r(0.05, 0.08)
+        w, g = cv.gauss(cx, cy, sgx, sgy)
+        add(w, g, 0.22 * s)
+        boxes[L["Lung Opacity"]] = _box(cx, cy, 2 * sgx, 2 * sgy)
+    if s := strength("Lung Lesion"):  # a nodule of a few pixels
+        cx, cy = lung_point(side(), -0.6, 0.4)
+        rad = r(0.012, 0.02)
+        w, m = cv.ellipse(cx, cy, rad, rad, 0.5)
+        img[w] += 0.32 * s * m
+        boxes[L["Lung Lesion"]] = _box(cx, cy, rad * 1.5, rad * 1.5)
+    if s := strength("Edema"):  # bilateral perihilar haze with interstitial lines
+        for cx, cy, _, _ in lungs:
+            w, haze = cv.gauss(cx - 0.3 * (cx - 0.5), cy + 0.03, 0.07, 0.1)
+            lines = np.abs(np.sin(v[w] * size * 0.9)) > 0.92
+            add(w, haze * (0.16 + 0.08 * lines), s)
+        boxes[L["Edema"]] = _box(0.5 + sx, 0.5 + sy, 0.28, 0.2)
+    if s := strength("Consolidation"):  # dense lobar patch at a lung base
+        cx, cy, rx, ry = lungs[(side() + 1) // 2]
+        px, py = cx + r(-0.3, 0.3) * rx, cy + ry * r(0.35, 0.6)
+        w, patch = cv.ellipse(px, py, rx * 0.55, ry * 0.28, 0.4)
+        add(w, patch, 0.3 * s)
+        boxes[L["Consolidation"]] = _box(px, py, rx * 0.55, ry * 0.28)
+    if s := strength("Pneumonia"):  # patchy clustered opacities
+        cx, cy = lung_point(side(), -0.2, 0.5)
+        for _ in range(5):
+            w, g = cv.gauss(cx + r(-0.04, 0.04), cy + r(-0.04, 0.04), 0.015, 0.015)
+            add(w, g, 0.16 * s)
+        boxes[L["Pneumonia"]] = _box(cx, cy, 0.07, 0.07)
+    if s := strength("Atelectasis"):  # plate-like horizontal band in a lower zone
+        cx, cy = lung_point(side(), 0.2, 0.5)
+        w = cv.window(cx, cy, 0.075, 0.03)
+        band = np.clip((0.008 - np.abs(v[w] - cy - 0.1 * (u[w] - cx))) / 0.004, 0, 1)
+        add(w, band, 0.25 * s)
+        boxes[L["Atelectasis"]] = _box(cx, cy, 0.08, 0.025)
+    if s := strength("Pneumothorax"):  # lucent apex without lung markings, bounded by a pleural line
+        sd = side()
+        cx, cy, rx, ry = lungs[(sd + 1) // 2]
+        ax, ay, arx, ary = cx + sd * 0.02, cy - ry * 0.55, rx * 0.75, ry * 0.45
+        w = cv.window(ax, ay, arx * 1.1, ary * 1.1)
+        d = ((u[w] - ax) / arx) ** 2 + ((v[w] - ay) / ary) ** 2
+        cap = np.clip((1.0 - d) / 0.05, 0, 1) * lung_mask[w]
+        rim = np.clip(1 - np.abs(d - 1) / 0.06, 0, 1) * lung_mask[w]
+        img[w] += s * (0.2 * rim - (0.08 + 0.09 * ribs[w]) * cap)
+        boxes[L["Pneumothorax"]] = _box(ax, ay, arx, ary)
+    if s := strength("Pleural Effusion"):  # meniscus filling a costophrenic angle
+        sd = side()
+        cx, cy, rx, ry = lungs[(sd + 1) // 2]
+        level = cy + ry * r(0.45, 0.65)
+        w, inside = cv.ellipse(cx, cy, rx * 1.15, ry * 1.05, 0.1)
+        lateral = np.clip(sd * (u[w] - cx) / rx, 0, 1) ** 2
+        meniscus = np.clip((v[w] - level + 0.12 * lateral) / 0.01, 0, 1)
+        img[w] += 0.32 * s * meniscus * inside
+        boxes[L["Pleural Effusion"]] = [cx - rx * 1.1, level - 0.12, cx + rx * 1.1, min(1.0, cy + ry * 1.05)]
+    if s := strength("Pleural Other"):  # pleural thickening along a lateral chest wall
+        sd = side()
+        cx, cy, rx, ry = lungs[(sd + 1) // 2]
+        y0 = cy + r(-0.4, 0.2) * ry
+        w = cv.window(cx + sd * rx, y0, 0.05, 0.08)
+        d = ((u[w] - cx) / rx) ** 2 + ((v[w] - cy) / ry) ** 2
+        img[w] += 0.2 * s * np.clip(1 - np.abs(d - 1) / 0.12, 0, 1) * (sd * (u[w] - cx) > 0)
+        boxes[L["Pleural Other"]] = _box(cx + sd * rx * 0.95, y0, 0.05, 0.08)
+    if s := strength("Fracture"):  # a broken, offset rib
+        sd = side()
+        cx, cy, rx, ry = lungs[(sd + 1) // 2]
+        fx = cx + sd * rx * r(0.3, 0.7)
+        fy = 0.17 + sy + 0.35 * (fx - 0.5 - sx) ** 2 + 0.062 * int(rng.integers(1, 7))
+        w, near = cv.gauss(fx, fy, 0.012, 0.02)
+        gap = (np.abs(u[w] - fx) < 0.006) & (np.abs(v[w] - fy) < 0.02)
+        img[w] += s * (0.14 * near - 0.15 * gap)
+        boxes[L["Fracture"]] = _box(fx, fy, 0.025, 0.03)
+    if s := strength("Support Devices"):  # an endotracheal tube down the midline and a line with a port
+        tx = 0.51 + sx
+        w = cv.window(tx, 0.2 + sy / 2, 0.01, 0.2 + sy / 2)
+        img[w] += 0.45 * s * np.clip((0.0045 - np.abs(u[w] - tx)) / 0.002, 0, 1) * (v[w] > 0.05)
+        px, py = r(0.18, 0.28), r(0.12, 0.2)
+        w = cv.window((px + tx) / 2, py + 0.45 * (tx - px), (tx - px) / 2, 0.45 * (tx - px) + 0.01)
+        line = np.clip((0.004 - np.abs(v[w] - py - (u[w] - px) * 0.9)) / 0.002, 0, 1) * (u[w] > px)
+        img[w] += 0.4 * s * line
+        w, port = cv.ellipse(px, py, 0.025, 0.02, 0.3)
+        img[w] += 0.5 * s * port
+        boxes[L["Support Devices"]] = [px - 0.03, 0.03, tx + 0.02, max(0.4 + sy, py + 0.9 * (tx - px))]
+
+    # --- acquisition: contrast curve, exposure, noise -----------------------------------------------
+    np.clip(img, 0.0, 1.0, out=img)
+    g = r(-0.3, 0.3)  # gamma-like curve without a per-pixel pow
+    img *= (1.0 + g * (1.0 - img)) * r(0.85, 1.1)
+    img += r(-0.04, 0.04)
+    tex = _noise_texture(size)
+    oy, ox = rng.integers(0, size, size=2)
+    img += r(0.01, 0.025) * tex[oy : oy + size, ox : ox + size]
+    np.clip(img, 0.0, 1.0, out=img)
+    return img, np.clip(boxes, 0.0, 1.0)
+
+
+class PhantomCXR(Dataset):
+    """``n`` synthetic frontal chest X-rays, deterministic per ``(seed, index)``.
+
+    Args:
+        n: number of images.
+        image_size: side of the square image.
+        seed: dataset seed; ``PhantomCXR(n, seed=s)[i]`` is always the same image.
+        policy: uncertainty policy for the targets (``ones``, ``zeros``, ``ignore``, ``mixed``).
+        transform: callable on a (1, H, W) float tensor in [0, 1]; default: normalize with the
+            models' gray mean/std (what ``mxa.data.transforms`` does for evaluation).
+
+    Items: ``(image (1, H, W), target (14,), mask (14,) bool, boxes (14, 4))`` where ``boxes`` holds
+    the normalized xyxy box of each drawn finding and NaN rows for the others.
+
+    Attributes ``raw_labels`` (n, 14; NaN blank), ``labels`` and ``label_mask`` are available without
+    rendering any image; ``ids`` are ``"phantom-<seed>-<index>"``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        image_size: int = 224,
+        seed: int = 0,
+        policy: str = "ones",
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        self.n, self.image_size, self.seed, self.policy = n, image_size, seed, policy
+        self.raw_labels = torch.from_numpy(
+            np.stack([sample_raw_labels(self._rng(i, 0)) for i in range(n)])
+            if n
+            else np.zeros((0, len(CHEXPERT_LABELS)), np.float32)
+        )
+        self.labels, self.label_mask = apply_policy(self.raw_labels, policy)
+        if transform is None:
+            from .transforms import GRAY_MEAN, GRAY_STD, Normalize
+
+            transform = Normalize(GRAY_MEAN, GRAY_STD)
+        self.transform = transform
+        self.ids = [f"phantom-{seed}-{i}" for i in range(n)]
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, index, stream])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw image (H, W) in [0, 1] and boxes (14, 4) of item ``index``."""
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for PhantomCXR of {self.n} images")
+        return render_phantom(self.raw_labels[index].numpy(), self.image_size, self._rng(index, 1))
+
+    def __getitem__(self, index: int):
+        img, boxes = self.render(index)
+        image = self.transform(torch.from_numpy(img)[None])
+        return image, self.labels[index], self.label_mask[index], torch.from_numpy(boxes)
