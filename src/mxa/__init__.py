@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from . import models  # registers the efficientvit_ml_* models in timm
 from .distill.losses import DistillationLoss, SoftKDLoss
+from .export import export_onnx, export_safetensors, load_exported
 from .layers import CBAM, DynamicROIPool, MXABlock, roi_crop
 from .models import MultiLabelEfficientViT
 
@@ -20,6 +21,9 @@ __all__ = [
     "MultiLabelEfficientViT",
     "SoftKDLoss",
     "__version__",
+    "export_onnx",
+    "export_safetensors",
+    "load_exported",
     "models",
     "roi_crop",
 ]

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# CUDA benchmarks in one prepared script (under 5 minutes on one H100); writes benchmarks/results/<device>.json.
+# Usage: bash benchmarks/run_cuda.sh        (needs a CUDA device; the package installed with the test extra)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
+dev=$(python -c "import torch, re; print(re.sub(r'[^A-Za-z0-9]+', '-', torch.cuda.get_device_name(0)).strip('-').lower())")
+out=benchmarks/results
+tmp=$(mktemp -d)
+models=(); for i in 0 1 2 3 4 5; do models+=(--model "efficientvit_ml_m$i"); done
+# the EfficientViT paper's setting: large batches, fp16/bf16 autocast; fp32 too for reference
+mxa bench "${models[@]}" --device cuda --batch-size 1024 --amp bf16 --channels-last --repeats 20 --json "$tmp/bf16-b1024.json"
+mxa bench "${models[@]}" --device cuda --batch-size 256 --amp none --repeats 20 --no-train --json "$tmp/fp32-b256.json"
+mxa bench --model efficientvit_ml_m5 --device cuda --batch-size 1 --amp none --repeats 100 --no-train --json "$tmp/fp32-b1.json"
+mxa bench --model efficientvit_ml_m5 --device cuda --batch-size 1024 --amp bf16 --channels-last --compile --repeats 20 --no-train --json "$tmp/bf16-b1024-compile.json"
+python -m pytest benchmarks/test_bench_roi.py benchmarks/test_bench_inference.py --benchmark-only -q \
+    -k "cuda" --benchmark-json "$tmp/pytest-benchmark.json" || true
+python scripts/benchmark_summary.py "$tmp"/bf16-b1024.json "$tmp"/fp32-b256.json "$tmp"/fp32-b1.json \
+    "$tmp"/bf16-b1024-compile.json "$tmp"/pytest-benchmark.json --output "$out/$dev.json"
+echo "wrote $out/$dev.json"

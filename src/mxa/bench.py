@@ -1,0 +1,264 @@
+"""``mxa bench``: parameters, FLOPs, latency, throughput, train-step time and memory, side by side.
+
+For every model asked for, three variants are measured in the same run, *interleaved* (one repeat of each
+in turn), so a noisy machine biases none of them: ours with MXA, ours without (``mxa=False``), and timm's
+own ``efficientvit_mX``. Ratios to the baseline are medians of the per-repeat ratios.
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "measure", "register", "run_bench"]
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass (multiply-add = 2 FLOPs), counted by torch's FlopCounterMode."""
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return int(fc.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timer(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int = 3, repeats: int = 10
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, interleaved: repeat r runs every function once, in turn."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        order = list(fns) if r % 2 == 0 else list(reversed(fns))  # no fixed position in the cycle
+        for k in order:
+            times[k].append(_timer(fns[k], device))
+    return times
+
+
+def _variants(name: str, img_size: int) -> dict[str, torch.nn.Module]:
+    m = re.fullmatch(r"efficientvit_ml_m(\d)", name)
+    out = {
+        "mxa": timm.create_model(name, img_size=img_size, mxa=True),
+        "baseline": timm.create_model(name, img_size=img_size, mxa=False),
+    }
+    if m:
+        out["timm"] = timm.create_model(
+            f"efficientvit_m{m.group(1)}", img_size=img_size, in_chans=1, num_classes=14
+        )
+    return out
+
+
+def _stats(ts: list[float], batch: int) -> dict[str, float]:
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    med = statistics.median(ts)
+    return {
+        "median_ms": med * 1e3,
+        "p25_ms": q[0] * 1e3,
+        "p75_ms": q[2] * 1e3,
+        "min_ms": min(ts) * 1e3,
+        "images_per_s": batch / med,
+    }
+
+
+def run_bench(
+    models: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 32,
+    img_size: int = 224,
+    amp: str = "none",
+    channels_last: bool = False,
+    compile: bool = False,
+    repeats: int = 10,
+    warmup: int = 3,
+    train_step: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Benchmark ``models`` and their baselines; returns a JSON-ready dict (see module docstring)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    ctx = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    results: dict[str, Any] = {}
+    for name in models:
+        variants = _variants(name, img_size)
+        x = torch.randn(batch_size, 1, img_size, img_size, device=dev).contiguous(memory_format=fmt)
+        y = torch.randint(0, 2, (batch_size, 14), device=dev).float()
+        info: dict[str, Any] = {}
+        infer, trains, opts = {}, {}, {}
+        for k, model in variants.items():
+            params = sum(p.numel() for p in model.parameters())
+            flops = count_flops(model, torch.randn(1, 1, img_size, img_size))
+            info[k] = {"params": params, "gflops": flops / 1e9, "gmacs": flops / 2e9}
+            model.to(dev).to(memory_format=fmt)
+            fwd = torch.compile(model) if compile else model
+
+            def run_infer(m=fwd, x=x) -> None:
+                with torch.inference_mode(), ctx():
+                    m(x)
+
+            infer[k] = run_infer
+            if train_step:
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                opts[k] = opt
+
+                def run_train(m=fwd, mod=model, o=opt, x=x, y=y) -> None:
+                    mod.train()
+                    with ctx():
+                        loss = torch.nn.functional.binary_cross_entropy_with_logits(m(x).float(), y)
+                    loss.backward()
+                    o.step()
+                    o.zero_grad(set_to_none=True)
+                    mod.eval()
+
+                trains[k] = run_train
+            model.eval()
+        if progress:
+            print(f"{name}: inference ({repeats} interleaved repeats)...", flush=True)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t_inf = measure(infer, dev, warmup, repeats)
+        peak = {}
+        if dev.type == "cuda":  # peak memory of each variant's inference, measured alone
+            for k, fn in infer.items():
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+                fn()
+                _sync(dev)
+                peak[k] = torch.cuda.max_memory_allocated(dev) / 2**20
+        t_train = measure(trains, dev, 1, max(3, repeats // 2)) if train_step else {}
+        for k in variants:
+            info[k]["inference"] = _stats(t_inf[k], batch_size)
+            if train_step:
+                info[k]["train_step"] = _stats(t_train[k], batch_size)
+            info[k]["peak_memory_mib"] = peak.get(k)
+        ratios: dict[str, Any] = {}
+        for k in ("mxa", "timm"):
+            if k not in variants:
+                continue
+            ratios[f"{k}_vs_baseline"] = {
+                "params": info[k]["params"] / info["baseline"]["params"],
+                "flops": info[k]["gflops"] / info["baseline"]["gflops"],
+                "latency": statistics.median(a / b for a, b in zip(t_inf[k], t_inf["baseline"])),
+                **(
+                    {"train_step": statistics.median(a / b for a, b in zip(t_train[k], t_train["baseline"]))}
+                    if train_step
+                    else {}
+                ),
+            }
+        results[name] = {"variants": info, "ratios": ratios}
+        del variants, infer, trains, opts
+    return {
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
+        "device_type": dev.type,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "img_size": img_size,
+        "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile,
+        "repeats": repeats,
+        "results": results,
+    }
+
+
+def print_table(rep: dict[str, Any]) -> None:
+    print(
+        f"\n{rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, "
+        f"batch {rep['batch_size']}, {rep['img_size']}px, amp {rep['amp']}"
+    )
+    head = f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms':>22}{'img/s':>9}{'train ms':>10}"
+    print(head + "\n" + "-" * len(head))
+    for name, r in rep["results"].items():
+        for k, v in r["variants"].items():
+            inf = v["inference"]
+            tr = v.get("train_step", {}).get("median_ms")
+            lat = f"{inf['median_ms']:.2f} [{inf['p25_ms']:.2f}-{inf['p75_ms']:.2f}]"
+            print(
+                f"{name:<20}{k:<10}{v['params'] / 1e6:>9.2f}M{v['gflops']:>9.3f}{v['gmacs']:>8.3f}{lat:>22}"
+                f"{inf['images_per_s']:>9.0f}{tr if tr is None else f'{tr:.1f}':>10}"
+            )
+        for k, rr in r["ratios"].items():
+            extra = f", train step x{rr['train_step']:.3f}" if "train_step" in rr else ""
+            print(
+                f"{'':<20}{k}: params x{rr['params']:.4f}, FLOPs x{rr['flops']:.4f}, latency x{rr['latency']:.3f}{extra}"
+            )
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    rep = run_bench(
+        ns.model or ["efficientvit_ml_m5"],
+        ns.device,
+        ns.batch_size,
+        ns.img_size,
+        ns.amp,
+        ns.channels_last,
+        ns.compile,
+        ns.repeats,
+        ns.warmup,
+        not ns.no_train,
+    )
+    print_table(rep)
+    if ns.json:
+        Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json).write_text(json.dumps(rep, indent=2))
+        print(f"\nresults: {ns.json}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench", help="parameters, FLOPs, latency, throughput vs the baseline and timm, side by side"
+    )
+    p.add_argument("--model", action="append", help="model name, repeatable (default efficientvit_ml_m5)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--img-size", type=int, default=224, help="input size (default 224)")
+    p.add_argument(
+        "--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype (default none)"
+    )
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile every variant")
+    p.add_argument("--repeats", type=int, default=10, help="interleaved timed repeats (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls of each variant (default 3)")
+    p.add_argument("--no-train", action="store_true", help="skip the train-step timing")
+    p.add_argument("--json", default=None, help="write every number, with device and versions, to this file")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,227 @@
+"""Pictures: ROC curves, ROI overlays (the paper's Figure F.1), attention maps (Figure 4 / G.1).
+
+Needs the ``viz`` extra (matplotlib). Every figure is a PNG with a title, label names and colour bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._optional import require
+from .data.labels import CHEXPERT_LABELS
+
+__all__ = [
+    "attention_map",
+    "plot_attention_comparison",
+    "plot_phantom_grid",
+    "plot_roc_curves",
+    "plot_roi_overlay",
+]
+
+DISCLAIMER = "Research software; not a medical device. Not for clinical use."
+
+
+def _plt():
+    mpl = require("matplotlib", "Plotting")
+    mpl.use("Agg")
+    return require("matplotlib.pyplot", "Plotting")
+
+
+def plot_roc_curves(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None,
+    path: str | Path,
+    labels: Sequence[str] = CHEXPERT_LABELS,
+    title: str = "ROC curves",
+) -> Path:
+    """One ROC curve per label with both classes (AUC in the legend), on a single PNG."""
+    plt = _plt()
+    tmf = require("torchmetrics.functional.classification", "ROC curves")
+    mask = torch.ones_like(probs, dtype=torch.bool) if mask is None else mask.bool()
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    cmap = plt.get_cmap("tab20")
+    for j, name in enumerate(labels):
+        m = mask[:, j]
+        t = targets[m, j].long()
+        if t.numel() == 0 or t.min() == t.max():
+            continue
+        fpr, tpr, _ = tmf.binary_roc(probs[m, j].float(), t)
+        auc = float(tmf.binary_auroc(probs[m, j].float(), t))
+        ax.plot(fpr.numpy(), tpr.numpy(), color=cmap(j % 20), lw=1.4, label=f"{name} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
+    ax.set(
+        xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title
+    )
+    ax.legend(fontsize=7, loc="lower right", title="label (AUC)", title_fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def plot_roi_overlay(
+    image: torch.Tensor | np.ndarray,
+    boxes: dict[str, torch.Tensor],
+    path: str | Path,
+    probs: torch.Tensor | None = None,
+    labels: Sequence[str] = CHEXPERT_LABELS,
+    true_boxes: torch.Tensor | None = None,
+    title: str = "MXA regions of interest",
+    top_k: int = 5,
+) -> Path:
+    """The X-ray with the box of every MXA block drawn (paper Figure F.1), the top predictions beside it.
+
+    Args:
+        image: (H, W) or (1, H, W) in [0, 1] (or normalized: it is rescaled for display).
+        boxes: {block name: (4,) normalized xyxy}.
+        probs: (C,) probabilities, listed beside the image.
+        true_boxes: (14, 4) planted boxes of a phantom (NaN rows: absent), drawn dashed.
+    """
+    plt = _plt()
+    img = torch.as_tensor(image).detach().float().squeeze().numpy()
+    lo, hi = np.percentile(img, 0.5), np.percentile(img, 99.5)
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    h, w = img.shape
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(9, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+    cmap = plt.get_cmap("plasma")
+    names = list(boxes)
+    for i, name in enumerate(names):
+        x1, y1, x2, y2 = (torch.as_tensor(boxes[name]).float() * torch.tensor([w, h, w, h])).tolist()
+        ax.add_patch(
+            plt.Rectangle(
+                (x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.6, color=cmap(i / max(1, len(names) - 1))
+            )
+        )
+    if true_boxes is not None:
+        for j, b in enumerate(torch.as_tensor(true_boxes)):
+            if torch.isnan(b[0]):
+                continue
+            x1, y1, x2, y2 = (b * torch.tensor([w, h, w, h])).tolist()
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.0, ls="--", color="lime"))
+            ax.text(x1, y1 - 2, labels[j], color="lime", fontsize=6)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    if names:
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(1, len(names) - 1)))
+        cb = fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, ticks=range(len(names)))
+        cb.ax.set_yticklabels(
+            [n.replace("stages.", "s").replace(".blocks.", ".b") for n in names], fontsize=6
+        )
+        cb.set_label("MXA block (stage.block)", fontsize=7)
+    side.set_axis_off()
+    if probs is not None:
+        p = torch.as_tensor(probs).detach().float()
+        order = p.argsort(descending=True)[:top_k].tolist()
+        side.barh(range(len(order))[::-1], [float(p[i]) for i in order], color="#4477aa")
+        side.set_axis_on()
+        side.set_yticks(range(len(order))[::-1], [labels[i] for i in order], fontsize=8)
+        side.set_xlim(0, 1)
+        side.set_xlabel("predicted probability", fontsize=8)
+        side.set_title(f"top {len(order)} predictions", fontsize=9)
+    fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(fig, path)
+
+
+def attention_map(model: torch.nn.Module, image: torch.Tensor, stage: int = -1) -> torch.Tensor:
+    """Where the model attends: the channel-mean absolute activation of a stage's output.
+
+    Args:
+        model: a ``MultiLabelEfficientViT`` (any model with ``forward_intermediates``).
+        image: (1, C, H, W) normalized input.
+        stage: which stage (default the last).
+
+    Returns:
+        (H, W) map in [0, 1], upsampled bilinearly to the image size.
+    """
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_intermediates(image, intermediates_only=True)
+    f = feats[stage].float().abs().mean(1, keepdim=True)
+    f = torch.nn.functional.interpolate(f, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    f = f - f.min()
+    return f / f.max().clamp_min(1e-12)
+
+
+def plot_attention_comparison(
+    image: torch.Tensor,
+    baseline: torch.nn.Module,
+    mxa_model: torch.nn.Module,
+    path: str | Path,
+    stage: int = -1,
+    title: str = "What the models attend to",
+) -> Path:
+    """Baseline vs MXA attention over the X-ray, and their difference (paper Figure 4 / G.1).
+
+    ``image`` is the normalized (1, C, H, W) model input.
+    """
+    plt = _plt()
+    a, b = attention_map(baseline, image, stage), attention_map(mxa_model, image, stage)
+    gray = image[0].float().mean(0).numpy()
+    gray = (gray - gray.min()) / max(float(gray.max() - gray.min()), 1e-6)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    for ax, m, name in ((axes[0], a, "baseline"), (axes[1], b, "+ MXA")):
+        ax.imshow(gray, cmap="gray")
+        im = ax.imshow(m.numpy(), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(name)
+        ax.set_axis_off()
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="relative activation")
+    d = (b - a).numpy()
+    lim = max(float(np.abs(d).max()), 1e-6)
+    axes[2].imshow(gray, cmap="gray")
+    im = axes[2].imshow(d, cmap="coolwarm", alpha=0.6, vmin=-lim, vmax=lim)
+    axes[2].set_title("difference (MXA - baseline)")
+    axes[2].set_axis_off()
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02, label="activation difference")
+    fig.suptitle(title)
+    fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return _save(fig, path)
+
+
+def plot_phantom_grid(
+    path: str | Path, n: int = 12, image_size: int = 224, seed: int = 0, cols: int = 4
+) -> Path:
+    """A grid of phantoms with their positive labels and planted boxes (uncertain ones in yellow)."""
+    from .data.phantom import PhantomCXR
+
+    plt = _plt()
+    ds = PhantomCXR(n, image_size=image_size, seed=seed)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.25 * rows))
+    for i, ax in enumerate(np.atleast_1d(axes).flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        img, boxes = ds.render(i)
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        raw = ds.raw_labels[i]
+        for j in range(len(CHEXPERT_LABELS)):
+            if np.isnan(boxes[j, 0]):
+                continue
+            x1, y1, x2, y2 = boxes[j] * image_size
+            color = "red" if raw[j] == 1 else "yellow"
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1, color=color))
+        pos = [CHEXPERT_LABELS[j] for j in range(len(CHEXPERT_LABELS)) if raw[j] == 1]
+        unc = [CHEXPERT_LABELS[j] for j in range(len(CHEXPERT_LABELS)) if raw[j] == -1]
+        text = ", ".join(pos) or "(no positive label)"
+        if unc:
+            text += "\nuncertain: " + ", ".join(unc)
+        ax.set_title(text, fontsize=6.5)
+    fig.suptitle("PhantomCXR: planted findings (red: positive, yellow: uncertain)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
