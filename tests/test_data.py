@@ -268,3 +268,21 @@ def test_real_samples_and_monochrome1(shared_cxr) -> None:
     torch.testing.assert_close(mono1, 1.0 - mono2)
     png = load_xray(shared_cxr / "00000001_000.png")
     assert png.shape == (1, 512, 512) and 0.1 < png.mean() < 0.9
+
+
+def test_preresize_roundtrip(tmp_path) -> None:
+    from PIL import Image
+
+    from mxa.data.preresize import preresize_chexpert
+
+    base = write_phantom_chexpert(tmp_path / "src", n_train=4, n_valid=2, image_size=96)
+    for png in base.rglob("*.png"):  # CheXpert ships JPEGs
+        Image.open(png).save(png.with_suffix(".jpg"), quality=95)
+        png.unlink()
+    for csv in base.glob("*.csv"):
+        csv.write_text(csv.read_text().replace(".png", ".jpg"))
+    n = preresize_chexpert(base, tmp_path / "small", size=48, workers=1)
+    assert n == 6
+    ds = CheXpertDataset(tmp_path / "small", "train")
+    assert len(ds) == 4 and ds[0][0].shape == (1, 48, 48)
+    assert preresize_chexpert(base, tmp_path / "small", size=48, workers=1) == 6  # restartable

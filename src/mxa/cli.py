@@ -384,6 +384,14 @@ def cmd_make_phantom(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preresize(ns: argparse.Namespace) -> int:
+    from .data.preresize import preresize_chexpert
+
+    n = preresize_chexpert(ns.src, ns.dst, ns.size, ns.workers)
+    print(f"{n} images resized into {ns.dst} (use --data chexpert:{ns.dst})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -510,6 +518,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=224, help="image size (default 224)")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.set_defaults(func=cmd_make_phantom)
+
+    p = sub.add_parser(
+        "preresize", help="copy CheXpert with smaller images, once (decoding 3000px JPEGs is slow)"
+    )
+    p.add_argument("--src", required=True, help="the CheXpert-v1.0 (or -small) folder with train.csv")
+    p.add_argument("--dst", required=True, help="the folder to write (CSVs copied, images resized)")
+    p.add_argument("--size", type=int, default=320, help="shorter side in pixels (default 320)")
+    p.add_argument("--workers", type=int, default=8, help="processes (default 8)")
+    p.set_defaults(func=cmd_preresize)
 
     _register_extra_commands(sub)
     return parser

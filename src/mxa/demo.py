@@ -48,8 +48,8 @@ def demo_config(quick: bool, output: Path, seed: int, progress: bool) -> tuple[T
             img_size=96, train_samples=384, val_samples=192, epochs=2, output=str(output), **common
         ), 3
     return TrainConfig(
-        img_size=128, train_samples=2400, val_samples=600, epochs=4, output=str(output), **common
-    ), 6
+        img_size=128, train_samples=1600, val_samples=500, epochs=4, output=str(output), **common
+    ), 5
 
 
 def run_demo(output: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:

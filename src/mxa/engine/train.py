@@ -328,8 +328,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.compile:
         train_model = torch.compile(model)
     if distributed:
+        # static_graph: the graph is the same every step; it also accepts parameters that are never used
+        # (the box head of an MXA block on a 1x1 map, where the crop cannot depend on the box).
         train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None
+            train_model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
         )
 
     def state(epoch: int, batch_in_epoch: int) -> dict[str, Any]:

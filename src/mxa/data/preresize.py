@@ -1,0 +1,69 @@
+"""Pre-resize CheXpert once: the full-resolution JPEGs (~3000 px) make decoding the training bottleneck."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+__all__ = ["preresize_chexpert"]
+
+
+def _resize_one(args: tuple[str, str, int, int]) -> str | None:
+    from PIL import Image
+
+    src, dst, size, quality = args
+    out = Path(dst)
+    if out.exists():
+        return None
+    try:
+        with Image.open(src) as img:
+            img = img.convert("L")
+            w, h = img.size
+            scale = size / min(w, h)
+            if scale < 1:
+                img = img.resize(
+                    (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC
+                )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            img.save(tmp, format="JPEG", quality=quality)
+            tmp.replace(out)
+    except Exception as e:  # keep going; report every failure at the end
+        return f"{src}: {e}"
+    return None
+
+
+def preresize_chexpert(
+    src: str | Path, dst: str | Path, size: int = 320, workers: int = 8, quality: int = 95
+) -> int:
+    """Copy a CheXpert folder (CSVs + images) with every image's shorter side reduced to ``size``.
+
+    The CSVs are copied unchanged: their ``CheXpert-v1.0*/`` path prefix is ignored by
+    :class:`~mxa.data.CheXpertDataset`, which resolves images next to the CSV. Already written images are
+    skipped, so an interrupted run can simply be restarted. Returns the number of images written.
+    """
+    src, dst = Path(src), Path(dst)
+    if not (src / "train.csv").is_file():
+        raise FileNotFoundError(f"no train.csv in {src}: pass the CheXpert-v1.0 (or -small) folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    for csv in src.glob("*.csv"):
+        shutil.copy2(csv, dst / csv.name)
+    jobs = [(str(p), str(dst / p.relative_to(src)), size, quality) for p in src.rglob("*.jpg")]
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+
+        def tqdm(x, **_):  # type: ignore[no-redef]
+            return x
+
+    errors = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for err in tqdm(
+            pool.map(_resize_one, jobs, chunksize=64), total=len(jobs), desc="resizing", unit="img"
+        ):
+            if err:
+                errors.append(err)
+    if errors:
+        raise RuntimeError(f"{len(errors)} image(s) failed, first: {errors[0]}")
+    return len(jobs)
