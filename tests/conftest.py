@@ -10,7 +10,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_CXR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cxr"
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
 
 
 @pytest.fixture(params=DEVICES)

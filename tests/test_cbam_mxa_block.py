@@ -26,6 +26,18 @@ def test_cbam_matches_formula() -> None:
     assert w1.shape == (4, 32)
 
 
+def test_channel_attention_equals_timm() -> None:
+    from timm.layers.cbam import ChannelAttn
+
+    from mxa.layers.cbam import ChannelAttention
+
+    ours = ChannelAttention(48, rd_ratio=1 / 16).double()
+    ref = ChannelAttn(48, rd_ratio=1 / 16).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 48, 6, 5, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
 def test_cbam_gradcheck() -> None:
     cbam = CBAM(8, reduction=4, spatial_kernel=3).double()
     x = torch.randn(2, 8, 5, 5, dtype=torch.float64, requires_grad=True)

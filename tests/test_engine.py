@@ -339,3 +339,48 @@ def test_recipes_are_valid_configs(recipe: Path) -> None:
     assert cfg.warmup_epochs == 5 and cfg.cooldown_epochs == 10 and cfg.min_lr == 1e-5
     assert cfg.rand_augment == "rand-m5-mstd0.2-inc2" and cfg.policy == "ones"
     assert cfg.alpha == 0.5 and cfg.tau == 1.0
+
+
+def test_cli_ablate_prints_paper_tables(tmp_path: Path, capsys) -> None:
+    rc = main(
+        [
+            "ablate",
+            "--data",
+            "phantom",
+            "--train-samples",
+            "32",
+            "--val-samples",
+            "24",
+            "--model",
+            "efficientvit_ml_m0",
+            "--img-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--ema-decay",
+            "0",
+            "--warmup-epochs",
+            "0",
+            "--seeds",
+            "1",
+            "--teacher-epochs",
+            "1",
+            "--ablate-output",
+            str(tmp_path / "ab"),
+            "--no-progress",
+            "--json",
+            str(tmp_path / "ab.json"),
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Table 2: MXA" in out and "Table 3: distillation" in out
+    table = json.loads((tmp_path / "ab.json").read_text())
+    assert set(table) == {"baseline", "+MXA", "+MXA+KD"}
+    kd_cfg = load_checkpoint(tmp_path / "ab" / "plus_MXAplus_KD" / "seed0" / "last.pt")["config"]
+    assert kd_cfg["teacher"].endswith("teacher/best.pt") and kd_cfg["mxa"] is True
+    base_cfg = load_checkpoint(tmp_path / "ab" / "baseline" / "seed0" / "last.pt")["config"]
+    same = {k for k in base_cfg if k not in ("mxa", "teacher", "output")}
+    assert all(base_cfg[k] == kd_cfg[k] for k in same)  # identical settings but the variable under study

@@ -69,40 +69,14 @@ def test_safetensors_roundtrip_through_timm(model, tmp_path) -> None:
     torch.testing.assert_close(same.eval()(x), model(x))
 
 
+def _export_m0(*args: str) -> int:
+    return main(["export", "--model", "efficientvit_ml_m0", "--img-size", "64", *args])
+
+
 def test_cli_export(tmp_path) -> None:
     out = tmp_path / "m.safetensors"
-    assert (
-        main(
-            [
-                "export",
-                "--model",
-                "efficientvit_ml_m0",
-                "--img-size",
-                "64",
-                "--format",
-                "safetensors",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _export_m0("--format", "safetensors", "--output", str(out)) == 0
     assert out.is_file()
     out = tmp_path / "m.onnx"
-    assert (
-        main(
-            [
-                "export",
-                "--model",
-                "efficientvit_ml_m0",
-                "--img-size",
-                "64",
-                "--opset",
-                "20",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _export_m0("--opset", "20", "--output", str(out)) == 0
     assert out.stat().st_size > 1_000_000

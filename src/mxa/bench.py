@@ -205,16 +205,17 @@ def print_table(rep: dict[str, Any]) -> None:
         f"\n{rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, "
         f"batch {rep['batch_size']}, {rep['img_size']}px, amp {rep['amp']}"
     )
-    head = f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms':>22}{'img/s':>9}{'train ms':>10}"
+    head = f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms [IQR]':>26}{'img/s':>9}{'train ms':>10}"
     print(head + "\n" + "-" * len(head))
     for name, r in rep["results"].items():
         for k, v in r["variants"].items():
             inf = v["inference"]
             tr = v.get("train_step", {}).get("median_ms")
+            tr_txt = "-" if tr is None else f"{tr:.1f}"
             lat = f"{inf['median_ms']:.2f} [{inf['p25_ms']:.2f}-{inf['p75_ms']:.2f}]"
             print(
-                f"{name:<20}{k:<10}{v['params'] / 1e6:>9.2f}M{v['gflops']:>9.3f}{v['gmacs']:>8.3f}{lat:>22}"
-                f"{inf['images_per_s']:>9.0f}{tr if tr is None else f'{tr:.1f}':>10}"
+                f"{name:<20}{k:<10}{v['params'] / 1e6:>9.2f}M{v['gflops']:>9.3f}{v['gmacs']:>8.3f}  {lat:>24}"
+                f"{inf['images_per_s']:>9.0f}{tr_txt:>10}"
             )
         for k, rr in r["ratios"].items():
             extra = f", train step x{rr['train_step']:.3f}" if "train_step" in rr else ""

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers.cbam import ChannelAttn
 from torch import nn
 
 from ._checks import check_nchw
 
-__all__ = ["CBAM", "SpatialAttention"]
+__all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
+
+
+class ChannelAttention(ChannelAttn):
+    """timm's ``ChannelAttn`` (same parameters, same result), with the shared MLP run once.
+
+    timm applies its 1x1 convolutions separately to the average- and the max-pooled vector; here both go
+    through the same weights as one (2B, C) matrix product, several times faster on the CPU.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W)
+    """
+
+    def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C): ``MLP(GAP(x)) + MLP(GMP(x))``."""
+        b = x.shape[0]
+        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=0)
+        hidden = self.act(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
+        out = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
+        return out[:b] + out[b:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.gate_logits(x))[:, :, None, None]
 
 
 class SpatialAttention(nn.Module):
@@ -39,7 +61,8 @@ class CBAM(nn.Module):
     """Convolutional Block Attention Module, channel first, then spatial.
 
     Channel attention is ``sigmoid(MLP(GAP(x)) + MLP(GMP(x)))`` with one shared bias-free MLP
-    (C -> C/reduction -> C, ReLU): timm's ``ChannelAttn`` computes exactly this and is reused.
+    (C -> C/reduction -> C, ReLU): timm's ``ChannelAttn`` computes exactly this and is reused
+    (:class:`ChannelAttention` only batches its two MLP passes into one).
     Spatial attention is :class:`SpatialAttention`.
 
     Args:
@@ -55,7 +78,7 @@ class CBAM(nn.Module):
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
         self.dim = dim
-        self.channel = ChannelAttn(dim, rd_ratio=1.0 / reduction, mlp_bias=False)
+        self.channel = ChannelAttention(dim, rd_ratio=1.0 / reduction, mlp_bias=False)
         self.spatial = SpatialAttention(spatial_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.models.efficientvit_msra import ConvNorm
 from torch import nn
 
 from ._checks import check_boxes, check_nchw
@@ -87,14 +86,18 @@ def roi_crop(
 class DynamicROIPool(nn.Module):
     """Predict one box per image from the feature map and crop it back to the map's size.
 
-    The predictor is deliberately light: a depthwise 3x3 conv + BN (timm's ``ConvNorm``, fusable), ReLU,
-    global average and max pooling, and one linear layer to 4 numbers (about ``13 * dim`` parameters;
-    the paper's code spends a full 3x3 C -> C/2 convolution, 4M parameters on M5).
+    The predictor is light (``9 C + 6`` parameters, pointwise ops and pooling only; the paper's code spends
+    a full 3x3 C -> C/2 convolution, 4M parameters on M5) and knows *where* to look:
 
-    The 4 numbers are decoded so every box is valid: width ``w = min_size + (1 - min_size) * sigmoid(a)``,
-    left edge ``x1 = (1 - w) * sigmoid(b)``, ``x2 = x1 + w`` (same for y). So ``0 <= x1 < x2 <= 1`` and
-    ``x2 - x1 >= min_size`` always hold. At initialisation every box is centred and covers
-    ``init_size`` of each side, so training starts from (almost) the identity crop.
+    * the **centre** follows a spatial soft-argmax: a pointwise conv (C -> 1) gives a saliency map, its
+      softmax over positions gives expected coordinates ``(c_x, c_y)`` in (0, 1);
+    * the **size** (and a centre offset) come from one linear layer on global average and max pooling.
+
+    Decoding keeps every box valid: side ``w = min_size + (1 - min_size) * sigmoid(a_w)``, left edge
+    ``x1 = (1 - w) * sigmoid(b_x + g_x * logit(c_x))``, ``x2 = x1 + w`` (same for y), with a learnable gain
+    ``g`` (1 at start: the centre is the soft-argmax, pulled inside the map). So ``0 <= x1 < x2 <= 1`` and
+    ``x2 - x1 >= min_size`` always hold. At initialisation every box covers ``init_size`` of each side, so
+    training starts from (almost) the identity crop.
 
     Args:
         dim: channels C of the input.
@@ -122,37 +125,50 @@ class DynamicROIPool(nn.Module):
         self.min_size = float(min_size)
         self.init_size = float(init_size)
         self.output_size = output_size
-        self.dw = ConvNorm(dim, dim, 3, 1, 1, groups=dim)
-        self.act = nn.ReLU()
+        self.saliency = nn.Conv2d(dim, 1, 1, bias=False)  # softmax ignores a bias
         self.fc = nn.Linear(2 * dim, 4)
+        self.centre_gain = nn.Parameter(torch.ones(2))
         self.reset_box_head()
 
     @torch.no_grad()
     def reset_box_head(self) -> None:
-        """Initialise the last layer so all boxes start centred with side ``init_size``."""
+        """Initialise the size head so all boxes start with side ``init_size``."""
         # Small, not zero, weights: every parameter of the head gets a gradient from the first step.
         nn.init.normal_(self.fc.weight, std=1e-3)
         frac = (self.init_size - self.min_size) / (1.0 - self.min_size)
         size_logit = math.log(frac / (1.0 - frac))
         self.fc.bias.copy_(torch.tensor([0.0, 0.0, size_logit, size_logit]))
+        nn.init.normal_(self.saliency.weight, std=0.02)
 
-    def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        """Map unconstrained (B, 4) ``(b_x, b_y, a_w, a_h)`` to valid normalized xyxy boxes (B, 4)."""
+    def decode(self, raw: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
+        """Map (B, 4) ``(b_x, b_y, a_w, a_h)`` and an optional (B, 2) centre in (0, 1) to valid xyxy boxes."""
         bx, by, aw, ah = raw.unbind(-1)
+        if centre is not None:
+            c = centre.clamp(1e-4, 1 - 1e-4)
+            shift = self.centre_gain * torch.log(c / (1 - c))
+            bx, by = bx + shift[:, 0], by + shift[:, 1]
         w = self.min_size + (1.0 - self.min_size) * torch.sigmoid(aw)
         h = self.min_size + (1.0 - self.min_size) * torch.sigmoid(ah)
         x1 = (1.0 - w) * torch.sigmoid(bx)
         y1 = (1.0 - h) * torch.sigmoid(by)
         return torch.stack([x1, y1, x1 + w, y1 + h], dim=-1)
 
+    def soft_argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 2) expected (x, y) of the saliency map's softmax, pixel centres in (0, 1)."""
+        b, _, h, w = x.shape
+        prob = torch.softmax(self.saliency(x).flatten(1), dim=1).view(b, h, w)
+        us = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) / w
+        vs = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) / h
+        return torch.stack([(prob.sum(1) * us).sum(1), (prob.sum(2) * vs).sum(1)], dim=1)
+
     def predict_boxes(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 4) normalized xyxy boxes, computed in the head's dtype (fp32 under autocast)."""
         check_nchw(x, self.dim)
         # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            f = self.act(self.dw(x.to(self.fc.weight.dtype)))
-            pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
-            return self.decode(self.fc(pooled))
+            x = x.to(self.fc.weight.dtype)
+            pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+            return self.decode(self.fc(pooled), self.soft_argmax(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         boxes = self.predict_boxes(x)

@@ -1,0 +1,170 @@
+"""Write docs/benchmarks.md (tables) and docs/img/latency_vs_params.png from benchmarks/results/*.json.
+
+Usage: python scripts/make_benchmark_docs.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+GOALS = [
+    ("m5_mxa_params_ratio", "MXA parameters on M5", "<= 1.02", lambda v: v <= 1.02),
+    ("m5_mxa_flops_ratio", "MXA FLOPs on M5", "<= 1.01", lambda v: v <= 1.01),
+    ("m5_mxa_latency_ratio_batch32_none", "MXA CPU latency on M5, batch 32", "<= 1.10", lambda v: v <= 1.10),
+    ("m5_mxa_latency_ratio_batch1_none", "MXA CPU latency on M5, batch 1", "(report)", None),
+    (
+        "m5_baseline_vs_timm_latency_ratio_batch32_none",
+        "our baseline vs timm efficientvit_m5, batch 32",
+        "within 1.03",
+        lambda v: v <= 1.03,
+    ),
+    (
+        "roi_crop_speedup_vs_roi_align",
+        "roi_crop speed-up over roi_align, fwd+bwd (32,192,14,14)",
+        ">= 2",
+        lambda v: v >= 2,
+    ),
+    (
+        "kd_cached_speedup_vs_online",
+        "KD step, cached vs online DenseNet-121 teacher",
+        ">= 2.5",
+        lambda v: v >= 2.5,
+    ),
+    ("inference_speedup_bn_fused_batch1", "BN-fused over eager, batch 1", "(best of two >= 1.3)", None),
+    (
+        "inference_speedup_onnxruntime_batch1",
+        "ONNX Runtime over eager, batch 1",
+        "(best of two >= 1.3)",
+        None,
+    ),
+    ("inference_speedup_compile_batch1", "torch.compile (fused) over eager, batch 1", "(report)", None),
+    ("inference_speedup_bn_fused_batch32", "BN-fused over eager, batch 32", "(report)", None),
+    ("inference_speedup_onnxruntime_batch32", "ONNX Runtime over eager, batch 32", "(report)", None),
+    ("inference_speedup_compile_batch32", "torch.compile (fused) over eager, batch 32", "(report)", None),
+]
+
+
+def model_table(rep: dict) -> list[str]:
+    lines = [
+        f"Device: {rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, batch "
+        f"{rep['batch_size']}, {rep['img_size']} px, autocast {rep['amp']}, {rep['repeats']} interleaved repeats.",
+        "",
+        "| model | variant | params (M) | GFLOPs | GMACs | latency ms, median [IQR] | images/s | train step ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rep["results"].items():
+        for k, v in r["variants"].items():
+            inf = v["inference"]
+            tr = v.get("train_step", {}).get("median_ms")
+            lines.append(
+                f"| {name} | {k} | {v['params'] / 1e6:.2f} | {v['gflops']:.3f} | {v['gmacs']:.3f} | "
+                f"{inf['median_ms']:.1f} [{inf['p25_ms']:.1f}–{inf['p75_ms']:.1f}] | {inf['images_per_s']:.0f} | "
+                f"{'' if tr is None else f'{tr:.0f}'} |"
+            )
+    lines += [
+        "",
+        "| model | MXA / baseline params | FLOPs | latency | train step | timm / baseline latency |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rep["results"].items():
+        m = r["ratios"]["mxa_vs_baseline"]
+        t = r["ratios"].get("timm_vs_baseline", {})
+        lines.append(
+            f"| {name} | {m['params']:.4f} | {m['flops']:.4f} | {m['latency']:.3f} | "
+            f"{m.get('train_step', float('nan')):.3f} | {t.get('latency', float('nan')):.3f} |"
+        )
+    return lines
+
+
+def plot(reports: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for rep in reports:
+        for variant, marker in (("baseline", "o"), ("mxa", "s")):
+            xs = [r["variants"][variant]["params"] / 1e6 for r in rep["results"].values()]
+            ys = [r["variants"][variant]["inference"]["median_ms"] for r in rep["results"].values()]
+            label = f"{'+MXA' if variant == 'mxa' else 'baseline'} ({rep['device_type']}, batch {rep['batch_size']})"
+            ax.plot(xs, ys, marker=marker, label=label)
+            if variant == "mxa":
+                for n, x, y in zip(rep["results"], xs, ys):
+                    ax.annotate(
+                        n.replace("efficientvit_ml_", ""),
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=8,
+                    )
+    ax.set(
+        xlabel="parameters (M)",
+        ylabel="inference latency per batch (ms, median)",
+        title="EfficientViT-ML M0–M5: latency vs parameters",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    files = sorted(RESULTS.glob("*.json"))
+    merged = [json.loads(f.read_text()) for f in files if not f.name.startswith("cpu-")]
+    out = [
+        "# Benchmarks",
+        "",
+        "Every number here comes from a results file in `benchmarks/results/`, regenerated by",
+        "`python scripts/make_benchmark_docs.py`. Reproduce them with `bash benchmarks/run_cpu.sh` (CPU) or",
+        "`bash benchmarks/run_cuda.sh` (CUDA), or any subset with `mxa bench` and",
+        "`pytest benchmarks/ --benchmark-only`. Ratios are measured side by side in one run: `mxa bench`",
+        "interleaves the variants (one repeat of each in turn) and reports the median of per-repeat ratios.",
+        "FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (1 multiply-add = 2 FLOPs; EfficientViT's",
+        'published "522M FLOPs" for M5 are MACs). Tests never assert timings.',
+        "",
+    ]
+    reports = []
+    for f, data in zip([f for f in files if not f.name.startswith("cpu-")], merged):
+        out += [f"## {data.get('machine') or f.stem} (`{f.name}`)", ""]
+        goals = data.get("goals", {})
+        if goals:
+            out += ["### Goals", "", "| goal | measured | target | met |", "| --- | ---: | --- | --- |"]
+            for key, text, target, check in GOALS:
+                if key in goals and goals[key] is not None:
+                    v = goals[key]
+                    met = "" if check is None else ("yes" if check(v) else "**no**")
+                    out.append(f"| {text} | {v:.3f} | {target} | {met} |")
+            out.append("")
+        for rep in data.get("mxa_bench", []):
+            out += [f"### `mxa bench`, batch {rep['batch_size']}", "", *model_table(rep), ""]
+            if len(rep["results"]) > 1:
+                reports.append(rep)
+        pb = data.get("pytest_benchmark", {})
+        if pb:
+            out += [
+                "### pytest-benchmark (median ms)",
+                "",
+                "| group | benchmark | median ms |",
+                "| --- | --- | ---: |",
+            ]
+            for group, rows in pb.items():
+                for name, ms in rows.items():
+                    out.append(f"| {group} | `{name}` | {ms:.2f} |")
+            out.append("")
+    if reports:
+        plot(reports, ROOT / "docs" / "img" / "latency_vs_params.png")
+        out += ["## Latency vs parameters", "", "![latency vs parameters](img/latency_vs_params.png)", ""]
+    notes = ROOT / "benchmarks" / "NOTES.md"
+    if notes.is_file():
+        out += [notes.read_text()]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out) + "\n")
+    print(f"wrote docs/benchmarks.md from {len(files)} file(s)")
+
+
+if __name__ == "__main__":
+    main()

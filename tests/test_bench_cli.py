@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+
+from mxa._optional import MissingExtraError, require
+from mxa.bench import count_flops, run_bench
+from mxa.cli import main
+
+
+def test_flops_match_published_m5_macs() -> None:
+    # EfficientViT-M5 at 224: 522M MACs published (1000-class head); FlopCounterMode counts 2 FLOPs per MAC
+    m = timm.create_model("efficientvit_m5")
+    gmacs = count_flops(m, torch.randn(1, 3, 224, 224)) / 2e9
+    assert gmacs == pytest.approx(0.522, rel=0.03)
+
+
+def test_bench_ratios_and_json(tmp_path, capsys) -> None:
+    out = tmp_path / "b.json"
+    rc = main(
+        [
+            "bench",
+            "--model",
+            "efficientvit_ml_m0",
+            "--img-size",
+            "64",
+            "--batch-size",
+            "2",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["device_type"] == "cpu" and rep["torch"] == torch.__version__ and rep["threads"] >= 1
+    r = rep["results"]["efficientvit_ml_m0"]
+    assert set(r["variants"]) == {"mxa", "baseline", "timm"}
+    v = r["variants"]
+    assert v["baseline"]["params"] == v["timm"]["params"] < v["mxa"]["params"]
+    assert r["ratios"]["mxa_vs_baseline"]["params"] == pytest.approx(
+        v["mxa"]["params"] / v["baseline"]["params"]
+    )
+    assert r["ratios"]["mxa_vs_baseline"]["latency"] > 0 and v["mxa"]["inference"]["images_per_s"] > 0
+    assert len(v["mxa"]["train_step"]) > 0
+    assert "efficientvit_ml_m0" in capsys.readouterr().out
+    # inference only: no train-step column
+    out = tmp_path / "b1.json"
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "efficientvit_ml_m0",
+                "--img-size",
+                "64",
+                "--batch-size",
+                "1",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--no-train",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "train_step" not in json.loads(out.read_text())["results"]["efficientvit_ml_m0"]["variants"]["mxa"]
+
+
+def test_bench_no_cuda_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        run_bench(["efficientvit_ml_m0"], device="cuda")
+
+
+def test_missing_extra_names_the_install() -> None:
+    with pytest.raises(MissingExtraError, match=r'pip install "mxa-attention\[viz\]"'):
+        require("matplotlib.no_such_module", "Plotting")  # a missing module of the viz extra
