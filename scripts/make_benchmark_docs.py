@@ -33,11 +33,17 @@ GOALS = [
         ">= 2.5",
         lambda v: v >= 2.5,
     ),
-    ("inference_speedup_bn_fused_batch1", "BN-fused over eager, batch 1", "(best of two >= 1.3)", None),
+    (
+        "inference_best_speedup_batch1",
+        "best of BN-fused and ONNX Runtime over eager, batch 1",
+        ">= 1.3",
+        lambda v: v >= 1.3,
+    ),
+    ("inference_speedup_bn_fused_batch1", "BN-fused over eager, batch 1", "(report)", None),
     (
         "inference_speedup_onnxruntime_batch1",
         "ONNX Runtime over eager, batch 1",
-        "(best of two >= 1.3)",
+        "(report)",
         None,
     ),
     ("inference_speedup_compile_batch1", "torch.compile (fused) over eager, batch 1", "(report)", None),
@@ -131,7 +137,10 @@ def main() -> None:
     reports = []
     for f, data in zip([f for f in files if not f.name.startswith("cpu-")], merged):
         out += [f"## {data.get('machine') or f.stem} (`{f.name}`)", ""]
-        goals = data.get("goals", {})
+        goals = dict(data.get("goals", {}))
+        pair = [goals.get(f"inference_speedup_{k}_batch1") for k in ("bn_fused", "onnxruntime")]
+        if any(v is not None for v in pair):
+            goals["inference_best_speedup_batch1"] = max(v for v in pair if v is not None)
         if goals:
             out += ["### Goals", "", "| goal | measured | target | met |", "| --- | ---: | --- | --- |"]
             for key, text, target, check in GOALS:

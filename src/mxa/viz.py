@@ -114,7 +114,7 @@ def plot_roi_overlay(
             ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.0, ls="--", color="lime"))
             ax.text(x1, y1 - 2, labels[j], color="lime", fontsize=6)
     ax.set_axis_off()
-    ax.set_title(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     if names:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(1, len(names) - 1)))
         cb = fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, ticks=range(len(names)))
@@ -133,7 +133,7 @@ def plot_roi_overlay(
         side.set_xlabel("predicted probability", fontsize=8)
         side.set_title(f"top {len(order)} predictions", fontsize=9)
     fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return _save(fig, path)
 
 

@@ -28,7 +28,8 @@ class Teacher(nn.Module):
     """Base class: frozen, always in eval mode, no gradient.
 
     Args:
-        student_mean, student_std: per-channel normalization of the student's input.
+        student_mean: per-channel mean of the student's input normalization.
+        student_std: per-channel std of the student's input normalization.
     """
 
     def __init__(self, student_mean: Sequence[float], student_std: Sequence[float]) -> None:
@@ -59,8 +60,9 @@ class XRVTeacher(Teacher):
         weights_file: a local copy of the official weights file (works offline). It is a pickled module,
             so it is unpickled: only pass a file you trust.
         labels: output names for ``weights=None`` (default: the ``weights`` variant's, else the chex one).
-        student_mean, student_std: the student's input normalization, undone before converting to
-            torchxrayvision's convention (1 channel, 224 x 224, values in [-1024, 1024]).
+        student_mean: the student's normalization mean, undone before converting to torchxrayvision's
+            convention (1 channel, 224 x 224, values in [-1024, 1024]).
+        student_std: the student's normalization std.
 
     ``op_threshs`` is removed: with it, torchxrayvision returns calibrated probabilities, which would
     then get a second sigmoid (the paper's bug).
@@ -143,9 +145,13 @@ class ModelTeacher(Teacher):
 
     Args:
         model: outputs (B, 14) logits in ``CHEXPERT_LABELS`` order (or ``label_names`` says which).
-        teacher_mean, teacher_std, teacher_size: the model's own input convention (default: its
-            ``pretrained_cfg``); the student batch is converted to it.
-        student_mean, student_std: the student's normalization.
+        student_mean: the student's normalization mean.
+        student_std: the student's normalization std.
+        teacher_mean: the teacher's own normalization mean (default: its ``pretrained_cfg``); the student
+            batch is converted to the teacher's convention.
+        teacher_std: the teacher's normalization std (default: its ``pretrained_cfg``).
+        teacher_size: the teacher's input size (default: its own).
+        label_names: the teacher's output names (default: its ``label_names``, else the 14 CheXpert labels).
     """
 
     def __init__(

@@ -148,8 +148,15 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         img_size: input size (int or (H, W)); the model checks every batch against it.
         in_chans: input channels (1 for X-rays; 3 works too).
         num_classes: number of labels (14 CheXpert observations by default). ``forward`` returns logits.
-        embed_dim, key_dim, depth, num_heads, window_size, kernels, down_ops, global_pool, drop_rate:
-            as in timm's ``EfficientVitMsra``.
+        embed_dim: channels of the three stages (timm's ``EfficientVitMsra``, as the next six).
+        key_dim: query/key dimension per head, per stage.
+        depth: blocks per stage.
+        num_heads: attention heads per stage.
+        window_size: local attention window per stage.
+        kernels: depthwise kernel sizes of the heads' query convolutions.
+        down_ops: downsampling between stages.
+        global_pool: pooling before the head.
+        drop_rate: dropout before the classifier.
         mxa: add an :class:`MXABlock` beside the attention of every attention block.
         mxa_stages: indices of the stages that get MXA (default: all); ignored when ``mxa=False``.
         mxa_cfg: keyword arguments of :class:`MXABlock` (``reduction``, ``min_size``, ``init_scale``...).
