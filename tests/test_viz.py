@@ -51,3 +51,45 @@ def test_roi_overlay_and_attention(tmp_path) -> None:
 
 def test_phantom_grid(tmp_path) -> None:
     _png_ok(plot_phantom_grid(tmp_path / "g.png", n=4, image_size=96))
+
+
+def test_cli_viz(tmp_path, shared_cxr) -> None:
+    import dataclasses
+
+    from mxa.cli import main
+    from mxa.engine.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data="phantom",
+        train_samples=16,
+        val_samples=8,
+        model="efficientvit_ml_m0",
+        img_size=64,
+        epochs=1,
+        batch_size=8,
+        ema_decay=0.0,
+        warmup_epochs=0,
+        progress=False,
+    )
+    train(dataclasses.replace(cfg, output=str(tmp_path / "m")))
+    train(dataclasses.replace(cfg, mxa=False, output=str(tmp_path / "b")))
+    out = tmp_path / "v"
+    assert (
+        main(
+            [
+                "viz",
+                str(shared_cxr / "00000001_000.png"),
+                "--checkpoint",
+                str(tmp_path / "m" / "last.pt"),
+                "--baseline",
+                str(tmp_path / "b" / "last.pt"),
+                "--phantom-grid",
+                "4",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    for name in ("00000001_000_roi.png", "00000001_000_attention.png", "phantom_grid.png"):
+        _png_ok(out / name)

@@ -534,10 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extra_commands(sub: Any) -> None:
     """Commands defined next to their features."""
-    from . import bench, export
+    from . import bench, export, viz
 
     bench.register(sub)
     export.register(sub)
+    viz.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

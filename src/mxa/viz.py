@@ -225,3 +225,71 @@ def plot_phantom_grid(
     fig.suptitle("PhantomCXR: planted findings (red: positive, yellow: uncertain)", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _cmd_viz(ns: Any) -> int:
+    """``mxa viz``: ROI overlays and (with --baseline) attention comparisons for images, or a phantom grid."""
+    from .data.io import load_xray
+    from .data.transforms import build_transforms
+    from .engine.checkpoint import load_model_from_checkpoint
+    from .predict import collect_images
+
+    out = Path(ns.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if ns.phantom_grid:
+        print(plot_phantom_grid(out / "phantom_grid.png", n=ns.phantom_grid))
+    if not ns.inputs:
+        return 0
+    if not ns.checkpoint:
+        raise ValueError("--checkpoint is needed to draw ROI overlays or attention maps")
+    model = load_model_from_checkpoint(ns.checkpoint)
+    baseline = load_model_from_checkpoint(ns.baseline) if ns.baseline else None
+    tf = build_transforms(model, train=False)
+    labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
+    for f in collect_images(ns.inputs):
+        raw = load_xray(f)
+        x = tf(raw)[None]
+        with torch.no_grad():
+            logits, boxes = model.forward_with_rois(x)
+        shown = (
+            torch.nn.functional.interpolate(raw[None], size=(768, 768), mode="area")[0]
+            if max(raw.shape[-2:]) > 768
+            else raw
+        )
+        print(
+            plot_roi_overlay(
+                shown,
+                {k: v[0] for k, v in boxes.items()},
+                out / f"{f.stem}_roi.png",
+                probs=torch.sigmoid(logits[0]),
+                labels=labels,
+                title=f"{f.name}: MXA regions of interest",
+            )
+        )
+        if baseline is not None:
+            print(
+                plot_attention_comparison(
+                    x,
+                    baseline,
+                    model,
+                    out / f"{f.stem}_attention.png",
+                    stage=ns.stage,
+                    title=f"{f.name}: what the models attend to",
+                )
+            )
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("viz", help="pictures: ROI overlays, baseline-vs-MXA attention maps, a phantom grid")
+    p.add_argument("inputs", nargs="*", help="image files or folders (PNG, JPEG, DICOM)")
+    p.add_argument("--checkpoint", help="an MXA model checkpoint written by `mxa train`")
+    p.add_argument(
+        "--baseline", help="a baseline checkpoint: also draw the attention comparison (paper Fig. 4)"
+    )
+    p.add_argument(
+        "--stage", type=int, default=1, help="stage whose activations make the attention map (default 1)"
+    )
+    p.add_argument("--phantom-grid", type=int, default=0, metavar="N", help="also draw a grid of N phantoms")
+    p.add_argument("--output", default="mxa-viz", help="folder for the PNGs (default mxa-viz)")
+    p.set_defaults(func=_cmd_viz)
