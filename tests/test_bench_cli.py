@@ -10,6 +10,8 @@ from mxa._optional import MissingExtraError, require
 from mxa.bench import count_flops, run_bench
 from mxa.cli import main
 
+BENCH_M0 = "bench --model efficientvit_ml_m0 --img-size 64 --warmup 1".split()
+
 
 def test_flops_match_published_m5_macs() -> None:
     # EfficientViT-M5 at 224: 522M MACs published (1000-class head); FlopCounterMode counts 2 FLOPs per MAC
@@ -20,23 +22,7 @@ def test_flops_match_published_m5_macs() -> None:
 
 def test_bench_ratios_and_json(tmp_path, capsys) -> None:
     out = tmp_path / "b.json"
-    rc = main(
-        [
-            "bench",
-            "--model",
-            "efficientvit_ml_m0",
-            "--img-size",
-            "64",
-            "--batch-size",
-            "2",
-            "--repeats",
-            "3",
-            "--warmup",
-            "1",
-            "--json",
-            str(out),
-        ]
-    )
+    rc = main([*BENCH_M0, "--batch-size", "2", "--repeats", "3", "--json", str(out)])
     assert rc == 0
     rep = json.loads(out.read_text())
     assert rep["device_type"] == "cpu" and rep["torch"] == torch.__version__ and rep["threads"] >= 1
@@ -52,27 +38,7 @@ def test_bench_ratios_and_json(tmp_path, capsys) -> None:
     assert "efficientvit_ml_m0" in capsys.readouterr().out
     # inference only: no train-step column
     out = tmp_path / "b1.json"
-    assert (
-        main(
-            [
-                "bench",
-                "--model",
-                "efficientvit_ml_m0",
-                "--img-size",
-                "64",
-                "--batch-size",
-                "1",
-                "--repeats",
-                "2",
-                "--warmup",
-                "1",
-                "--no-train",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main([*BENCH_M0, "--batch-size", "1", "--repeats", "2", "--no-train", "--json", str(out)]) == 0
     assert "train_step" not in json.loads(out.read_text())["results"]["efficientvit_ml_m0"]["variants"]["mxa"]
 
 

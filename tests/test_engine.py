@@ -33,6 +33,13 @@ TINY = TrainConfig(
 )
 
 
+# a tiny phantom run on the command line (without --val-samples and --batch-size)
+TINY_FLAGS = (
+    "--data phantom --train-samples 32 --model efficientvit_ml_m0 --img-size 64 --epochs 1 "
+    "--ema-decay 0 --warmup-epochs 0 --no-progress"
+)
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
@@ -279,28 +286,9 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
         "--master_port=29517",
         "-m",
         "mxa",
-        "train",
-        "--data",
-        "phantom",
-        "--train-samples",
-        "32",
-        "--val-samples",
-        "20",
-        "--model",
-        "efficientvit_ml_m0",
-        "--img-size",
-        "64",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--ema-decay",
-        "0",
+        *f"train {TINY_FLAGS} --val-samples 20 --batch-size 8".split(),
         "--output",
         str(out),
-        "--no-progress",
-        "--warmup-epochs",
-        "0",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -342,38 +330,8 @@ def test_recipes_are_valid_configs(recipe: Path) -> None:
 
 
 def test_cli_ablate_prints_paper_tables(tmp_path: Path, capsys) -> None:
-    rc = main(
-        [
-            "ablate",
-            "--data",
-            "phantom",
-            "--train-samples",
-            "32",
-            "--val-samples",
-            "24",
-            "--model",
-            "efficientvit_ml_m0",
-            "--img-size",
-            "64",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--ema-decay",
-            "0",
-            "--warmup-epochs",
-            "0",
-            "--seeds",
-            "1",
-            "--teacher-epochs",
-            "1",
-            "--ablate-output",
-            str(tmp_path / "ab"),
-            "--no-progress",
-            "--json",
-            str(tmp_path / "ab.json"),
-        ]
-    )
+    flags = f"ablate {TINY_FLAGS} --val-samples 24 --batch-size 16 --seeds 1 --teacher-epochs 1".split()
+    rc = main([*flags, "--ablate-output", str(tmp_path / "ab"), "--json", str(tmp_path / "ab.json")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "Table 2: MXA" in out and "Table 3: distillation" in out
