@@ -187,7 +187,7 @@ def test_features_only() -> None:
     assert fm.feature_info.reduction() == [16, 32, 64]
 
 
-@pytest.mark.parametrize("img_size", [256, 320])
+@pytest.mark.parametrize("img_size", [256, 320, 384, 512])
 def test_other_image_sizes(img_size: int) -> None:
     m = timm.create_model("efficientvit_ml_m0", img_size=img_size)
     assert m(torch.randn(1, 1, img_size, img_size)).shape == (1, 14)
