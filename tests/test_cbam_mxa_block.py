@@ -106,3 +106,15 @@ def test_mxa_block_compile_fullgraph() -> None:
 def test_mxa_block_bad_input(bad) -> None:
     with pytest.raises(ValueError):
         MXABlock(8)(bad)
+
+
+@pytest.mark.parametrize("hw", [1, 4, 7])
+def test_mxa_block_inference_path_equals_training_path(hw: int) -> None:
+    torch.manual_seed(0)
+    blk = MXABlock(16, reduction=4, init_scale=0.5).eval()
+    x = torch.randn(3, 16, hw, hw)
+    x_copy = x.clone()
+    with torch.no_grad():
+        fast = blk(x)  # in-place gating on the crop
+    torch.testing.assert_close(x, x_copy)  # the input is untouched
+    torch.testing.assert_close(fast, blk(x))  # the autograd path

@@ -293,3 +293,13 @@ def test_bad_input(shape, match) -> None:
 def test_public_class() -> None:
     assert mxa.MultiLabelEfficientViT is MultiLabelEfficientViT
     assert isinstance(timm.create_model("efficientvit_ml_m0", img_size=SMALL), MultiLabelEfficientViT)
+
+
+def test_no_grad_inference_equals_autograd_path() -> None:
+    # inference gates the MXA crop in place; at 64 px the last stage's maps are 1x1 (the crop shortcut)
+    torch.manual_seed(0)
+    m = timm.create_model("efficientvit_ml_m0", img_size=SMALL, mxa_cfg=dict(init_scale=0.5)).eval()
+    x = torch.randn(2, 1, SMALL, SMALL)
+    with torch.no_grad():
+        fast = m(x)
+    torch.testing.assert_close(fast, m(x))

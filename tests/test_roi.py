@@ -170,3 +170,13 @@ def test_one_pixel_map_matches_bilinear() -> None:
     # the general path (a 1x1 map inside a 2x2 replicate) agrees
     big = x.expand(-1, -1, 2, 2)
     torch.testing.assert_close(roi_crop(big, boxes, (3, 2)), out)
+
+
+@pytest.mark.parametrize("hw", [1, 5])
+def test_roi_crop_never_aliases_its_input(hw: int) -> None:
+    x = torch.randn(2, 3, hw, hw)
+    out = roi_crop(x, torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2))
+    assert out.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    before = x.clone()
+    out.mul_(0)
+    torch.testing.assert_close(x, before)

@@ -52,5 +52,13 @@ class MXABlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim)
         pooled, _ = self.roi(x)
-        out = self.cbam(pooled) * self.scale.view(1, -1, 1, 1)
+        scale = self.scale.view(1, -1, 1, 1)
+        if torch.is_grad_enabled() and (pooled.requires_grad or scale.requires_grad):
+            out = self.cbam(pooled) * scale
+        else:
+            # Inference: the crop is a fresh tensor of ours, so gate it in place (no new feature maps).
+            channel, spatial = self.cbam.channel, self.cbam.spatial
+            pooled.mul_(channel.gate(channel.gate_logits(pooled))[:, :, None, None])
+            pooled.mul_(spatial.gate(pooled))
+            out = pooled.mul_(scale.to(pooled.dtype))
         return out.to(x.dtype)

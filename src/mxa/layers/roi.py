@@ -53,7 +53,8 @@ def roi_crop(
         output_size: (h, w) or an int for a square output; default (H, W).
 
     Returns:
-        (B, C, h, w) crops, in ``x``'s dtype (computed in at least float32).
+        (B, C, h, w) crops, in ``x``'s dtype (computed in at least float32); always new memory, never a
+        view of ``x`` (:class:`MXABlock` gates it in place during inference).
 
     For boxes inside [0, 1] the result equals torchvision's
     ``roi_align(x, boxes * [W, H, W, H], (h, w), aligned=True, sampling_ratio=1)``.
@@ -73,7 +74,8 @@ def roi_crop(
         h, w = output_size
     if x.shape[-2:] == (1, 1):
         # Every border-padded bilinear sample of a 1x1 map reads its only pixel, whatever the box.
-        return x.expand(-1, -1, h, w).contiguous()
+        # clone, not contiguous(): expanding 1x1 to 1x1 is a view of x, and callers may write the result.
+        return x.expand(-1, -1, h, w).clone(memory_format=torch.contiguous_format)
     # Grid and sampling in at least fp32: bf16 coordinates are off by up to 1/128 of the map and
     # CPU affine_grid has no bf16 kernel. Under CUDA autocast grid_sample runs in fp32 anyway.
     dtype = torch.promote_types(x.dtype, torch.float32)

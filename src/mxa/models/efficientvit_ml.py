@@ -104,7 +104,9 @@ class MXAWindowAttention(LocalWindowAttention):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
         if self.mxa is not None:
-            out = out + self.mxa(x)
+            extra = self.mxa(x)
+            # in place when nothing needs the attention output for a backward pass
+            out = out.add_(extra) if not torch.is_grad_enabled() else out + extra
         return out
 
 
