@@ -148,7 +148,12 @@ def main() -> None:
                     v = goals[key]
                     met = "" if check is None else ("yes" if check(v) else "**no**")
                     out.append(f"| {text} | {v:.3f} | {target} | {met} |")
-            out.append("")
+            out += [
+                "",
+                "Missed and marginal goals (and how much they move between runs) are discussed under",
+                "*Goals: what was missed or is marginal* at the end of this page.",
+                "",
+            ]
         for rep in data.get("mxa_bench", []):
             out += [f"### `mxa bench`, batch {rep['batch_size']}", "", *model_table(rep), ""]
             if len(rep["results"]) > 1:
