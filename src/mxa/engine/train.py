@@ -33,7 +33,8 @@ from ..distill.losses import DistillationLoss, class_balanced_pos_weight
 from ..distill.teacher import load_teacher
 from .checkpoint import atomic_save, capture_rng_state, load_checkpoint, restore_rng_state
 from .data import SkipSampler, build_datasets
-from .evaluate import summarize_localization
+from .evaluate import predict, roi_localization, summarize_localization
+from .metrics import compute_metrics
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "train"]
 
@@ -489,15 +490,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if net is None:
                     continue
                 val_sampler = DistributedSampler(val_ds, world, rank, shuffle=False) if distributed else None
-                from .evaluate import predict
-
                 preds = predict(
                     net, val_ds, batch_size=cfg.batch_size, device=device, amp=amp, sampler=val_sampler
                 )
                 preds = _gather_predictions(preds)
-                from .evaluate import roi_localization
-                from .metrics import compute_metrics
-
                 m = compute_metrics(
                     preds["probs"], preds["targets"], preds["mask"], n_bootstrap=cfg.eval_bootstrap
                 )
