@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_nchw
 from .cbam import CBAM
 from .roi import DynamicROIPool
 
@@ -50,8 +49,7 @@ class MXABlock(nn.Module):
         self.scale = nn.Parameter(torch.full((dim,), float(init_scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_nchw(x, self.dim)
-        pooled, _ = self.roi(x)
+        pooled, _ = self.roi(x)  # the box head checks x once
         scale = self.scale.view(1, -1, 1, 1)
         if torch.is_grad_enabled() and (pooled.requires_grad or scale.requires_grad):
             out = self.cbam(pooled) * scale

@@ -66,6 +66,11 @@ def roi_crop(
     """
     check_nchw(x)
     check_boxes(boxes, x.shape[0])
+    return _crop(x, boxes, output_size)
+
+
+def _crop(x: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple[int, int] | None) -> torch.Tensor:
+    """:func:`roi_crop` without the input checks, for callers that made the boxes themselves."""
     if output_size is None:
         h, w = x.shape[-2:]
     elif isinstance(output_size, int):
@@ -173,8 +178,8 @@ class DynamicROIPool(nn.Module):
             return self.decode(self.fc(pooled), self.soft_argmax(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes = self.predict_boxes(x)
-        return roi_crop(x, boxes, self.output_size), boxes
+        boxes = self.predict_boxes(x)  # checks x; the boxes are valid by construction
+        return _crop(x, boxes, self.output_size), boxes
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}"
