@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+import mxa.layers
 from mxa import CBAM, MXABlock
 
 
@@ -118,3 +119,87 @@ def test_mxa_block_inference_path_equals_training_path(hw: int) -> None:
         fast = blk(x)  # in-place gating on the crop
     torch.testing.assert_close(x, x_copy)  # the input is untouched
     torch.testing.assert_close(fast, blk(x))  # the autograd path
+
+
+def test_cbam_in_place_equals_forward() -> None:
+    torch.manual_seed(0)
+    cbam = CBAM(16, reduction=4)
+    x = torch.randn(2, 16, 5, 6)
+    ref = cbam(x)
+    mine = x.clone()
+    with torch.no_grad():
+        out = cbam.forward_(mine)
+    assert out is mine  # gated in place, no new feature map
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="built for 16"):
+        cbam.forward_(torch.randn(1, 8, 5, 5))
+
+
+def test_mxa_block_path_follows_grad_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    blk = MXABlock(8, init_scale=0.5).eval()
+    calls: list[str] = []
+    forward_ = blk.cbam.forward_
+    monkeypatch.setattr(blk.cbam, "forward_", lambda x: calls.append("in place") or forward_(x))
+    x = torch.randn(2, 8, 5, 5)
+    blk(x)  # grad enabled: the autograd path, even though x needs no grad
+    assert calls == []
+    with torch.inference_mode():
+        blk(x)
+    assert calls == ["in place"]
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_mxa_block_fx_symbolic_trace(grad: bool) -> None:
+    torch.manual_seed(0)
+    blk = MXABlock(16, reduction=4, init_scale=0.5).eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.set_grad_enabled(grad):
+        graph = torch.fx.symbolic_trace(blk)  # plain torch.fx, no custom tracer or leaf modules
+        torch.testing.assert_close(graph(x), blk(x), rtol=0, atol=0)
+    assert (".mul_(" in graph.code) is not grad  # the graph keeps the path of the mode it was traced in
+
+
+def test_cbam_fx_symbolic_trace() -> None:
+    cbam = CBAM(16, reduction=4)
+    graph = torch.fx.symbolic_trace(cbam)
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(graph(x), cbam(x), rtol=0, atol=0)
+
+
+def test_cbam_compile_fullgraph() -> None:
+    torch._dynamo.reset()
+    cbam = CBAM(16, reduction=4)
+    x = torch.randn(2, 16, 8, 8)
+    compiled = torch.compile(cbam, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), cbam(x), atol=1e-5, rtol=1e-5)
+
+
+def test_mxa_block_compile_fullgraph_inference() -> None:
+    torch._dynamo.reset()
+    blk = MXABlock(16, reduction=4, init_scale=0.5).eval()
+    x = torch.randn(2, 16, 8, 8)
+    compiled = torch.compile(blk, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():  # the in-place path
+        torch.testing.assert_close(compiled(x), blk(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "where", ["roi.fc.weight", "roi.saliency.weight", "roi.centre_gain", "cbam.channel.fc1.weight"]
+)
+@pytest.mark.parametrize("grad", [True, False])
+def test_mxa_block_nan_weight_gives_nan_output(where: str, grad: bool) -> None:
+    # A diverged weight must reach the logits as NaN (the trainer's loss guard), not raise or crash,
+    # even at init_scale 0 (NaN * 0 is NaN).
+    blk = MXABlock(8)
+    with torch.no_grad():
+        blk.get_parameter(where).view(-1)[0] = float("nan")
+    with torch.set_grad_enabled(grad):
+        out = blk(torch.randn(2, 8, 6, 6))
+    assert out.isnan().all()
+
+
+def test_channel_attention_is_exported() -> None:
+    from mxa.layers.cbam import ChannelAttention
+
+    assert mxa.layers.ChannelAttention is ChannelAttention
+    assert "ChannelAttention" in mxa.layers.__all__

@@ -336,7 +336,7 @@ def test_cli_ablate_prints_paper_tables(tmp_path: Path, capsys) -> None:
     assert "Table 2: MXA" in out and "Table 3: distillation" in out
     table = json.loads((tmp_path / "ab.json").read_text())
     assert set(table) == {"baseline", "+MXA", "+MXA+KD"}
-    kd_cfg = load_checkpoint(tmp_path / "ab" / "plus_MXAplus_KD" / "seed0" / "last.pt")["config"]
+    kd_cfg = load_checkpoint(tmp_path / "ab" / "mxa_kd" / "seed0" / "last.pt")["config"]
     assert kd_cfg["teacher"].endswith("teacher/best.pt") and kd_cfg["mxa"] is True
     base_cfg = load_checkpoint(tmp_path / "ab" / "baseline" / "seed0" / "last.pt")["config"]
     same = {k for k in base_cfg if k not in ("mxa", "teacher", "output")}

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck
 from torchvision.ops import roi_align
 
 import mxa
 from mxa import DynamicROIPool, roi_crop
+from mxa.layers.roi import _crop
 
 
 def _random_boxes(b: int, dtype=torch.float64, generator=None) -> torch.Tensor:
@@ -180,3 +181,115 @@ def test_roi_crop_never_aliases_its_input(hw: int) -> None:
     before = x.clone()
     out.mul_(0)
     torch.testing.assert_close(x, before)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param([NAN, 0.1, 0.5, 0.6], id="nan"),
+        pytest.param([0.1, 0.1, INF, 0.6], id="+inf"),
+        pytest.param([-INF, 0.1, 0.5, 0.6], id="-inf"),
+        pytest.param([0.6, 0.1, 0.2, 0.7], id="x1>x2"),
+        pytest.param([0.1, 0.7, 0.5, 0.2], id="y1>y2"),
+        pytest.param([0.3, 0.1, 0.3, 0.6], id="zero-width"),
+        pytest.param([0.1, 0.4, 0.5, 0.4], id="zero-height"),
+    ],
+)
+def test_roi_crop_rejects_bad_boxes(bad: list[float]) -> None:
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], bad, [0.2, 0.2, 0.8, 0.9]])
+    with pytest.raises(ValueError, match=r"row 1: .*x1 < x2 and y1 < y2") as err:
+        roi_crop(torch.randn(3, 2, 5, 5), boxes)
+    assert "row 0" not in str(err.value) and "row 2" not in str(err.value)
+
+
+def test_roi_crop_names_every_bad_row() -> None:
+    boxes = torch.tensor([[NAN, 0, 1, 1], [0, 0, 1, 1], [0.5, 0, 0.4, 1]] + [[0, 0, 1, 1]] * 2)
+    with pytest.raises(ValueError, match=r"^2 invalid box\(es\) \(row 0: .*, row 2: "):
+        roi_crop(torch.randn(5, 1, 4, 4), boxes)
+
+
+def test_roi_crop_checks_boxes_before_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("grid_sample ran on a NaN box")
+
+    monkeypatch.setattr(torch.nn.functional, "grid_sample", must_not_run)
+    boxes = torch.tensor([[0.1, 0.1, 0.9, NAN]], requires_grad=True)
+    with pytest.raises(ValueError, match="row 0"):
+        roi_crop(torch.randn(1, 2, 6, 6, requires_grad=True), boxes)
+
+
+_coord = st.floats(min_value=-2.0, max_value=3.0, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_coord, _coord, _coord, _coord), min_size=1, max_size=6))
+def test_valid_boxes_are_never_rejected(corners: list[tuple[float, float, float, float]]) -> None:
+    # any finite, ordered box is valid, also beyond [0, 1] (the border reads the edge pixel)
+    assume(all(a != c and b != d for a, b, c, d in corners))
+    boxes = torch.tensor([[min(a, c), min(b, d), max(a, c), max(b, d)] for a, b, c, d in corners])
+    out = roi_crop(torch.randn(len(corners), 2, 5, 4), boxes, (3, 3))
+    assert out.shape == (len(corners), 2, 3, 3) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("where", ["fc.weight", "saliency.weight", "centre_gain"])
+def test_nan_head_weight_gives_nan_crop_not_an_error(where: str) -> None:
+    # The head's boxes skip roi_crop's check: a NaN weight must surface as NaN, not as an edge-pixel crop.
+    pool = DynamicROIPool(4)
+    with torch.no_grad():
+        pool.get_parameter(where).view(-1)[0] = NAN
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    pooled, boxes = pool(x)
+    assert boxes.isnan().any(dim=1).all()
+    assert pooled.isnan().all()
+    # the sampling grid stayed finite, so even a backward pass gives NaN gradients instead of a crash
+    pooled.sum().backward()
+    assert x.grad is not None
+
+
+def test_nan_input_poisons_only_its_image() -> None:
+    pool = DynamicROIPool(4)
+    x = torch.randn(3, 4, 6, 6)
+    x[1, 2, 3, 3] = NAN
+    pooled, boxes = pool(x)
+    assert boxes[1].isnan().any() and pooled[1].isnan().all()
+    assert torch.isfinite(boxes[[0, 2]]).all() and torch.isfinite(pooled[[0, 2]]).all()
+    torch.testing.assert_close(pooled[[0, 2]], pool(x[[0, 2]])[0])
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (1, 1)])
+def test_pool_fx_symbolic_trace(hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    pool = DynamicROIPool(16, init_size=0.6).eval()
+    graph = torch.fx.symbolic_trace(pool)
+    # _crop is one leaf call, so the graph keeps both of its branches (1x1 and general)
+    assert [n.target for n in graph.graph.nodes if n.op == "call_function"].count(_crop) == 1
+    x = torch.randn(2, 16, *hw)
+    (pooled, boxes), (ref_pooled, ref_boxes) = graph(x), pool(x)
+    torch.testing.assert_close(pooled, ref_pooled, rtol=0, atol=0)
+    torch.testing.assert_close(boxes, ref_boxes, rtol=0, atol=0)
+    # shapes are read at run time, not baked in
+    x = torch.randn(3, 16, 5, 7)
+    torch.testing.assert_close(graph(x)[0], pool(x)[0], rtol=0, atol=0)
+
+
+def test_roi_crop_fx_symbolic_trace() -> None:
+    def crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return roi_crop(x, boxes, (3, 4))
+
+    graph = torch.fx.symbolic_trace(crop)
+    x, boxes = torch.randn(2, 3, 6, 6), _random_boxes(2, dtype=torch.float32)
+    torch.testing.assert_close(graph(x, boxes), crop(x, boxes), rtol=0, atol=0)
+
+
+def test_pool_compile_fullgraph() -> None:
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    pool = DynamicROIPool(16, init_size=0.6)
+    x = torch.randn(2, 16, 8, 8)
+    compiled = torch.compile(pool, fullgraph=True, backend="aot_eager")
+    (pooled, boxes), (ref_pooled, ref_boxes) = compiled(x), pool(x)
+    torch.testing.assert_close(pooled, ref_pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(boxes, ref_boxes, atol=1e-5, rtol=1e-5)

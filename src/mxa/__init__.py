@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 
 from . import models  # registers the efficientvit_ml_* models in timm
 from .distill.losses import DistillationLoss, SoftKDLoss
-from .export import export_onnx, export_safetensors, load_exported
+from .export import export_onnx, export_safetensors
 from .layers import CBAM, DynamicROIPool, MXABlock, roi_crop
-from .models import MultiLabelEfficientViT
+from .models import MultiLabelEfficientViT, load_exported, load_model
 
 __all__ = [
     "CBAM",
@@ -24,6 +24,7 @@ __all__ = [
     "export_onnx",
     "export_safetensors",
     "load_exported",
+    "load_model",
     "models",
     "roi_crop",
 ]

@@ -17,6 +17,8 @@ from .data.labels import CHEXPERT_LABELS
 
 __all__ = [
     "attention_map",
+    "display_image",
+    "draw_images",
     "plot_attention_comparison",
     "plot_phantom_grid",
     "plot_roc_curves",
@@ -65,10 +67,15 @@ def plot_roc_curves(
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    """Save atomically (a temporary PNG renamed into place), then close the figure."""
+    from .utils.files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        _plt().close(fig)
     return path
 
 
@@ -227,69 +234,59 @@ def plot_phantom_grid(
     return _save(fig, path)
 
 
-def _cmd_viz(ns: Any) -> int:
-    """``mxa viz``: ROI overlays and (with --baseline) attention comparisons for images, or a phantom grid."""
-    from .data.io import load_xray
-    from .data.transforms import build_transforms
-    from .engine.checkpoint import load_model_from_checkpoint
-    from .predict import collect_images
+def display_image(image: torch.Tensor, max_side: int = 768) -> torch.Tensor:
+    """A (1, H, W) image down-scaled (area) so its longer side is at most ``max_side``, for drawing.
 
-    out = Path(ns.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if ns.phantom_grid:
-        print(plot_phantom_grid(out / "phantom_grid.png", n=ns.phantom_grid))
-    if not ns.inputs:
-        return 0
-    if not ns.checkpoint:
-        raise ValueError("--checkpoint is needed to draw ROI overlays or attention maps")
-    model = load_model_from_checkpoint(ns.checkpoint)
-    baseline = load_model_from_checkpoint(ns.baseline) if ns.baseline else None
+    Boxes are relative coordinates, so they still fit the smaller picture.
+    """
+    h, w = image.shape[-2:]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")[0]
+
+
+def draw_images(
+    files: Sequence[Path],
+    model: torch.nn.Module,
+    output: str | Path,
+    baseline: torch.nn.Module | None = None,
+    stage: int = 1,
+) -> list[Path]:
+    """ROI overlays of ``model`` for each image and, with ``baseline``, the attention comparison.
+
+    Output names are unique per input (see :func:`mxa.data.io.output_names`).
+    """
+    from .data.io import load_xray, output_names
+    from .data.transforms import build_transforms
+
+    if not hasattr(model, "forward_with_rois"):
+        raise ValueError("ROI overlays need an MXA model (an efficientvit_ml_* checkpoint)")
+    out = Path(output)
     tf = build_transforms(model, train=False)
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
-    for f in collect_images(ns.inputs):
+    names = output_names(list(files), "_roi.png")
+    paths = []
+    for f in files:
         raw = load_xray(f)
         x = tf(raw)[None]
         with torch.no_grad():
             logits, boxes = model.forward_with_rois(x)
-        shown = (
-            torch.nn.functional.interpolate(raw[None], size=(768, 768), mode="area")[0]
-            if max(raw.shape[-2:]) > 768
-            else raw
-        )
-        print(
+        title = f"{f.name}: MXA regions of interest"
+        probs = torch.sigmoid(logits[0])
+        paths.append(
             plot_roi_overlay(
-                shown,
+                display_image(raw),
                 {k: v[0] for k, v in boxes.items()},
-                out / f"{f.stem}_roi.png",
-                probs=torch.sigmoid(logits[0]),
-                labels=labels,
-                title=f"{f.name}: MXA regions of interest",
+                out / names[f],
+                probs,
+                labels,
+                title=title,
             )
         )
         if baseline is not None:
-            print(
-                plot_attention_comparison(
-                    x,
-                    baseline,
-                    model,
-                    out / f"{f.stem}_attention.png",
-                    stage=ns.stage,
-                    title=f"{f.name}: what the models attend to",
-                )
-            )
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("viz", help="pictures: ROI overlays, baseline-vs-MXA attention maps, a phantom grid")
-    p.add_argument("inputs", nargs="*", help="image files or folders (PNG, JPEG, DICOM)")
-    p.add_argument("--checkpoint", help="an MXA model checkpoint written by `mxa train`")
-    p.add_argument(
-        "--baseline", help="a baseline checkpoint: also draw the attention comparison (paper Fig. 4)"
-    )
-    p.add_argument(
-        "--stage", type=int, default=1, help="stage whose activations make the attention map (default 1)"
-    )
-    p.add_argument("--phantom-grid", type=int, default=0, metavar="N", help="also draw a grid of N phantoms")
-    p.add_argument("--output", default="mxa-viz", help="folder for the PNGs (default mxa-viz)")
-    p.set_defaults(func=_cmd_viz)
+            name = names[f].replace("_roi.png", "_attention.png")
+            title = f"{f.name}: what the models attend to"
+            paths.append(plot_attention_comparison(x, baseline, model, out / name, stage=stage, title=title))
+    return paths

@@ -1,27 +1,46 @@
-"""Data: CheXpert labels and dataset, the built-in phantom chest X-rays, transforms, image loading."""
+"""Data: CheXpert labels and dataset, the built-in phantom chest X-rays, transforms, image loading.
 
-from .chexpert import CSV_COLUMNS, CheXpertDataset, patient_id, patient_split, read_chexpert_csv
-from .io import load_xray
-from .labels import CHEXPERT_LABELS, COMPETITION_LABELS, POLICIES, apply_policy
-from .phantom import PhantomCXR
-from .transforms import GRAY_MEAN, GRAY_STD, build_transforms, resolve_data_cfg
-from .writer import write_phantom_chexpert
+Names are imported on first use (PEP 562), so ``import mxa`` (which needs only the label names and the
+gray mean/std) does not load the CSV reader, the phantom generator or the writer.
+"""
 
-__all__ = [
-    "CHEXPERT_LABELS",
-    "COMPETITION_LABELS",
-    "CSV_COLUMNS",
-    "GRAY_MEAN",
-    "GRAY_STD",
-    "POLICIES",
-    "CheXpertDataset",
-    "PhantomCXR",
-    "apply_policy",
-    "build_transforms",
-    "load_xray",
-    "patient_id",
-    "patient_split",
-    "read_chexpert_csv",
-    "resolve_data_cfg",
-    "write_phantom_chexpert",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "CSV_COLUMNS": "chexpert",
+    "CheXpertDataset": "chexpert",
+    "patient_id": "chexpert",
+    "patient_split": "chexpert",
+    "read_chexpert_csv": "chexpert",
+    "IMAGE_SUFFIXES": "io",
+    "collect_images": "io",
+    "load_xray": "io",
+    "output_names": "io",
+    "CHEXPERT_LABELS": "labels",
+    "COMPETITION_LABELS": "labels",
+    "POLICIES": "labels",
+    "apply_policy": "labels",
+    "PhantomCXR": "phantom",
+    "GRAY_MEAN": "transforms",
+    "GRAY_STD": "transforms",
+    "build_transforms": "transforms",
+    "resolve_data_cfg": "transforms",
+    "write_phantom_chexpert": "writer",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'mxa.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,51 @@ import torch
 
 from .._optional import require
 
-__all__ = ["IMAGE_SUFFIXES", "load_xray"]
+__all__ = ["IMAGE_SUFFIXES", "collect_images", "load_xray", "output_names"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and the images inside folders (recursively, sorted); each file once.
+
+    Raises:
+        FileNotFoundError: an input does not exist, or no image was found at all.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {p}")
+    if not out:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {list(map(str, inputs))}")
+    seen: set[Path] = set()
+    unique = []
+    for f in out:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def output_names(files: Sequence[Path], suffix: str) -> dict[Path, str]:
+    """A unique output file name per input: ``<stem><suffix>``, or, when two inputs share a stem
+    (``a/x.png``, ``b/x.png``), their path below the inputs' common folder joined with ``__``."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return {f: f"{f.stem}{suffix}" for f in files}
+    resolved = [Path(f).resolve() for f in files]
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    names = {}
+    for f, r in zip(files, resolved):
+        rel = r.relative_to(common)
+        names[f] = "__".join(rel.with_suffix("").parts) + f"_{rel.suffix.lstrip('.')}{suffix}"
+    return names
 
 
 def load_xray(path: str | Path) -> torch.Tensor:

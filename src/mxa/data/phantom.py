@@ -25,7 +25,7 @@ from .labels import CHEXPERT_LABELS, apply_policy
 
 __all__ = ["PhantomCXR", "label_pattern_table", "render_phantom", "sample_raw_labels"]
 
-L = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
+_INDEX = {name: i for i, name in enumerate(CHEXPERT_LABELS)}  # label name -> column
 _CODE = {"1": 1.0, "0": 0.0, "u": -1.0, ".": np.nan}
 # Amplitude of a finding by raw label: positive drawn fully, uncertain faintly, else not at all.
 _STRENGTH = {1.0: 1.0, -1.0: 0.45}
@@ -93,6 +93,252 @@ def _box(cx, cy, hw, hh):
     return [max(0.0, cx - hw), max(0.0, cy - hh), min(1.0, cx + hw), min(1.0, cy + hh)]
 
 
+Box = list[float]  # normalized xyxy
+Lung = tuple[float, float, float, float]  # cx, cy, rx, ry
+
+
+class _Scene:
+    """Canvas, random source and the anatomy (lungs, ribs, patient shift) that findings are placed in."""
+
+    def __init__(self, size: int, rng: np.random.Generator) -> None:
+        self.cv = _Canvas(size)
+        self.size, self.u, self.v, self.img = size, self.cv.u, self.cv.v, self.cv.img
+        self.rng, self.r = rng, rng.uniform
+        self.sx = self.sy = 0.0  # patient position, set by _draw_thorax
+        self.lungs: list[Lung] = []  # image-left lung (side -1), then image-right (side 1)
+        self.lung_mask = np.zeros_like(self.img)
+        self.ribs = np.zeros_like(self.img)
+
+    def side(self) -> int:
+        return int(self.rng.choice((-1, 1)))
+
+    def lung(self, side: int) -> Lung:
+        return self.lungs[(side + 1) // 2]
+
+    def lung_point(self, side: int, vmin: float, vmax: float) -> tuple[float, float]:
+        cx, cy, rx, ry = self.lung(side)
+        return cx + self.r(-0.5, 0.5) * rx, cy + ry * self.r(vmin, vmax)
+
+    def add(self, w: tuple[slice, slice], values: np.ndarray, amp: float) -> None:
+        """Add ``amp * values`` in window ``w``, inside the lungs only."""
+        self.img[w] += amp * values * self.lung_mask[w]
+
+
+# --- anatomy ---------------------------------------------------------------------------------------
+# The random draws happen in a fixed order (anatomy, findings in _FINDINGS order, acquisition): changing
+# it changes every phantom of every seed.
+
+
+def _draw_thorax(sc: _Scene) -> None:
+    """Patient shift, body, lungs and ribs."""
+    r, img = sc.r, sc.img
+    sx, sy = r(-0.02, 0.02), r(-0.02, 0.02)
+    sc.sx, sc.sy = sx, sy
+    img += 0.06
+    w, body = sc.cv.ellipse(0.5 + sx, 0.58 + sy, r(0.42, 0.47), 0.62, 0.15)
+    img[w] += 0.42 * body
+    for side in (-1, 1):
+        cx, cy = 0.5 + side * r(0.16, 0.18) + sx, 0.47 + sy
+        rx, ry = r(0.12, 0.14), r(0.25, 0.28)
+        sc.lungs.append((cx, cy, rx, ry))
+        w, m = sc.cv.ellipse(cx, cy, rx, ry, 0.25)
+        sc.lung_mask[w] = np.maximum(sc.lung_mask[w], m)
+    img -= 0.27 * sc.lung_mask
+    # ribs: bright bands curving down laterally, drawn inside the lungs only
+    for cx, cy, rx, ry in sc.lungs:
+        w = sc.cv.window(cx, cy, rx, ry)
+        phase = (sc.v[w] - 0.17 - sy - 0.35 * (sc.u[w] - 0.5 - sx) ** 2) / 0.062
+        sc.ribs[w] = (np.abs(phase - np.round(phase)) < 0.14) & (phase > -0.3) & (phase < 8.3)
+    img += 0.09 * sc.ribs * sc.lung_mask
+
+
+def _draw_mediastinum(sc: _Scene, s: float) -> Box | None:
+    """Spine and mediastinum, wider at the top when enlarged (``s`` > 0)."""
+    sx, sy = sc.sx, sc.sy
+    med_w, box = 0.045, None
+    if s:
+        med_w += 0.035 * s
+        box = _box(0.5 + sx, 0.33 + sy, med_w + 0.02, 0.15)
+    w = sc.cv.window(0.5 + sx, 0.6, med_w + 0.02, 0.5)
+    uu, vv = sc.u[w], sc.v[w]
+    upper = np.clip((0.52 + sy - vv) / 0.05, 0, 1)
+    col = np.clip((med_w - np.abs(uu - 0.5 - sx)) / 0.012, 0, 1) * np.clip((vv - 0.12 - sy) / 0.03, 0, 1)
+    sc.img[w] += 0.38 * col * (0.55 + 0.45 * upper)
+    return box
+
+
+def _draw_heart(sc: _Scene, s: float) -> Box | None:
+    """The heart, enlarged when ``s`` > 0."""
+    hx, hy, hrx, hry = 0.54 + sc.sx, 0.64 + sc.sy, sc.r(0.11, 0.13), sc.r(0.09, 0.11)
+    box = None
+    if s:
+        hrx *= 1.0 + 0.5 * s
+        hry *= 1.0 + 0.2 * s
+        box = _box(hx, hy, hrx, hry)
+    w, heart = sc.cv.ellipse(hx, hy, hrx, hry, 0.2)
+    sc.img[w] += 0.34 * heart
+    return box
+
+
+def _draw_diaphragm(sc: _Scene) -> None:
+    """Dense below the lung bases."""
+    w = (slice(int(0.68 * sc.size), sc.size), slice(0, sc.size))
+    sc.img[w] += 0.2 * np.clip((sc.v[w] - 0.74 - sc.sy - 0.2 * (sc.u[w] - 0.5) ** 2) / 0.03, 0, 1)
+
+
+# --- findings: each draws at amplitude ``s`` and returns its box ---------------------------------------
+
+
+def _draw_lung_opacity(sc: _Scene, s: float) -> Box:
+    cx, cy = sc.lung_point(sc.side(), -0.4, 0.5)
+    sgx, sgy = sc.r(0.04, 0.06), sc.r(0.05, 0.08)
+    w, g = sc.cv.gauss(cx, cy, sgx, sgy)
+    sc.add(w, g, 0.22 * s)
+    return _box(cx, cy, 2 * sgx, 2 * sgy)
+
+
+def _draw_lung_lesion(sc: _Scene, s: float) -> Box:
+    """A nodule of a few pixels."""
+    cx, cy = sc.lung_point(sc.side(), -0.6, 0.4)
+    rad = sc.r(0.012, 0.02)
+    w, m = sc.cv.ellipse(cx, cy, rad, rad, 0.5)
+    sc.img[w] += 0.32 * s * m
+    return _box(cx, cy, rad * 1.5, rad * 1.5)
+
+
+def _draw_edema(sc: _Scene, s: float) -> Box:
+    """Bilateral perihilar haze with interstitial lines."""
+    for cx, cy, _, _ in sc.lungs:
+        w, haze = sc.cv.gauss(cx - 0.3 * (cx - 0.5), cy + 0.03, 0.07, 0.1)
+        lines = np.abs(np.sin(sc.v[w] * sc.size * 0.9)) > 0.92
+        sc.add(w, haze * (0.16 + 0.08 * lines), s)
+    return _box(0.5 + sc.sx, 0.5 + sc.sy, 0.28, 0.2)
+
+
+def _draw_consolidation(sc: _Scene, s: float) -> Box:
+    """Dense lobar patch at a lung base."""
+    cx, cy, rx, ry = sc.lung(sc.side())
+    px, py = cx + sc.r(-0.3, 0.3) * rx, cy + ry * sc.r(0.35, 0.6)
+    w, patch = sc.cv.ellipse(px, py, rx * 0.55, ry * 0.28, 0.4)
+    sc.add(w, patch, 0.3 * s)
+    return _box(px, py, rx * 0.55, ry * 0.28)
+
+
+def _draw_pneumonia(sc: _Scene, s: float) -> Box:
+    """Patchy clustered opacities."""
+    cx, cy = sc.lung_point(sc.side(), -0.2, 0.5)
+    for _ in range(5):
+        w, g = sc.cv.gauss(cx + sc.r(-0.04, 0.04), cy + sc.r(-0.04, 0.04), 0.015, 0.015)
+        sc.add(w, g, 0.16 * s)
+    return _box(cx, cy, 0.07, 0.07)
+
+
+def _draw_atelectasis(sc: _Scene, s: float) -> Box:
+    """Plate-like horizontal band in a lower zone."""
+    cx, cy = sc.lung_point(sc.side(), 0.2, 0.5)
+    w = sc.cv.window(cx, cy, 0.075, 0.03)
+    band = np.clip((0.008 - np.abs(sc.v[w] - cy - 0.1 * (sc.u[w] - cx))) / 0.004, 0, 1)
+    sc.add(w, band, 0.25 * s)
+    return _box(cx, cy, 0.08, 0.025)
+
+
+def _draw_pneumothorax(sc: _Scene, s: float) -> Box:
+    """Lucent apex without lung markings, bounded by a pleural line."""
+    sd = sc.side()
+    cx, cy, rx, ry = sc.lung(sd)
+    ax, ay, arx, ary = cx + sd * 0.02, cy - ry * 0.55, rx * 0.75, ry * 0.45
+    w = sc.cv.window(ax, ay, arx * 1.1, ary * 1.1)
+    d = ((sc.u[w] - ax) / arx) ** 2 + ((sc.v[w] - ay) / ary) ** 2
+    cap = np.clip((1.0 - d) / 0.05, 0, 1) * sc.lung_mask[w]
+    rim = np.clip(1 - np.abs(d - 1) / 0.06, 0, 1) * sc.lung_mask[w]
+    sc.img[w] += s * (0.2 * rim - (0.08 + 0.09 * sc.ribs[w]) * cap)
+    return _box(ax, ay, arx, ary)
+
+
+def _draw_pleural_effusion(sc: _Scene, s: float) -> Box:
+    """Meniscus filling a costophrenic angle."""
+    sd = sc.side()
+    cx, cy, rx, ry = sc.lung(sd)
+    level = cy + ry * sc.r(0.45, 0.65)
+    w, inside = sc.cv.ellipse(cx, cy, rx * 1.15, ry * 1.05, 0.1)
+    lateral = np.clip(sd * (sc.u[w] - cx) / rx, 0, 1) ** 2
+    meniscus = np.clip((sc.v[w] - level + 0.12 * lateral) / 0.01, 0, 1)
+    sc.img[w] += 0.32 * s * meniscus * inside
+    return [cx - rx * 1.1, level - 0.12, cx + rx * 1.1, min(1.0, cy + ry * 1.05)]
+
+
+def _draw_pleural_other(sc: _Scene, s: float) -> Box:
+    """Pleural thickening along a lateral chest wall."""
+    sd = sc.side()
+    cx, cy, rx, ry = sc.lung(sd)
+    y0 = cy + sc.r(-0.4, 0.2) * ry
+    w = sc.cv.window(cx + sd * rx, y0, 0.05, 0.08)
+    d = ((sc.u[w] - cx) / rx) ** 2 + ((sc.v[w] - cy) / ry) ** 2
+    sc.img[w] += 0.2 * s * np.clip(1 - np.abs(d - 1) / 0.12, 0, 1) * (sd * (sc.u[w] - cx) > 0)
+    return _box(cx + sd * rx * 0.95, y0, 0.05, 0.08)
+
+
+def _draw_fracture(sc: _Scene, s: float) -> Box:
+    """A broken, offset rib (placed on one of the drawn rib bands)."""
+    sd = sc.side()
+    cx, cy, rx, ry = sc.lung(sd)
+    fx = cx + sd * rx * sc.r(0.3, 0.7)
+    fy = 0.17 + sc.sy + 0.35 * (fx - 0.5 - sc.sx) ** 2 + 0.062 * int(sc.rng.integers(1, 7))
+    w, near = sc.cv.gauss(fx, fy, 0.012, 0.02)
+    gap = (np.abs(sc.u[w] - fx) < 0.006) & (np.abs(sc.v[w] - fy) < 0.02)
+    sc.img[w] += s * (0.14 * near - 0.15 * gap)
+    return _box(fx, fy, 0.025, 0.03)
+
+
+def _draw_support_devices(sc: _Scene, s: float) -> Box:
+    """An endotracheal tube down the midline and a line with a port."""
+    u, v, img, sy = sc.u, sc.v, sc.img, sc.sy
+    tx = 0.51 + sc.sx
+    w = sc.cv.window(tx, 0.2 + sy / 2, 0.01, 0.2 + sy / 2)
+    img[w] += 0.45 * s * np.clip((0.0045 - np.abs(u[w] - tx)) / 0.002, 0, 1) * (v[w] > 0.05)
+    px, py = sc.r(0.18, 0.28), sc.r(0.12, 0.2)
+    w = sc.cv.window((px + tx) / 2, py + 0.45 * (tx - px), (tx - px) / 2, 0.45 * (tx - px) + 0.01)
+    line = np.clip((0.004 - np.abs(v[w] - py - (u[w] - px) * 0.9)) / 0.002, 0, 1) * (u[w] > px)
+    img[w] += 0.4 * s * line
+    w, port = sc.cv.ellipse(px, py, 0.025, 0.02, 0.3)
+    img[w] += 0.5 * s * port
+    return [px - 0.03, 0.03, tx + 0.02, max(0.4 + sy, py + 0.9 * (tx - px))]
+
+
+# Findings that reshape anatomy which is always drawn: called at every strength, 0 included.
+_ANATOMY: dict[str, Callable[[_Scene, float], Box | None]] = {
+    "Enlarged Cardiomediastinum": _draw_mediastinum,
+    "Cardiomegaly": _draw_heart,
+}
+# Findings laid over the anatomy, drawn only when present or uncertain, in this order (dicts keep it).
+_FINDINGS: dict[str, Callable[[_Scene, float], Box]] = {
+    "Lung Opacity": _draw_lung_opacity,
+    "Lung Lesion": _draw_lung_lesion,
+    "Edema": _draw_edema,
+    "Consolidation": _draw_consolidation,
+    "Pneumonia": _draw_pneumonia,
+    "Atelectasis": _draw_atelectasis,
+    "Pneumothorax": _draw_pneumothorax,
+    "Pleural Effusion": _draw_pleural_effusion,
+    "Pleural Other": _draw_pleural_other,
+    "Fracture": _draw_fracture,
+    "Support Devices": _draw_support_devices,
+}
+
+
+def _acquire(sc: _Scene) -> None:
+    """Contrast curve, exposure and noise."""
+    r, img, size = sc.r, sc.img, sc.size
+    np.clip(img, 0.0, 1.0, out=img)
+    g = r(-0.3, 0.3)  # gamma-like curve without a per-pixel pow
+    img *= (1.0 + g * (1.0 - img)) * r(0.85, 1.1)
+    img += r(-0.04, 0.04)
+    tex = _noise_texture(size)
+    oy, ox = sc.rng.integers(0, size, size=2)
+    img += r(0.01, 0.025) * tex[oy : oy + size, ox : ox + size]
+    np.clip(img, 0.0, 1.0, out=img)
+
+
 def render_phantom(raw: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one phantom.
 
@@ -105,164 +351,23 @@ def render_phantom(raw: np.ndarray, size: int, rng: np.random.Generator) -> tupl
         image (size, size) float32 in [0, 1] (white = dense), boxes (14, 4) float32 normalized xyxy,
         NaN rows for findings not drawn.
     """
-    cv = _Canvas(size)
-    u, v, img = cv.u, cv.v, cv.img
-    r = rng.uniform
-    boxes = np.full((len(CHEXPERT_LABELS), 4), np.nan, dtype=np.float32)
 
     def strength(name: str) -> float:
-        x = float(raw[L[name]])
+        x = float(raw[_INDEX[name]])
         return 0.0 if np.isnan(x) else _STRENGTH.get(x, 0.0)
 
-    # --- anatomy -----------------------------------------------------------------------------------
-    sx, sy = r(-0.02, 0.02), r(-0.02, 0.02)  # patient position
-    img += 0.06
-    w, body = cv.ellipse(0.5 + sx, 0.58 + sy, r(0.42, 0.47), 0.62, 0.15)
-    img[w] += 0.42 * body
-    lungs = []
-    lung_mask = np.zeros_like(img)
-    for side in (-1, 1):
-        cx, cy = 0.5 + side * r(0.16, 0.18) + sx, 0.47 + sy
-        rx, ry = r(0.12, 0.14), r(0.25, 0.28)
-        lungs.append((cx, cy, rx, ry))
-        w, m = cv.ellipse(cx, cy, rx, ry, 0.25)
-        lung_mask[w] = np.maximum(lung_mask[w], m)
-    img -= 0.27 * lung_mask
-    # ribs: bright bands curving down laterally, drawn inside the lungs only
-    ribs = np.zeros_like(img)
-    for cx, cy, rx, ry in lungs:
-        w = cv.window(cx, cy, rx, ry)
-        phase = (v[w] - 0.17 - sy - 0.35 * (u[w] - 0.5 - sx) ** 2) / 0.062
-        band = (np.abs(phase - np.round(phase)) < 0.14) & (phase > -0.3) & (phase < 8.3)
-        ribs[w] = band
-    img += 0.09 * ribs * lung_mask
-    # spine and mediastinum, wider at the top when the mediastinum is enlarged
-    med_w = 0.045
-    if emc := strength("Enlarged Cardiomediastinum"):
-        med_w += 0.035 * emc
-        boxes[L["Enlarged Cardiomediastinum"]] = _box(0.5 + sx, 0.33 + sy, med_w + 0.02, 0.15)
-    w = cv.window(0.5 + sx, 0.6, med_w + 0.02, 0.5)
-    uu, vv = u[w], v[w]
-    upper = np.clip((0.52 + sy - vv) / 0.05, 0, 1)
-    col = np.clip((med_w - np.abs(uu - 0.5 - sx)) / 0.012, 0, 1) * np.clip((vv - 0.12 - sy) / 0.03, 0, 1)
-    img[w] += 0.38 * col * (0.55 + 0.45 * upper)
-    # heart
-    hx, hy, hrx, hry = 0.54 + sx, 0.64 + sy, r(0.11, 0.13), r(0.09, 0.11)
-    if cm := strength("Cardiomegaly"):
-        hrx *= 1.0 + 0.5 * cm
-        hry *= 1.0 + 0.2 * cm
-        boxes[L["Cardiomegaly"]] = _box(hx, hy, hrx, hry)
-    w, heart = cv.ellipse(hx, hy, hrx, hry, 0.2)
-    img[w] += 0.34 * heart
-    # diaphragm: dense below the lung bases
-    w = (slice(int(0.68 * size), size), slice(0, size))
-    img[w] += 0.2 * np.clip((v[w] - 0.74 - sy - 0.2 * (u[w] - 0.5) ** 2) / 0.03, 0, 1)
-
-    def lung_point(side: int, vmin: float, vmax: float) -> tuple[float, float]:
-        cx, cy, rx, ry = lungs[(side + 1) // 2]
-        return cx + r(-0.5, 0.5) * rx, cy + ry * r(vmin, vmax)
-
-    def side() -> int:
-        return int(rng.choice((-1, 1)))
-
-    def add(w, values, amp):
-        img[w] += amp * values * lung_mask[w]
-
-    # --- findings ----------------------------------------------------------------------------------
-    if s := strength("Lung Opacity"):
-        cx, cy = lung_point(side(), -0.4, 0.5)
-        sgx, sgy = r(0.04, 0.06), r(0.05, 0.08)
-        w, g = cv.gauss(cx, cy, sgx, sgy)
-        add(w, g, 0.22 * s)
-        boxes[L["Lung Opacity"]] = _box(cx, cy, 2 * sgx, 2 * sgy)
-    if s := strength("Lung Lesion"):  # a nodule of a few pixels
-        cx, cy = lung_point(side(), -0.6, 0.4)
-        rad = r(0.012, 0.02)
-        w, m = cv.ellipse(cx, cy, rad, rad, 0.5)
-        img[w] += 0.32 * s * m
-        boxes[L["Lung Lesion"]] = _box(cx, cy, rad * 1.5, rad * 1.5)
-    if s := strength("Edema"):  # bilateral perihilar haze with interstitial lines
-        for cx, cy, _, _ in lungs:
-            w, haze = cv.gauss(cx - 0.3 * (cx - 0.5), cy + 0.03, 0.07, 0.1)
-            lines = np.abs(np.sin(v[w] * size * 0.9)) > 0.92
-            add(w, haze * (0.16 + 0.08 * lines), s)
-        boxes[L["Edema"]] = _box(0.5 + sx, 0.5 + sy, 0.28, 0.2)
-    if s := strength("Consolidation"):  # dense lobar patch at a lung base
-        cx, cy, rx, ry = lungs[(side() + 1) // 2]
-        px, py = cx + r(-0.3, 0.3) * rx, cy + ry * r(0.35, 0.6)
-        w, patch = cv.ellipse(px, py, rx * 0.55, ry * 0.28, 0.4)
-        add(w, patch, 0.3 * s)
-        boxes[L["Consolidation"]] = _box(px, py, rx * 0.55, ry * 0.28)
-    if s := strength("Pneumonia"):  # patchy clustered opacities
-        cx, cy = lung_point(side(), -0.2, 0.5)
-        for _ in range(5):
-            w, g = cv.gauss(cx + r(-0.04, 0.04), cy + r(-0.04, 0.04), 0.015, 0.015)
-            add(w, g, 0.16 * s)
-        boxes[L["Pneumonia"]] = _box(cx, cy, 0.07, 0.07)
-    if s := strength("Atelectasis"):  # plate-like horizontal band in a lower zone
-        cx, cy = lung_point(side(), 0.2, 0.5)
-        w = cv.window(cx, cy, 0.075, 0.03)
-        band = np.clip((0.008 - np.abs(v[w] - cy - 0.1 * (u[w] - cx))) / 0.004, 0, 1)
-        add(w, band, 0.25 * s)
-        boxes[L["Atelectasis"]] = _box(cx, cy, 0.08, 0.025)
-    if s := strength("Pneumothorax"):  # lucent apex without lung markings, bounded by a pleural line
-        sd = side()
-        cx, cy, rx, ry = lungs[(sd + 1) // 2]
-        ax, ay, arx, ary = cx + sd * 0.02, cy - ry * 0.55, rx * 0.75, ry * 0.45
-        w = cv.window(ax, ay, arx * 1.1, ary * 1.1)
-        d = ((u[w] - ax) / arx) ** 2 + ((v[w] - ay) / ary) ** 2
-        cap = np.clip((1.0 - d) / 0.05, 0, 1) * lung_mask[w]
-        rim = np.clip(1 - np.abs(d - 1) / 0.06, 0, 1) * lung_mask[w]
-        img[w] += s * (0.2 * rim - (0.08 + 0.09 * ribs[w]) * cap)
-        boxes[L["Pneumothorax"]] = _box(ax, ay, arx, ary)
-    if s := strength("Pleural Effusion"):  # meniscus filling a costophrenic angle
-        sd = side()
-        cx, cy, rx, ry = lungs[(sd + 1) // 2]
-        level = cy + ry * r(0.45, 0.65)
-        w, inside = cv.ellipse(cx, cy, rx * 1.15, ry * 1.05, 0.1)
-        lateral = np.clip(sd * (u[w] - cx) / rx, 0, 1) ** 2
-        meniscus = np.clip((v[w] - level + 0.12 * lateral) / 0.01, 0, 1)
-        img[w] += 0.32 * s * meniscus * inside
-        boxes[L["Pleural Effusion"]] = [cx - rx * 1.1, level - 0.12, cx + rx * 1.1, min(1.0, cy + ry * 1.05)]
-    if s := strength("Pleural Other"):  # pleural thickening along a lateral chest wall
-        sd = side()
-        cx, cy, rx, ry = lungs[(sd + 1) // 2]
-        y0 = cy + r(-0.4, 0.2) * ry
-        w = cv.window(cx + sd * rx, y0, 0.05, 0.08)
-        d = ((u[w] - cx) / rx) ** 2 + ((v[w] - cy) / ry) ** 2
-        img[w] += 0.2 * s * np.clip(1 - np.abs(d - 1) / 0.12, 0, 1) * (sd * (u[w] - cx) > 0)
-        boxes[L["Pleural Other"]] = _box(cx + sd * rx * 0.95, y0, 0.05, 0.08)
-    if s := strength("Fracture"):  # a broken, offset rib
-        sd = side()
-        cx, cy, rx, ry = lungs[(sd + 1) // 2]
-        fx = cx + sd * rx * r(0.3, 0.7)
-        fy = 0.17 + sy + 0.35 * (fx - 0.5 - sx) ** 2 + 0.062 * int(rng.integers(1, 7))
-        w, near = cv.gauss(fx, fy, 0.012, 0.02)
-        gap = (np.abs(u[w] - fx) < 0.006) & (np.abs(v[w] - fy) < 0.02)
-        img[w] += s * (0.14 * near - 0.15 * gap)
-        boxes[L["Fracture"]] = _box(fx, fy, 0.025, 0.03)
-    if s := strength("Support Devices"):  # an endotracheal tube down the midline and a line with a port
-        tx = 0.51 + sx
-        w = cv.window(tx, 0.2 + sy / 2, 0.01, 0.2 + sy / 2)
-        img[w] += 0.45 * s * np.clip((0.0045 - np.abs(u[w] - tx)) / 0.002, 0, 1) * (v[w] > 0.05)
-        px, py = r(0.18, 0.28), r(0.12, 0.2)
-        w = cv.window((px + tx) / 2, py + 0.45 * (tx - px), (tx - px) / 2, 0.45 * (tx - px) + 0.01)
-        line = np.clip((0.004 - np.abs(v[w] - py - (u[w] - px) * 0.9)) / 0.002, 0, 1) * (u[w] > px)
-        img[w] += 0.4 * s * line
-        w, port = cv.ellipse(px, py, 0.025, 0.02, 0.3)
-        img[w] += 0.5 * s * port
-        boxes[L["Support Devices"]] = [px - 0.03, 0.03, tx + 0.02, max(0.4 + sy, py + 0.9 * (tx - px))]
-
-    # --- acquisition: contrast curve, exposure, noise -----------------------------------------------
-    np.clip(img, 0.0, 1.0, out=img)
-    g = r(-0.3, 0.3)  # gamma-like curve without a per-pixel pow
-    img *= (1.0 + g * (1.0 - img)) * r(0.85, 1.1)
-    img += r(-0.04, 0.04)
-    tex = _noise_texture(size)
-    oy, ox = rng.integers(0, size, size=2)
-    img += r(0.01, 0.025) * tex[oy : oy + size, ox : ox + size]
-    np.clip(img, 0.0, 1.0, out=img)
-    return img, np.clip(boxes, 0.0, 1.0)
+    sc = _Scene(size, rng)
+    boxes = np.full((len(CHEXPERT_LABELS), 4), np.nan, dtype=np.float32)
+    _draw_thorax(sc)
+    for name, draw in _ANATOMY.items():
+        if (box := draw(sc, strength(name))) is not None:
+            boxes[_INDEX[name]] = box
+    _draw_diaphragm(sc)
+    for name, draw_finding in _FINDINGS.items():
+        if s := strength(name):
+            boxes[_INDEX[name]] = draw_finding(sc, s)
+    _acquire(sc)
+    return sc.img, np.clip(boxes, 0.0, 1.0)
 
 
 class PhantomCXR(Dataset):

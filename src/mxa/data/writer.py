@@ -33,7 +33,8 @@ def write_phantom_chexpert(
     Rows follow the official columns (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 labels with 1.0, 0.0,
     -1.0 or blank). Several images share a patient (``images_per_patient``) so patient splits matter.
     With ``lateral_every=k`` every k-th row is tagged Lateral (to exercise frontal filtering).
-    The ground-truth boxes go to ``boxes.json`` beside each CSV.
+    The ground-truth boxes go to ``boxes_{train,valid}.json`` beside the CSVs: per split, image path
+    (as in the CSV) -> {finding: normalized xyxy box} for every finding drawn.
 
     Returns:
         the dataset folder (``root/CheXpert-v1.0-small``).

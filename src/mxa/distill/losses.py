@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DistillationLoss", "SoftKDLoss", "class_balanced_pos_weight", "masked_bce_with_logits"]
+__all__ = [
+    "DEFAULT_MAX_POS_WEIGHT",
+    "DistillationLoss",
+    "SoftKDLoss",
+    "class_balanced_pos_weight",
+    "masked_bce_with_logits",
+]
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
@@ -153,8 +159,12 @@ class DistillationLoss(nn.Module):
         return f"alpha={self.alpha}, class_balanced={self.pos_weight is not None}"
 
 
+#: The cap of class-balanced ``pos_weight`` (``mxa train --max-pos-weight``): rare labels get at most 10x.
+DEFAULT_MAX_POS_WEIGHT = 10.0
+
+
 def class_balanced_pos_weight(
-    labels: torch.Tensor, mask: torch.Tensor | None = None, max_weight: float = 50.0
+    labels: torch.Tensor, mask: torch.Tensor | None = None, max_weight: float = DEFAULT_MAX_POS_WEIGHT
 ) -> torch.Tensor:
     """Class-balance weights for ``BCEWithLogits(pos_weight=...)``: negatives / positives per label.
 

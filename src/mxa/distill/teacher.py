@@ -7,6 +7,10 @@ mask of the labels it predicts. It converts the batch to its own input conventio
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,10 @@ from torch import nn
 
 from .._optional import require
 from ..data.labels import CHEXPERT_LABELS
+from ..models.loading import load_model
 from .mapping import xrv_to_chexpert
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ModelTeacher", "Teacher", "XRVTeacher", "load_teacher"]
 
@@ -57,13 +64,17 @@ class XRVTeacher(Teacher):
         weights: torchxrayvision weight name (default ``densenet121-res224-chex``), or None for random
             weights with the same outputs (tests, benchmarks).
         cache_dir: where torchxrayvision keeps (and downloads, once) its weights.
-        weights_file: a local copy of the official weights file (works offline). It is a pickled module,
-            so it is unpickled: only pass a file you trust.
+        weights_file: a local copy of the official weights file (works offline). It is read without
+            running code from it where possible (see ``trust_pickle``).
         labels: output names for ``weights=None`` (default: the ``weights`` variant's, else the chex one).
         student_mean: the student's normalization mean, undone before converting to torchxrayvision's
             convention (1 channel, 224 x 224, values in [-1024, 1024]).
         student_std: the student's normalization std.
+        trust_pickle: allow unpickling a weights file whose classes are not all torch/torchxrayvision
+            modules (runs code from the file: only for files you trust).
 
+    Named weights are fetched by torchxrayvision (downloaded once to ``cache_dir``) but read by us, with the
+    same safety rules as ``weights_file`` (torchxrayvision itself unpickles them with ``weights_only=False``).
     ``op_threshs`` is removed: with it, torchxrayvision returns calibrated probabilities, which would
     then get a second sigmoid (the paper's bug).
     """
@@ -76,6 +87,7 @@ class XRVTeacher(Teacher):
         labels: Sequence[str] | None = None,
         student_mean: Sequence[float] = (0.449,),
         student_std: Sequence[float] = (0.226,),
+        trust_pickle: bool = False,
     ) -> None:
         super().__init__(student_mean, student_std)
         xrv = require("torchxrayvision", "The torchxrayvision teacher")
@@ -85,14 +97,16 @@ class XRVTeacher(Teacher):
             raise ValueError(f"unknown torchxrayvision weights {weights!r}; choose one of {known}")
         info = xrv.models.model_urls[variant]
         self.resolution = int(info.get("input_resolution", 224))
+        model = xrv.models.DenseNet(weights=None, num_classes=len(info["labels"]))
+        self.labels = tuple(labels) if labels is not None else tuple(info["labels"])
         if weights is not None and weights_file is None:
-            model = xrv.models.DenseNet(weights=weights, cache_dir=str(cache_dir) if cache_dir else None)
-            self.labels = tuple(model.targets)
-        else:
-            model = xrv.models.DenseNet(weights=None, num_classes=len(info["labels"]))
-            self.labels = tuple(labels) if labels is not None else tuple(info["labels"])
-            if weights_file is not None:
-                model.load_state_dict(_read_xrv_weights(Path(weights_file)))
+            kw = {"cache_dir": str(cache_dir)} if cache_dir else {}
+            weights_file = xrv.models.get_weights(weights, **kw)  # downloads once
+        if weights_file is not None:
+            try:
+                model.load_state_dict(_read_xrv_weights(Path(weights_file), trust_pickle))
+            except RuntimeError as e:
+                raise ValueError(f"{weights_file} does not hold {variant} weights ({str(e)[:300]})") from None
         model.op_threshs = None  # raw logits
         model.apply_sigmoid = False
         self.model = model.eval().requires_grad_(False)
@@ -121,7 +135,14 @@ class XRVTeacher(Teacher):
         return xrv_to_chexpert(logits18, self.labels)
 
 
-def _read_xrv_weights(path: Path) -> dict[str, torch.Tensor]:
+def _read_xrv_weights(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict from a torchxrayvision weights file, without running code from the file if possible.
+
+    safetensors and plain state dicts load directly. The official files are pickled ``nn.Module`` s: they
+    are loaded with ``weights_only=True`` and an allow-list of exactly the module classes they name, as
+    long as every class is an ``nn.Module`` from torch or torchxrayvision (rebuilding such a class runs no
+    code of the file). Anything else is unpickled only with ``trust_pickle=True``.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"torchxrayvision weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -130,14 +151,43 @@ def _read_xrv_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # The official file is a pickled nn.Module; the user named it, so unpickling is their choice.
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError:
+        obj = _load_pickled_module(path, trust_pickle)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"cannot read torchxrayvision weights {path}: {e}") from None
     if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, dict) and "state_dict" in obj:
-        return obj["state_dict"]
+        obj = obj.state_dict()
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not torchxrayvision weights")
+    obj.pop("op_threshs", None)  # we use raw logits (see XRVTeacher)
     return obj
+
+
+def _load_pickled_module(path: Path, trust_pickle: bool) -> Any:
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    classes, unsafe = [], []
+    for name in names:
+        mod, _, attr = name.rpartition(".")
+        obj = None
+        if mod.split(".")[0] in ("torch", "torchxrayvision"):
+            with contextlib.suppress(ImportError, AttributeError):
+                obj = getattr(importlib.import_module(mod), attr)
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            classes.append(obj)
+        else:
+            unsafe.append(name)
+    if not unsafe:
+        with torch.serialization.safe_globals(classes):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    if not trust_pickle:
+        raise ValueError(
+            f"{path} can only be read by unpickling, which would run code from the file (it names "
+            f"{', '.join(unsafe[:5])}). If you trust the file, pass trust_pickle=True (CLI: --trust-pickle)"
+        )
+    log.warning("unpickling %s with weights_only=False, as --trust-pickle allows", path)
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 class ModelTeacher(Teacher):
@@ -206,22 +256,28 @@ def load_teacher(
     student_mean: Sequence[float] = (0.449,),
     student_std: Sequence[float] = (0.226,),
     cache_dir: str | Path | None = None,
+    trust_pickle: bool = False,
 ) -> Teacher:
     """Build a teacher from a command-line spec.
 
     ``densenet121-res224-chex`` (or another torchxrayvision DenseNet weight name), ``xrv-random``
-    (random weights: tests), or the path of a checkpoint written by ``mxa train``.
+    (random weights: tests), or a model of ours: a ``mxa train`` checkpoint (``.pt``) or an exported
+    safetensors file or folder (see :func:`mxa.load_model`).
     """
     if spec == "xrv-random":
         return XRVTeacher(weights=None, student_mean=student_mean, student_std=student_std)
     path = Path(spec)
     if path.suffix in (".pt", ".pth", ".safetensors") or path.exists():
-        from ..engine.checkpoint import load_model_from_checkpoint
-
-        model = load_model_from_checkpoint(path)
-        return ModelTeacher(model, student_mean, student_std)
+        return ModelTeacher(load_model(path), student_mean, student_std)
     if spec.startswith("densenet"):
-        return XRVTeacher(spec, cache_dir=cache_dir, student_mean=student_mean, student_std=student_std)
+        return XRVTeacher(
+            spec,
+            cache_dir=cache_dir,
+            student_mean=student_mean,
+            student_std=student_std,
+            trust_pickle=trust_pickle,
+        )
     raise ValueError(
-        f"unknown teacher {spec!r}: use densenet121-res224-chex, xrv-random, or the path of a checkpoint"
+        f"unknown teacher {spec!r}: use densenet121-res224-chex, xrv-random, or the path of a model of ours "
+        "(a checkpoint .pt or an exported .safetensors)"
     )

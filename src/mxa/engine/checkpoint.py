@@ -1,52 +1,35 @@
-"""Checkpoints: written atomically, loadable with ``torch.load(weights_only=True)``."""
+"""Training checkpoints: the file format (atomic, digest-verified) and the RNG state for exact resume.
+
+The file format lives in :mod:`mxa.utils.checkpoint`; rebuilding a model from a checkpoint in
+:func:`mxa.models.load_model`. Both are re-exported here for the engine's callers.
+"""
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 
+from ..models.loading import load_model_from_checkpoint
+from ..utils.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
+
 __all__ = [
+    "CorruptCheckpointError",
     "atomic_save",
     "capture_rng_state",
     "load_checkpoint",
     "load_model_from_checkpoint",
     "restore_rng_state",
+    "save_checkpoint",
 ]
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A crash or Ctrl-C mid-write leaves the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint of ours safely (``weights_only=True``); a clear error if it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+def atomic_save(obj: dict[str, Any], path: str | Path) -> Path:
+    """Save a checkpoint atomically with its integrity record (alias of :func:`save_checkpoint`)."""
+    return save_checkpoint(obj, path)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -77,16 +60,3 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_model_from_checkpoint(
-    path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
-) -> torch.nn.Module:
-    """Rebuild the model a ``mxa train`` checkpoint describes and load its (EMA, if any) weights."""
-    ckpt = load_checkpoint(path, map_location)
-    if "model_name" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint written by `mxa train` (no model_name)")
-    model = timm.create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
-    return model.eval()

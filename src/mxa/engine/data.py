@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ..data.chexpert import CheXpertDataset, patient_split
 from ..data.phantom import PhantomCXR
 from ..data.transforms import build_transforms
 
-__all__ = ["DataSpec", "IndexedDataset", "SkipSampler", "build_datasets", "parse_data_spec"]
+__all__ = [
+    "DataSpec",
+    "IndexedDataset",
+    "ResumableSampler",
+    "build_datasets",
+    "build_eval_dataset",
+    "parse_data_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -43,23 +50,39 @@ class IndexedDataset(Dataset):
         return (index, *self.base[index])
 
 
-class SkipSampler(Sampler[int]):
-    """Drop the first ``skip`` indices of a (deterministic) sampler: resume in the middle of an epoch."""
+class ResumableSampler(Sampler[int]):
+    """A shuffled order that depends only on ``(seed, epoch)``, split over ranks, resumable mid-epoch.
 
-    def __init__(self, base: Sampler[int], skip: int = 0) -> None:
-        self.base, self.skip = base, skip
+    One process: ``randperm`` from a generator seeded with ``(seed, epoch)``. Under torchrun:
+    ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)``. ``set_epoch(epoch, skip)`` picks the
+    epoch and drops its first ``skip`` indices (the batches a resumed run already trained on).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n = len(dataset)  # type: ignore[arg-type]
+        self.seed, self.epoch, self.skip = seed, 0, 0
+        self.dist = (
+            DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True)
+            if world > 1
+            else None
+        )
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _order(self) -> list[int]:
+        if self.dist is not None:
+            self.dist.set_epoch(self.epoch)
+            return list(self.dist)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        for i, idx in enumerate(self.base):
-            if i >= self.skip:
-                yield idx
+        return iter(self._order()[self.skip :])
 
     def __len__(self) -> int:
-        return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
+        total = len(self.dist) if self.dist is not None else self.n
+        return max(0, total - self.skip)
 
 
 def build_datasets(
@@ -71,17 +94,19 @@ def build_datasets(
     seed: int = 0,
     rand_augment: str | None = "rand-m5-mstd0.2-inc2",
     val_fraction: float = 0.05,
-    split: str = "val",
-) -> tuple[IndexedDataset | None, IndexedDataset]:
-    """(train, val) for training, or (None, eval set) with ``split='test'``-like use; transforms from the model.
+    augment: bool = True,
+) -> tuple[IndexedDataset, IndexedDataset]:
+    """(train, val) datasets for training, with transforms from the model's ``pretrained_cfg``.
+
+    ``augment=False`` gives the training images in the evaluation view (what a teacher cache sees).
 
     ``phantom``: ``train_samples`` / ``val_samples`` synthetic images at the model's input size (seeds
     ``seed`` and ``seed + 1``). ``chexpert:<root>``: train.csv for training; validation on valid.csv
     (the official, radiologist-labelled set) when it exists, else a patient-level split of train.csv.
     """
     d = parse_data_spec(spec)
-    train_tf = build_transforms(model, train=True, auto_augment=rand_augment)
     eval_tf = build_transforms(model, train=False)
+    train_tf = build_transforms(model, train=True, auto_augment=rand_augment) if augment else eval_tf
     size = int(getattr(model, "input_hw", (224, 224))[0])
     if d.kind == "phantom":
         # Phantoms are drawn at the model's size; the eval transform then only normalizes.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -10,16 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.labels import CHEXPERT_LABELS
+from ..utils.runtime import autocast
 from .metrics import compute_metrics
 
-__all__ = ["evaluate_model", "predict", "roi_localization"]
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+__all__ = ["evaluate_model", "predict", "roi_localization", "summarize_localization"]
 
 
 @torch.no_grad()
@@ -57,7 +50,7 @@ def predict(
     for batch in it:
         index, images, targets, mask = batch[:4]
         images = images.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             if use_rois:
                 logits, boxes = model.forward_with_rois(images)
                 for k, v in boxes.items():

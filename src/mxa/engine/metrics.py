@@ -7,6 +7,9 @@
 * ``competition_auc``: mean AUC over the 5 CheXpert competition labels that are defined.
 * F1 (micro, macro) and accuracy at threshold 0.5, over the labels not masked out.
 * Bootstrap 95% confidence intervals (resampling images).
+* Non-finite scores (a model that outputs NaN/inf) are never turned into a number: ``auroc`` refuses
+  them, and ``compute_metrics`` reports the affected metrics as undefined, with the reason in
+  ``undefined_reasons`` and the count in ``n_nonfinite``.
 
 AUROC comes from torchmetrics (it also syncs across processes in ``torchmetrics.AUROC``).
 """
@@ -28,12 +31,23 @@ SCALAR_METRICS = ("macro_auc", "micro_auc", "competition_auc", "f1_micro", "f1_m
 
 
 def auroc(scores: torch.Tensor, targets: torch.Tensor) -> float | None:
-    """Binary AUROC of 1-D scores, or None when only one class is present."""
+    """Binary AUROC of 1-D scores, or None when only one class is present.
+
+    Raises:
+        ValueError: some scores are NaN or infinite (torchmetrics would return a number for them).
+    """
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise ValueError(
+            f"{bad} of {scores.numel()} scores are not finite: the model produced NaN/inf, so their AUROC "
+            "is undefined; find where the model diverges (learning rate, AMP overflow, bad input)"
+        )
     targets = targets.long()
     if targets.numel() == 0 or targets.min() == targets.max():
         return None
     tmf = require("torchmetrics.functional.classification", "AUROC")
-    return float(tmf.binary_auroc(scores.float(), targets))
+    # torchmetrics integrates in float32 and can return 1.0000001 for a perfect ranking
+    return min(1.0, max(0.0, float(tmf.binary_auroc(scores.float(), targets))))
 
 
 def _f1(tp: float, fp: float, fn: float) -> float | None:
@@ -44,32 +58,49 @@ def _f1(tp: float, fp: float, fn: float) -> float | None:
 def _point_metrics(
     probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
 ) -> dict[str, Any]:
+    n_bad: list[int] = (~torch.isfinite(probs) & mask).sum(0).tolist()  # per label, unmasked only
+    any_bad = any(n_bad)
     per_label: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
     for j, name in enumerate(labels):
         m = mask[:, j]
+        if n_bad[j]:
+            per_label[name] = None
+            reasons[name] = f"non-finite scores ({n_bad[j]} of {int(m.sum())})"
+            continue
         per_label[name] = auroc(probs[m, j], targets[m, j])
+        if per_label[name] is None:
+            reasons[name] = "one class only"
     defined = [v for v in per_label.values() if v is not None]
-    comp = [per_label[n] for n in COMPETITION_LABELS if n in per_label and per_label[n] is not None]
+    comp_names = [n for n in COMPETITION_LABELS if n in per_label]
+    comp = [per_label[n] for n in comp_names if per_label[n] is not None]
     pred = probs >= 0.5
     t = targets >= 0.5
     tp = (pred & t & mask).sum(0).double()
     fp = (pred & ~t & mask).sum(0).double()
     fn = (~pred & t & mask).sum(0).double()
-    f1_each = [_f1(float(a), float(b), float(c)) for a, b, c in zip(tp, fp, fn)]
+    f1_each = [None if bad else _f1(float(a), float(b), float(c)) for a, b, c, bad in zip(tp, fp, fn, n_bad)]
     f1_def = [v for v in f1_each if v is not None]
     correct = ((pred == t) & mask).sum()
+    n_scored = int(mask.sum())
+    # A label whose scores are non-finite has both classes, so it is not "undefined" in the sense the
+    # means exclude: leaving it out would rank a partly-NaN model on its healthy labels only.
+    comp_bad = any(dict(zip(labels, n_bad))[n] for n in comp_names)
     return {
         "per_label_auc": per_label,
-        "macro_auc": float(np.mean(defined)) if defined else None,
-        "micro_auc": auroc(probs[mask], targets[mask]),
-        "competition_auc": float(np.mean(comp)) if comp else None,
-        "f1_micro": _f1(float(tp.sum()), float(fp.sum()), float(fn.sum())),
-        "f1_macro": float(np.mean(f1_def)) if f1_def else None,
+        "macro_auc": float(np.mean(defined)) if defined and not any_bad else None,
+        "micro_auc": None if any_bad else auroc(probs[mask], targets[mask]),
+        "competition_auc": float(np.mean(comp)) if comp and not comp_bad else None,
+        "f1_micro": None if any_bad else _f1(float(tp.sum()), float(fp.sum()), float(fn.sum())),
+        "f1_macro": float(np.mean(f1_def)) if f1_def and not any_bad else None,
         "per_label_f1": dict(zip(labels, f1_each)),
-        "accuracy": float(correct) / max(1, int(mask.sum())),
+        # no scored entries: undefined, not 0% correct
+        "accuracy": float(correct) / n_scored if n_scored and not any_bad else None,
         "n_images": int(probs.shape[0]),
         "n_positive": {name: int((t[:, j] & mask[:, j]).sum()) for j, name in enumerate(labels)},
+        "n_nonfinite": sum(n_bad),
         "undefined_labels": [n for n, v in per_label.items() if v is None],
+        "undefined_reasons": reasons,
     }
 
 
@@ -99,13 +130,18 @@ def bootstrap_ci(
     out: dict[str, list[float] | None] = {}
     for k in [*SCALAR_METRICS, *(f"auc/{n}" for n in labels)]:
         v = samples.get(k)
-        # a CI needs most resamples to define the metric; otherwise say it is undefined
+        # a CI needs most resamples to define the metric; otherwise say it is undefined.
+        # Every metric here lies in [0, 1]; clamp so percentile interpolation cannot step outside.
         out[k] = (
-            [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
+            [_unit(np.percentile(v, lo)), _unit(np.percentile(v, hi))]
             if v and len(v) >= 0.9 * n_bootstrap
             else None
         )
     return out
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, float(x)))
 
 
 def compute_metrics(
@@ -128,6 +164,10 @@ def compute_metrics(
     Returns:
         a JSON-ready dict with ``macro_auc``, ``micro_auc``, ``competition_auc``, ``per_label_auc``
         (label -> value or None), ``f1_micro``, ``f1_macro``, ``accuracy``, counts, and ``ci``.
+        ``undefined_labels`` lists the labels without an AUC and ``undefined_reasons`` says why
+        (``"one class only"`` or ``"non-finite scores (k of n)"``). When any unmasked score is
+        NaN/inf (``n_nonfinite`` > 0), ``macro_auc``, ``micro_auc``, the F1s and ``accuracy`` are None
+        (``competition_auc`` too when one of its labels is affected): a broken model gets no score.
     """
     probs = torch.as_tensor(probs, dtype=torch.float32)
     targets = torch.as_tensor(targets, dtype=torch.float32)

@@ -1,8 +1,7 @@
-"""Aggregating runs over seeds (mean and 95% CI), and the baseline / +MXA / +MXA+KD ablation."""
+"""Aggregating runs over seeds (mean and 95% CI); the ablation's table of aggregates."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.files import atomic_write_text
 from .metrics import SCALAR_METRICS
 
-__all__ = ["aggregate_runs", "mean_ci", "print_report", "read_run", "run_ablation"]
+__all__ = ["aggregate_runs", "mean_ci", "read_run", "run_ablation"]
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict[str, Any]:
@@ -66,77 +66,25 @@ def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]
     return {"runs": [str(d) for d in run_dirs], "metrics": agg, "per_label_auc": per_label}
 
 
-def _fmt(m: dict[str, Any]) -> str:
-    if m["mean"] is None:
-        return "undefined"
-    if m["ci"] is None:
-        return f"{m['mean']:.4f}"
-    return f"{m['mean']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]"
-
-
-def print_report(rep: dict[str, Any]) -> None:
-    print(f"\n{len(rep['runs'])} run(s): mean [95% CI]")
-    print("-" * 56)
-    for k, m in rep["metrics"].items():
-        print(f"{k:<22} {_fmt(m)}")
-    print("-" * 56)
-    for n, m in rep["per_label_auc"].items():
-        print(f"AUC {n:<26} {_fmt(m)}")
-
-
 def run_ablation(
     cfg: Any, seeds: int, output: Path, teacher_epochs: int | None = None, json_path: str | None = None
 ) -> dict[str, Any]:
-    """Train baseline, +MXA and +MXA+KD with identical settings over ``seeds`` seeds; print the tables.
+    """Train baseline, +MXA and +MXA+KD with identical settings over ``seeds`` seeds (the paper's Tables
+    2-3, see :class:`~mxa.engine.experiment.Experiment`); returns {variant: aggregate}, also written to
+    ``output/ablation.json`` (and ``json_path``).
 
-    ``cfg.teacher`` decides the KD teacher; ``train`` trains an MXA-free teacher of the same model
-    first (``teacher_epochs``, default 2x the epochs) and distils from its cached logits.
+    ``cfg.teacher`` decides the KD teacher; ``none`` trains an MXA-free teacher of the same model first
+    (``teacher_epochs``, default 2x the epochs) and distils from it online.
     """
-    from .train import train
+    from .experiment import Experiment, run_experiment
 
-    output.mkdir(parents=True, exist_ok=True)
-    teacher = cfg.teacher if cfg.teacher != "none" else "train"
-    if teacher == "train":
-        tcfg = dataclasses.replace(
-            cfg,
-            mxa=False,
-            teacher="none",
-            epochs=teacher_epochs or 2 * cfg.epochs,
-            output=str(output / "teacher"),
-            seed=cfg.seed + 1000,
-        )
-        train(tcfg)
-        teacher = str(output / "teacher" / "best.pt")
-    variants = {
-        "baseline": dict(mxa=False, teacher="none"),
-        "+MXA": dict(mxa=True, teacher="none"),
-        "+MXA+KD": dict(mxa=True, teacher=teacher),
-    }
-    table: dict[str, Any] = {}
-    for name, change in variants.items():
-        dirs = []
-        for s in range(seeds):
-            out = output / name.replace("+", "plus_") / f"seed{s}"
-            train(dataclasses.replace(cfg, seed=cfg.seed + s, output=str(out), **change))
-            dirs.append(out)
-        table[name] = aggregate_runs(dirs)
-    print_ablation(table)
+    exp = Experiment(
+        cfg, Path(output), seeds, "train" if cfg.teacher == "none" else cfg.teacher, teacher_epochs
+    )
+    runs = run_experiment(exp)
+    table = {name: aggregate_runs(dirs) for name, dirs in runs.items()}
+    text = json.dumps(table, indent=2)
+    atomic_write_text(Path(output) / "ablation.json", text)
     if json_path:
-        Path(json_path).write_text(json.dumps(table, indent=2))
-    (output / "ablation.json").write_text(json.dumps(table, indent=2))
+        atomic_write_text(json_path, text)
     return table
-
-
-def print_ablation(table: dict[str, Any]) -> None:
-    """The paper's Table 2 (baseline vs +MXA) and Table 3 (+KD) layout, with our numbers."""
-    cols = [("macro_auc", "macro AUC"), ("micro_auc", "micro AUC"), ("competition_auc", "comp. AUC")]
-    head = f"{'model':<12}" + "".join(f"{c[1]:>30}" for c in cols)
-    for title, names in (
-        ("Table 2: MXA", ["baseline", "+MXA"]),
-        ("Table 3: distillation", ["+MXA", "+MXA+KD"]),
-    ):
-        print(f"\n{title} (mean [95% CI] over seeds)\n{head}\n" + "-" * len(head))
-        for n in names:
-            if n in table:
-                m = table[n]["metrics"]
-                print(f"{n:<12}" + "".join(f"{_fmt(m[k]) if k in m else 'undefined':>30}" for k, _ in cols))

@@ -83,4 +83,24 @@ class CBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim)
-        return self.spatial(self.channel(x))
+        return self._gated(x, inplace=False)
+
+    def forward_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`, but multiplies ``x`` in place by both gates and returns ``x``.
+
+        Bit-for-bit the same values as ``forward`` without a second feature map: for inference
+        (``torch.no_grad``/``inference_mode``) on a tensor the caller owns, such as a fresh crop. It
+        overwrites ``x``, so never pass a tensor someone else still reads; under autograd the backward
+        pass fails (the gates need the ``x`` that was overwritten).
+
+        Shapes: (B, C, H, W) -> the same tensor.
+        """
+        check_nchw(x, self.dim)
+        return self._gated(x, inplace=True)
+
+    def _gated(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+        # The one implementation of the gating, so forward and forward_ cannot drift apart.
+        channel = self.channel.gate(self.channel.gate_logits(x))[:, :, None, None]
+        x = x.mul_(channel) if inplace else x * channel
+        spatial = self.spatial.gate(x)
+        return x.mul_(spatial) if inplace else x * spatial

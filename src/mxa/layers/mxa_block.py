@@ -30,6 +30,11 @@ class MXABlock(nn.Module):
     Attributes:
         roi: the :class:`DynamicROIPool`; ``roi.predict_boxes(x)`` or a forward hook on it gives the boxes.
 
+    Under ``torch.no_grad``/``inference_mode`` the crop is gated in place (:meth:`CBAM.forward_`), with
+    the same result bit for bit. ``torch.fx.symbolic_trace`` keeps the path of the grad mode it traced
+    under (an in-place graph fails in backward), so trace with grad enabled for training. A non-finite box (the head's weights or ``x`` are NaN/inf) makes the
+    output NaN for that image (see :class:`DynamicROIPool`), never an error.
+
     Shapes: (B, C, H, W) -> (B, C, H, W), in x's dtype.
     """
 
@@ -51,12 +56,11 @@ class MXABlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled, _ = self.roi(x)  # the box head checks x once
         scale = self.scale.view(1, -1, 1, 1)
-        if torch.is_grad_enabled() and (pooled.requires_grad or scale.requires_grad):
+        if torch.is_grad_enabled():
             out = self.cbam(pooled) * scale
         else:
-            # Inference: the crop is a fresh tensor of ours, so gate it in place (no new feature maps).
-            channel, spatial = self.cbam.channel, self.cbam.spatial
-            pooled.mul_(channel.gate(channel.gate_logits(pooled))[:, :, None, None])
-            pooled.mul_(spatial.gate(pooled))
-            out = pooled.mul_(scale.to(pooled.dtype))
+            # no_grad/inference_mode: the crop is a fresh tensor of ours, so gate it in place (no new
+            # feature maps). Decided on the grad mode alone, never on a tensor's requires_grad, so FX
+            # tracing sees no tensor-dependent branch; a graph bakes in the mode it was traced under.
+            out = self.cbam.forward_(pooled).mul_(scale.to(pooled.dtype))
         return out.to(x.dtype)

@@ -8,13 +8,14 @@ predictor no gradient at all.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_boxes, check_nchw
+from ._checks import check_box_values, check_boxes, check_nchw
 
 __all__ = ["DynamicROIPool", "boxes_to_theta", "roi_crop"]
 
@@ -49,12 +50,20 @@ def roi_crop(
     Args:
         x: (B, C, H, W) feature map.
         boxes: (B, 4) normalized ``x1, y1, x2, y2``, in [0, 1] relative to the map (0 is the left/top
-            edge of the first pixel, 1 the right/bottom edge of the last).
+            edge of the first pixel, 1 the right/bottom edge of the last); finite, with ``x1 < x2`` and
+            ``y1 < y2``.
         output_size: (h, w) or an int for a square output; default (H, W).
 
     Returns:
         (B, C, h, w) crops, in ``x``'s dtype (computed in at least float32); always new memory, never a
         view of ``x`` (:class:`MXABlock` gates it in place during inference).
+
+    Raises:
+        ValueError: a box is NaN/inf, inverted or of zero size (``x2 <= x1`` or ``y2 <= y1``); the message
+            names the rows. ``grid_sample`` would read edge pixels for them (a silently wrong crop, and its
+            CPU backward crashes on NaN grids). The check is one small reduction over the boxes, but on
+            CUDA reading its answer syncs with the device, and under ``torch.compile`` it is a graph
+            break; :class:`DynamicROIPool` skips it (its boxes are valid by construction).
 
     For boxes inside [0, 1] the result equals torchvision's
     ``roi_align(x, boxes * [W, H, W, H], (h, w), aligned=True, sampling_ratio=1)``.
@@ -66,9 +75,12 @@ def roi_crop(
     """
     check_nchw(x)
     check_boxes(boxes, x.shape[0])
+    check_box_values(boxes)
     return _crop(x, boxes, output_size)
 
 
+# An FX leaf: torch.fx.symbolic_trace records one call instead of tracing the size-dependent branch below.
+@torch.fx.wrap
 def _crop(x: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple[int, int] | None) -> torch.Tensor:
     """:func:`roi_crop` without the input checks, for callers that made the boxes themselves."""
     if output_size is None:
@@ -105,6 +117,17 @@ class DynamicROIPool(nn.Module):
     ``g`` (1 at start: the centre is the soft-argmax, pulled inside the map). So ``0 <= x1 < x2 <= 1`` and
     ``x2 - x1 >= min_size`` always hold. At initialisation every box covers ``init_size`` of each side, so
     training starts from (almost) the identity crop.
+
+    That holds while the head's weights and ``x`` are finite, so the boxes skip :func:`roi_crop`'s
+    validation (no device sync). If a weight or the input is NaN/inf (a diverged run), the affected boxes
+    are NaN: their crops come out all NaN, in forward, without an error or a sync, so the NaN reaches the
+    block output, the logits and the loss, and the trainer's non-finite-loss guard stops before any
+    backward pass. The sampling grid is built from a NaN-free copy of the boxes, so even a backward pass
+    through such a crop gives NaN gradients rather than a crash.
+
+    Works with ``torch.fx.symbolic_trace`` (the crop is one leaf call, shapes are read at run time) and
+    ``torch.compile(fullgraph=True)``. An FX graph has no autocast region: called under autocast it runs
+    the head in the autocast dtype.
 
     Args:
         dim: channels C of the input.
@@ -162,7 +185,8 @@ class DynamicROIPool(nn.Module):
 
     def soft_argmax(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 2) expected (x, y) of the saliency map's softmax, pixel centres in (0, 1)."""
-        b, _, h, w = x.shape
+        # Indexed, not unpacked: an fx.Proxy's shape cannot be unpacked.
+        b, h, w = x.shape[0], x.shape[2], x.shape[3]
         prob = torch.softmax(self.saliency(x).flatten(1), dim=1).view(b, h, w)
         us = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) / w
         vs = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) / h
@@ -172,14 +196,26 @@ class DynamicROIPool(nn.Module):
         """(B, C, H, W) -> (B, 4) normalized xyxy boxes, computed in the head's dtype (fp32 under autocast)."""
         check_nchw(x, self.dim)
         # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        # FX records no context manager (and a Proxy has no device type): a symbolic_trace graph runs the
+        # head under whatever autocast it is called in. torch.compile does record the autocast region.
+        no_autocast = (
+            contextlib.nullcontext()
+            if isinstance(x, torch.fx.Proxy)
+            else torch.autocast(device_type=x.device.type, enabled=False)
+        )
+        with no_autocast:
             x = x.to(self.fc.weight.dtype)
             pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
             return self.decode(self.fc(pooled), self.soft_argmax(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes = self.predict_boxes(x)  # checks x; the boxes are valid by construction
-        return _crop(x, boxes, self.output_size), boxes
+        boxes = self.predict_boxes(x)  # checks x; the boxes are valid by construction, or NaN (see class doc)
+        # Without a sync: the sampling grid never sees a NaN (CPU grid_sample's backward crashes on one)
+        # and a NaN box turns its image's crop into NaN instead of silently reading edge pixels.
+        # For finite boxes both leave every value unchanged (+0); the NaN marker carries no gradient.
+        pooled = _crop(x, boxes.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0), self.output_size)
+        nan_if_bad = boxes.detach().sum(dim=1).mul(0.0).to(pooled.dtype)  # (B,): 0, or NaN for a bad box
+        return pooled.add_(nan_if_bad[:, None, None, None]), boxes
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}"

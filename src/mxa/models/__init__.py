@@ -1,6 +1,7 @@
 """Models. Importing this package registers ``efficientvit_ml_m0`` ... ``efficientvit_ml_m5`` in timm."""
 
 from .efficientvit_ml import (
+    _ARCH,
     BatchSafeNormLinear,
     FreshBiasAttention,
     MultiLabelEfficientViT,
@@ -13,14 +14,17 @@ from .efficientvit_ml import (
     efficientvit_ml_m4,
     efficientvit_ml_m5,
 )
+from .loading import ModelSpec, load_exported, load_model, load_model_from_checkpoint
 
-MODEL_NAMES = tuple(f"efficientvit_ml_m{i}" for i in range(6))
+#: Every model this package registers in timm, from the architecture table (never typed by hand).
+MODEL_NAMES = tuple(f"efficientvit_ml_{size}" for size in _ARCH)
 
 __all__ = [
     "MODEL_NAMES",
     "BatchSafeNormLinear",
     "FreshBiasAttention",
     "MXAWindowAttention",
+    "ModelSpec",
     "MultiLabelEfficientViT",
     "checkpoint_filter_fn",
     "efficientvit_ml_m0",
@@ -29,4 +33,7 @@ __all__ = [
     "efficientvit_ml_m3",
     "efficientvit_ml_m4",
     "efficientvit_ml_m5",
+    "load_exported",
+    "load_model",
+    "load_model_from_checkpoint",
 ]

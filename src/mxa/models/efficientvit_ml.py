@@ -40,8 +40,6 @@ from ..data.transforms import GRAY_MEAN, GRAY_STD
 from ..layers.mxa_block import MXABlock
 
 __all__ = [
-    "GRAY_MEAN",
-    "GRAY_STD",
     "BatchSafeNormLinear",
     "FreshBiasAttention",
     "MXAWindowAttention",

@@ -1,0 +1,66 @@
+"""The ``mxa`` command line. ``python -m mxa`` works the same way; ``mxa <command> --help`` lists every flag.
+
+Each module here defines one command or a group (``add_parsers(sub)`` registers them, ``cmd_*`` run
+them); the library below never builds a parser. Errors a user can fix end in one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import bench, data, demo, evaluate, export, predict, train
+from ._common import setup_logging
+from .config import train_config_from_args
+
+__all__ = ["build_parser", "main", "train_config_from_args"]
+
+#: The command modules, in the order of ``mxa --help``.
+COMMAND_MODULES = (train, evaluate, predict, demo, export, bench, data)
+
+# kept for callers of 0.1.0
+_train_config = train_config_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mxa",
+        description=(
+            "MXA attention for chest X-rays: train, evaluate, distill, predict, benchmark, export. "
+            "Research software, not a medical device."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"mxa-attention {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="also show debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C)."""
+    from .._optional import MissingExtraError
+    from ..engine.train import NonFiniteLossError
+    from ..utils.files import RunLockedError
+
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not getattr(ns, "command", None):
+        parser.print_help()
+        return 2
+    setup_logging(ns.verbose)
+    try:
+        return int(ns.func(ns) or 0)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    except (MissingExtraError, RunLockedError, ValueError, OSError) as e:
+        # FileNotFoundError, PermissionError and a full disk are OSErrors; bad values are ValueErrors
+        print(f"error: {e}", file=sys.stderr)
+        return 2

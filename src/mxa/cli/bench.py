@@ -1,0 +1,81 @@
+"""``mxa bench``: parameters, FLOPs, latency, throughput and memory of MXA vs its baseline, side by side."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import bounded, write_json
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="parameters, FLOPs, latency, throughput vs the baseline and timm, side by side",
+        description=(
+            "For each model, three variants in the same run: 'mxa' (ours with MXA), 'baseline' (ours with "
+            "--no-mxa) and 'timm' (timm's own efficientvit_mX with 1 input channel and 14 outputs: the reference "
+            "our baseline must match). Timings are interleaved (one repeat of each variant in turn) and reported "
+            "as median [IQR]; a ratio to the baseline is the median of the per-repeat ratios, not a ratio of "
+            "medians. FLOPs from torch's FlopCounterMode (MACs = FLOPs / 2)."
+        ),
+    )
+    p.add_argument("--model", action="append", help="model name, repeatable (default efficientvit_ml_m5)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
+    p.add_argument(
+        "--batch-size", type=bounded(int, 1, 65536), default=32, help="images per batch (default 32)"
+    )
+    p.add_argument("--img-size", type=bounded(int, 32, 2048), default=224, help="input size (default 224)")
+    p.add_argument(
+        "--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype (default none)"
+    )
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile every variant")
+    p.add_argument(
+        "--repeats", type=bounded(int, 1), default=10, help="interleaved timed repeats (default 10)"
+    )
+    p.add_argument(
+        "--warmup", type=bounded(int, 0), default=3, help="untimed warm-up calls of each variant (default 3)"
+    )
+    p.add_argument("--no-train", action="store_true", help="skip the train-step timing")
+    p.add_argument("--json", default=None, help="write every number, with device and versions, to this file")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from ..bench import run_bench
+
+    rep = run_bench(
+        ns.model or ["efficientvit_ml_m5"], ns.device, ns.batch_size, ns.img_size, ns.amp, ns.channels_last,
+        ns.compile, ns.repeats, ns.warmup, not ns.no_train,
+    )  # fmt: skip
+    print_table(rep)
+    if ns.json:
+        print(f"\nresults: {write_json(ns.json, rep)}")
+    return 0
+
+
+def print_table(rep: dict[str, Any]) -> None:
+    print(
+        f"\n{rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, "
+        f"batch {rep['batch_size']}, {rep['img_size']}px, amp {rep['amp']}"
+    )
+    head = f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms [IQR]':>26}{'img/s':>9}{'train ms':>10}"
+    print(head + "\n" + "-" * len(head))
+    for name, r in rep["results"].items():
+        for k, v in r["variants"].items():
+            inf = v["inference"]
+            tr = v.get("train_step", {}).get("median_ms")
+            tr_txt = "-" if tr is None else f"{tr:.1f}"
+            lat = f"{inf['median_ms']:.2f} [{inf['p25_ms']:.2f}-{inf['p75_ms']:.2f}]"
+            print(
+                f"{name:<20}{k:<10}{v['params'] / 1e6:>9.2f}M{v['gflops']:>9.3f}{v['gmacs']:>8.3f}  {lat:>24}"
+                f"{inf['images_per_s']:>9.0f}{tr_txt:>10}"
+            )
+        for k, rr in r["ratios"].items():
+            extra = f", train step x{rr['train_step']:.3f}" if "train_step" in rr else ""
+            print(
+                f"{'':<20}{k}: params x{rr['params']:.4f}, FLOPs x{rr['flops']:.4f}, latency x{rr['latency']:.3f}{extra}"
+            )

@@ -1,0 +1,108 @@
+"""The training flags, generated from :class:`~mxa.engine.config.TrainConfig` (one place for both).
+
+Defaults come from the dataclass, then a YAML ``--config`` file, then the flags given. Flags default to
+``argparse.SUPPRESS``, so only the flags a user typed override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..engine.config import ConfigError, TrainConfig, _check, _kind
+
+__all__ = ["add_train_flags", "train_config_from_args"]
+
+_GROUPS = {
+    "data": "data",
+    "model": "model",
+    "optimization": "optimization (timm AdamW, cosine schedule, EMA, AGC)",
+    "distillation": "distillation",
+    "run": "run",
+}
+
+
+def _value_type(f: dataclasses.Field, kind: str) -> Any:
+    """An argparse type that converts the text and applies the field's own checks."""
+    conv = float if kind == "float" else int if kind in ("int", "int_list") else str
+
+    def parse(text: str) -> Any:
+        try:
+            v = conv(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a number' if conv is float else 'an integer'}"
+            ) from None
+        try:
+            return _check(f, [v])[0] if kind == "int_list" else _check(f, v)  # one list item at a time
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = conv.__name__
+    return parse
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (``--name-with-dashes``), grouped, with its help and default."""
+    groups = {k: p.add_argument_group(title) for k, title in _GROUPS.items()}
+    for f in dataclasses.fields(TrainConfig):
+        meta, kind = f.metadata, _kind(f)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "on" if default is True else "off" if default is False else default
+        text = f"{meta['help']} (default {shown})" if shown is not None else meta["help"]
+        flag = "--" + f.name.replace("_", "-")
+        g = groups[meta["group"]]
+        if kind == "bool":
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif kind == "str" and "choices" in meta:
+            g.add_argument(flag, choices=list(meta["choices"]), default=argparse.SUPPRESS, help=text)
+        else:
+            kw: dict[str, Any] = {"nargs": meta["nargs"]} if "nargs" in meta else {}
+            metavar = f.name.upper() if kind != "str" else None
+            g.add_argument(
+                flag, type=_value_type(f, kind), default=argparse.SUPPRESS, help=text, metavar=metavar, **kw
+            )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of settings (same names as the flags); flags given override it",
+    )
+
+
+def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the defaults, the ``--config`` YAML file and the flags given, checked once."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if getattr(ns, "config", None):
+        values.update(_read_yaml(Path(ns.config), fields))
+    for k, v in vars(ns).items():
+        if k in fields:
+            values[k] = v
+    try:
+        return TrainConfig(**values)
+    except ConfigError as e:
+        where = f" (flags and {ns.config})" if getattr(ns, "config", None) else ""
+        raise ConfigError(f"{e}{where}") from None
+
+
+def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:
+    from .._optional import require
+
+    yaml = require("yaml", "--config")
+    if not path.is_file():
+        raise SystemExit(f"error: config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SystemExit(f"error: {path} is not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise SystemExit(f"error: {path} must hold a mapping of settings")
+    values = {}
+    for k, v in loaded.items():
+        key = str(k).replace("-", "_")
+        if key not in fields:
+            raise SystemExit(f"error: {path}: unknown setting {k!r}; the settings are the `mxa train` flags")
+        values[key] = v
+    return values

@@ -1,0 +1,112 @@
+"""Data helpers: ``mxa cache-teacher``, ``mxa make-phantom``, ``mxa preresize``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import bounded
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "cache-teacher",
+        help="compute teacher logits once over the training set (safetensors)",
+        description=(
+            "Run a teacher over the training images a `mxa train` run with the same --data, --model, --img-size, "
+            "--train-samples, --seed and --policy sees (in the evaluation view, without augmentation), and save its "
+            "logits keyed by image id. Train with --teacher cache:OUTPUT; the run checks the cache's image size "
+            "and policy against its own."
+        ),
+    )
+    p.add_argument(
+        "--teacher", default="densenet121-res224-chex", help="teacher spec, as for `train --teacher`"
+    )
+    p.add_argument("--data", default="phantom", help="'phantom' or 'chexpert:<root>' (default phantom)")
+    p.add_argument(
+        "--model", default="efficientvit_ml_m5", help="the student model (its input size and normalization)"
+    )
+    p.add_argument(
+        "--img-size", type=bounded(int, 32, 2048), default=224, help="the student's input size (default 224)"
+    )
+    p.add_argument(
+        "--policy",
+        choices=["ones", "zeros", "ignore", "mixed"],
+        default="ones",
+        help="uncertainty policy of the run (default ones)",
+    )
+    p.add_argument(
+        "--train-samples", type=bounded(int, 1), default=2000, help="phantom training images (as for train)"
+    )
+    p.add_argument(
+        "--seed", type=bounded(int, 0), default=0, help="the training run's seed (phantom data depends on it)"
+    )
+    p.add_argument("--batch-size", type=bounded(int, 1), default=64, help="images per batch (default 64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling a teacher weights file that cannot be read safely",
+    )
+    p.add_argument(
+        "--output", required=True, help="the .safetensors file to write; train with --teacher cache:<file>"
+    )
+    p.set_defaults(func=cmd_cache_teacher)
+
+    p = sub.add_parser(
+        "make-phantom",
+        help="write a phantom set in the CheXpert layout (PNGs + train.csv/valid.csv)",
+        description="Write phantom X-rays as PNGs with CheXpert-style CSVs and boxes_<split>.json, for --data chexpert:<folder>.",
+    )
+    p.add_argument(
+        "--output", required=True, help="folder to create (the set goes to OUTPUT/CheXpert-v1.0-small)"
+    )
+    p.add_argument("--train", type=bounded(int, 1), default=200, help="training images (default 200)")
+    p.add_argument("--valid", type=bounded(int, 1), default=50, help="validation images (default 50)")
+    p.add_argument("--img-size", type=bounded(int, 32, 2048), default=224, help="image size (default 224)")
+    p.add_argument("--seed", type=bounded(int, 0), default=0, help="seed (default 0)")
+    p.set_defaults(func=cmd_make_phantom)
+
+    p = sub.add_parser(
+        "preresize",
+        help="copy CheXpert with smaller images, once (decoding 3000px JPEGs is slow)",
+        description="Copy a CheXpert folder's CSVs and resize every image so its shorter side is --size pixels.",
+    )
+    p.add_argument("--src", required=True, help="the CheXpert-v1.0 (or -small) folder with train.csv")
+    p.add_argument("--dst", required=True, help="the folder to write (CSVs copied, images resized)")
+    p.add_argument(
+        "--size", type=bounded(int, 32, 4096), default=320, help="shorter side in pixels (default 320)"
+    )
+    p.add_argument("--workers", type=bounded(int, 1, 256), default=8, help="processes (default 8)")
+    p.set_defaults(func=cmd_preresize)
+
+
+def cmd_cache_teacher(ns: argparse.Namespace) -> int:
+    from ..engine.teacher_cache import cache_teacher_logits
+    from ..models.loading import ModelSpec
+
+    student = ModelSpec.for_training(ns.model, ns.img_size, mxa=False).build(source="--model")
+    cache = cache_teacher_logits(
+        ns.teacher, student, ns.data, ns.policy, ns.train_samples, ns.seed,
+        batch_size=ns.batch_size, device=ns.device, trust_pickle=ns.trust_pickle, output=ns.output,
+    )  # fmt: skip
+    print(f"teacher logits of {len(cache)} images -> {ns.output}")
+    return 0
+
+
+def cmd_make_phantom(ns: argparse.Namespace) -> int:
+    from ..data.writer import write_phantom_chexpert
+
+    base = write_phantom_chexpert(ns.output, ns.train, ns.valid, ns.img_size, ns.seed)
+    print(f"phantom CheXpert set written to {base} (use --data chexpert:{base})")
+    return 0
+
+
+def cmd_preresize(ns: argparse.Namespace) -> int:
+    from ..data.preresize import preresize_chexpert
+
+    n = preresize_chexpert(ns.src, ns.dst, ns.size, ns.workers)
+    print(f"{n} images resized into {ns.dst} (use --data chexpert:{ns.dst})")
+    return 0

@@ -1,0 +1,78 @@
+"""``mxa export``: a model to ONNX (BN fused, verified in ONNX Runtime) or safetensors (+ config.json)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import bounded
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX (fused, verified) or safetensors (+ config)",
+        description=(
+            "ONNX: BatchNorms fused, exported with torch's dynamo exporter (opset 16-19) or TorchScript "
+            "(opset >= 20), then run in ONNX Runtime on random batches and compared with PyTorch; the file is "
+            "written only if they agree. safetensors: the weights plus config.json, loadable with mxa.load_model "
+            "or timm.create_model(..., pretrained_cfg_overlay=dict(file=...))."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--checkpoint",
+        help="a model of ours: a `mxa train` checkpoint (its EMA weights when present) or exported",
+    )
+    src.add_argument("--model", help="a timm model name (random weights)")
+    p.add_argument(
+        "--format", choices=["onnx", "safetensors"], default="onnx", help="output format (default onnx)"
+    )
+    p.add_argument("--output", required=True, help="the file to write (.onnx or .safetensors)")
+    p.add_argument("--opset", type=bounded(int, 16, 30), default=18, help="ONNX opset, >= 16 (default 18)")
+    p.add_argument(
+        "--exporter",
+        choices=["auto", "dynamo", "torchscript"],
+        default="auto",
+        help="auto: dynamo below opset 20, TorchScript from 20 (faster); see docs/deployment.md",
+    )
+    p.add_argument("--with-rois", action="store_true", help="add the MXA boxes as a second output 'rois'")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")
+    p.add_argument(
+        "--img-size",
+        type=bounded(int, 32, 2048),
+        default=None,
+        help="input size for --model (default the model's)",
+    )
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    import timm
+
+    from ..export import export_onnx, export_safetensors
+    from ..models.loading import load_model
+
+    if ns.checkpoint:
+        model = load_model(ns.checkpoint)
+    else:
+        if not timm.is_model(ns.model):
+            raise ValueError(
+                f"unknown --model {ns.model!r}; ours are efficientvit_ml_m0 ... efficientvit_ml_m5"
+            )
+        model = timm.create_model(ns.model, **({"img_size": ns.img_size} if ns.img_size else {})).eval()
+    if ns.format == "onnx":
+        export_onnx(
+            model,
+            ns.output,
+            opset=ns.opset,
+            dynamic_batch=not ns.static_batch,
+            with_rois=ns.with_rois,
+            exporter=ns.exporter,
+        )
+    else:
+        export_safetensors(model, ns.output)
+    print(f"written: {ns.output}")
+    return 0

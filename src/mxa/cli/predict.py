@@ -1,0 +1,116 @@
+"""``mxa predict`` and ``mxa viz``: probabilities for X-ray files, ROI overlays and attention pictures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._common import bounded
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict the 14 labels for PNG, JPEG or DICOM images",
+        description=(
+            "Write one CSV row per image (its path and one sigmoid probability per label). Folders are searched "
+            "recursively. An image that cannot be read is skipped and listed, the others are predicted, and the "
+            "command then exits with status 1. The CSV appears only when complete."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--checkpoint",
+        help="a model of ours: a checkpoint written by `mxa train` or an exported .safetensors",
+    )
+    src.add_argument("--model", help="a timm model name, with random weights (for trying the pipeline)")
+    p.add_argument("--out", default="preds.csv", help="CSV with one row per image (default preds.csv)")
+    p.add_argument(
+        "--roi-overlay", default=None, help="folder for one PNG per image with the MXA boxes drawn"
+    )
+    p.add_argument(
+        "--batch-size", type=bounded(int, 1, 4096), default=16, help="images per batch (default 16)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "viz",
+        help="pictures: ROI overlays, baseline-vs-MXA attention maps, a phantom grid",
+        description=(
+            "Draw, for each image, the box of every MXA block of --checkpoint over the X-ray with the top "
+            "predictions beside it; with --baseline also the channel-mean activation maps of both models and "
+            "their difference (the paper's Figure 4). --phantom-grid N draws N phantoms with their planted boxes."
+        ),
+    )
+    p.add_argument("inputs", nargs="*", help="image files or folders (PNG, JPEG, DICOM)")
+    p.add_argument(
+        "--checkpoint", help="an MXA model of ours (checkpoint written by `mxa train`, or exported)"
+    )
+    p.add_argument(
+        "--baseline", help="a baseline model of ours: also draw the attention comparison (paper Fig. 4)"
+    )
+    p.add_argument(
+        "--stage",
+        type=bounded(int, 0),
+        default=1,
+        help="stage whose activations make the attention map (default 1)",
+    )
+    p.add_argument(
+        "--phantom-grid",
+        type=bounded(int, 0, 400),
+        default=0,
+        metavar="N",
+        help="also draw a grid of N phantoms",
+    )
+    p.add_argument("--output", default="mxa-viz", help="folder for the PNGs (default mxa-viz)")
+    p.set_defaults(func=cmd_viz)
+
+
+def cmd_predict(ns: argparse.Namespace) -> int:
+    from ..predict import predict_files
+
+    res = predict_files(
+        ns.inputs,
+        out=ns.out,
+        checkpoint=ns.checkpoint,
+        model_name=ns.model,
+        roi_overlay=ns.roi_overlay,
+        device=ns.device,
+        batch_size=ns.batch_size,
+    )
+    print(
+        f"predictions for {res.n_predicted} image(s): {res.csv}"
+        + (f"; overlays in {ns.roi_overlay}" if ns.roi_overlay else "")
+    )
+    if res.failures:
+        print(f"error: {len(res.failures)} image(s) could not be read:", file=sys.stderr)
+        for f, why in res.failures:
+            print(f"  {f}: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_viz(ns: argparse.Namespace) -> int:
+    from ..data.io import collect_images
+    from ..models.loading import load_model
+    from ..utils.files import check_writable_dir
+    from ..viz import draw_images, plot_phantom_grid
+
+    out = check_writable_dir(ns.output, "--output folder")
+    if ns.phantom_grid:
+        print(plot_phantom_grid(Path(out) / "phantom_grid.png", n=ns.phantom_grid))
+    if not ns.inputs:
+        return 0
+    if not ns.checkpoint:
+        raise ValueError("--checkpoint is needed to draw ROI overlays or attention maps")
+    model = load_model(ns.checkpoint)
+    baseline = load_model(ns.baseline) if ns.baseline else None
+    for path in draw_images(collect_images(ns.inputs), model, out, baseline, ns.stage):
+        print(path)
+    return 0

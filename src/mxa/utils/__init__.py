@@ -1,0 +1,1 @@
+"""Small helpers shared by the library: atomic files and locks, checkpoints, devices, number formatting."""

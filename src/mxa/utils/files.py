@@ -1,0 +1,120 @@
+"""Files that are never left half-written, and a lock so two runs cannot write one folder."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["RunLock", "RunLockedError", "atomic_path", "atomic_write_text", "check_writable_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
+
+    On an error the temporary file is removed and ``path`` keeps its previous content (or stays absent).
+    The temporary name keeps ``path``'s suffix, so writers that look at it (matplotlib, safetensors) work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and prove it is a writable folder; a clear error otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"the {what} {path} exists and is not a folder; choose another path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"the {what} {path} is not writable ({e.strerror or e}); choose another path") from e
+    return path
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the lock of a run folder."""
+
+
+class RunLock:
+    """An exclusive lock file (``.lock``, created with O_EXCL) in a run folder.
+
+    It holds the owner's host and pid. A lock left by a process that no longer runs on this host is
+    taken over (a crash or SIGKILL must not block the folder forever); any other lock raises
+    :class:`RunLockedError` naming the owner.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / ".lock"
+        self.held = False
+
+    def _owner(self) -> tuple[str, int] | None:
+        try:
+            host, pid = self.path.read_text().split()[:2]
+            return host, int(pid)
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> RunLock:
+        me = f"{socket.gethostname()} {os.getpid()}\n"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner and owner[0] == socket.gethostname() and not _alive(owner[1]):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                who = f"process {owner[1]} on {owner[0]}" if owner else "another process"
+                raise RunLockedError(
+                    f"{self.path.parent} is in use by {who} (lock file {self.path}); wait for that run to "
+                    "end, or choose another --output. If no run is using it, delete the lock file."
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return self
+        raise RunLockedError(f"could not take the lock {self.path}")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
