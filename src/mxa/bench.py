@@ -8,7 +8,6 @@ FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import platform
 import re
@@ -20,6 +19,8 @@ from typing import Any
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from .utils.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def run_bench(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked for, but no CUDA device is available")
-    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    ctx = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype else contextlib.nullcontext
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     results: dict[str, Any] = {}
     for name in models:
@@ -128,7 +127,7 @@ def run_bench(
             fwd = torch.compile(model) if compile else model
 
             def run_infer(m=fwd, x=x) -> None:
-                with torch.inference_mode(), ctx():
+                with torch.inference_mode(), autocast(dev, amp):
                     m(x)
 
             infer[k] = run_infer
@@ -138,7 +137,7 @@ def run_bench(
 
                 def run_train(m=fwd, mod=model, o=opt, x=x, y=y) -> None:
                     mod.train()
-                    with ctx():
+                    with autocast(dev, amp):
                         loss = torch.nn.functional.binary_cross_entropy_with_logits(m(x).float(), y)
                     loss.backward()
                     o.step()

@@ -49,12 +49,10 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 def print_demo_table(results: dict[str, Any]) -> None:
     from ..engine.evaluate import summarize_localization
+    from ..utils.format import fmt
 
     def f(m: dict, k: str) -> str:
-        v, ci = m.get(k), (m.get("ci") or {}).get(k)
-        if v is None:
-            return "undefined"
-        return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
+        return fmt(m.get(k), (m.get("ci") or {}).get(k), digits=3)
 
     head = f"{'model':<10}{'macro AUC':>24}{'micro AUC':>24}{'comp. AUC':>24}{'ROI hit / chance':>20}"
     print("\n" + head + "\n" + "-" * len(head))

@@ -31,7 +31,7 @@ from ..distill.cache import TeacherCache
 from ..distill.losses import DistillationLoss, class_balanced_pos_weight
 from ..distill.teacher import load_teacher
 from ..models.loading import ModelSpec
-from ..utils.files import RunLock
+from ..utils.files import RunLock, check_writable_dir
 from ..utils.runtime import autocast, resolve_amp, resolve_device, seed_everything
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
@@ -212,7 +212,7 @@ def _output_lock(cfg: TrainConfig) -> Iterator[Path]:
     lock, error, out = None, None, Path(cfg.output)
     if rank == 0:
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            check_writable_dir(out, "output folder (--output)")
             lock = RunLock(out).acquire()
             out = prepare_run_folder(cfg.output, cfg.resume, cfg.overwrite)
         except (OSError, ValueError, RuntimeError) as e:

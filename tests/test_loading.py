@@ -1,0 +1,90 @@
+"""One model loader for checkpoints and exported models; teachers from either; the teacher cache builder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import mxa
+from mxa.cli import main
+from mxa.distill import TeacherCache, load_teacher
+from mxa.engine.train import TrainConfig, train
+from mxa.models import ModelSpec
+from mxa.utils.checkpoint import load_checkpoint, save_checkpoint
+
+TINY = TrainConfig(
+    data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
+    batch_size=16, ema_decay=0.0, warmup_epochs=0, progress=False, seed=5,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(dataclasses.replace(TINY, output=str(out)))
+    return out
+
+
+def test_load_model_reads_checkpoints_and_exports(run: Path, tmp_path: Path) -> None:
+    model = mxa.load_model(run / "best.pt")
+    x = torch.randn(2, 1, 64, 64)
+    path = mxa.export_safetensors(model, tmp_path / "exp" / "model.safetensors")
+    for again in (mxa.load_model(path), mxa.load_model(tmp_path / "exp")):
+        assert not again.training
+        torch.testing.assert_close(again(x), model(x))
+
+
+def test_teacher_from_exported_safetensors(run: Path, tmp_path: Path) -> None:
+    # regression: load_teacher sent a .safetensors path into torch.load, which cannot read it
+    model = mxa.load_model(run / "best.pt")
+    path = mxa.export_safetensors(model, tmp_path / "t" / "teacher.safetensors")
+    x = torch.randn(3, 1, 64, 64)
+    from_export = load_teacher(str(path))(x)[0]
+    from_ckpt = load_teacher(str(run / "best.pt"))(x)[0]
+    torch.testing.assert_close(from_export, from_ckpt)
+    torch.testing.assert_close(from_export, model(x))
+
+
+def test_one_cache_builder_for_cli_and_experiments(run: Path, tmp_path: Path) -> None:
+    # regression: `mxa cache-teacher` used the eval transform, the demo the 8-bit training path
+    from mxa.engine.experiment import Experiment, _teacher_for_seed
+
+    teacher = str(run / "best.pt")
+    out = tmp_path / "cli.safetensors"
+    flags = f"--teacher {teacher} --model efficientvit_ml_m0 --img-size 64 --train-samples 32 --seed 5"
+    assert main(["cache-teacher", *flags.split(), "--output", str(out), "--device", "cpu"]) == 0
+    exp = Experiment(dataclasses.replace(TINY, output=str(tmp_path)), tmp_path / "exp", cache_teacher=True)
+    spec = _teacher_for_seed(exp, teacher, 0)
+    cli, demo = TeacherCache.load(out), TeacherCache.load(spec.split(":", 1)[1])
+    assert cli.ids == demo.ids and len(cli) == 32
+    assert torch.equal(cli.logits, demo.logits)
+    assert cli.meta["img_size"] == 64 and cli.meta["transform"] == "eval"
+
+
+def test_model_kwargs_pass_an_allow_list(run: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(run / "last.pt")
+    ckpt["model_kwargs"] = {
+        **ckpt["model_kwargs"],
+        "pretrained": True,
+        "pretrained_cfg_overlay": {"hf_hub_id": "x/y"},
+    }
+    bad = save_checkpoint(ckpt, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not allowed.*pretrained"):
+        mxa.load_model(bad)
+    ckpt["model_kwargs"] = {"img_size": 64}
+    ckpt["model_name"] = "no_such_model"
+    with pytest.raises(ValueError, match="timm does not know"):
+        mxa.load_model(save_checkpoint(ckpt, tmp_path / "unknown.pt"))
+
+
+def test_model_spec_for_training() -> None:
+    spec = ModelSpec.for_training("efficientvit_ml_m0", 64, mxa=False)
+    assert spec.kwargs == {"img_size": 64, "mxa": False}
+    assert ModelSpec.for_training("resnet18", 64).kwargs == {"img_size": 64}
+    model = spec.build()
+    assert ModelSpec.from_model(model).architecture == "efficientvit_ml_m0"
+    assert timm.is_model(spec.architecture)

@@ -1,0 +1,343 @@
+"""Nothing silently wrong, nothing lost, nothing run that the user did not choose.
+
+Each case here failed on 0.1.0 (a traceback, a wrong number, a destroyed file or an unchosen action);
+every command now ends with one clear ``error:`` line, a warning, or a refusal that names the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mxa.cli import main
+from mxa.engine.train import NonFiniteLossError, TrainConfig, schedule_phases, train
+from mxa.utils.checkpoint import load_checkpoint
+
+TINY = TrainConfig(
+    data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
+    batch_size=16, ema_decay=0.0, warmup_epochs=0, cooldown_epochs=0, progress=False, seed=2,
+)  # fmt: skip
+TINY_FLAGS = (
+    "--data phantom --train-samples 32 --val-samples 16 --model efficientvit_ml_m0 --img-size 64 --epochs 1 "
+    "--batch-size 16 --ema-decay 0 --warmup-epochs 0 --cooldown-epochs 0 --no-progress --seed 2"
+).split()
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    """A finished one-epoch run."""
+    out = tmp_path_factory.mktemp("done")
+    train(dataclasses.replace(TINY, output=str(out)))
+    return out
+
+
+def _flip(src: Path, dst: Path, offset_fraction: float = 0.5, n: int = 4096) -> Path:
+    data = bytearray(src.read_bytes())
+    start = int(len(data) * offset_fraction)
+    for i in range(start, min(len(data), start + n)):
+        data[i] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+# --- bad command-line values: argparse refuses them before anything runs -----------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--batch-size", "0"],
+        ["train", "--img-size", "100000"],
+        ["train", "--lr", "nan"],
+        ["train", "--lr", "inf"],
+        ["train", "--weight-decay", "nan"],
+        ["train", "--ema-decay", "1.5"],
+        ["train", "--accum-steps", "0"],
+        ["train", "--mxa-stages", "-1"],
+        ["predict", "x.png", "--model", "efficientvit_ml_m0", "--batch-size", "-1"],
+        ["eval", "--checkpoint", "x.pt", "--bootstrap", "-1"],
+        ["export", "--model", "efficientvit_ml_m0", "--output", "x.onnx", "--opset", "13"],
+        ["bench", "--repeats", "0"],
+    ],
+    ids=lambda a: " ".join(a[:3]),
+)
+def test_impossible_values_are_refused_up_front(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+# --- errors after parsing: one line, exit 2 ----------------------------------------------------------
+def _yaml(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("unknown_model", "unknown --model"),
+        ("yaml_type", "epochs must be an integer"),
+        ("yaml_nan", "lr must be a finite number"),
+        ("yaml_list", "batch_size must be an integer"),
+        ("output_is_file", "not a folder"),
+        ("existing_run", "already holds a run"),
+        ("resume_empty", "empty"),
+        ("resume_truncated", "corrupt or truncated"),
+        ("resume_flipped", "corrupt"),
+        ("resume_other_model", "other settings: model"),
+        ("resume_longer", "other settings: epochs"),
+        ("resume_finished", "already finished"),
+        ("resume_pickle", "never loaded from files we did not write"),
+        ("locked", "in use by process"),
+        ("cache_size", "img_size"),
+    ],
+)
+def test_clear_errors(case: str, expect: str, done: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "run")
+    flags = [*TINY_FLAGS, "--output", out]
+    if case == "unknown_model":
+        argv = ["train", *flags, "--model", "efficientvit_ml_m9"]
+    elif case.startswith("yaml"):
+        text = {"yaml_type": "epochs: ten\n", "yaml_nan": "lr: .nan\n", "yaml_list": "batch_size: [16]\n"}[
+            case
+        ]
+        argv = ["train", "--config", _yaml(tmp_path, text), "--output", out, "--no-progress"]
+    elif case == "output_is_file":
+        (tmp_path / "f").write_text("x")
+        argv = ["train", *TINY_FLAGS, "--output", str(tmp_path / "f")]
+    elif case == "existing_run":
+        argv = ["train", *TINY_FLAGS, "--output", str(done)]
+    elif case.startswith("resume"):
+        bad = tmp_path / "bad.pt"
+        last = done / "last.pt"
+        if case == "resume_empty":
+            bad.write_bytes(b"")
+        elif case == "resume_truncated":
+            bad.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+        elif case == "resume_flipped":
+            _flip(last, bad)
+        elif case == "resume_pickle":
+            torch.save({"model": Path("x")}, bad)  # a pickled Python object, not tensors
+        else:
+            bad = last
+        extra = {"resume_other_model": ["--model", "efficientvit_ml_m1"], "resume_longer": ["--epochs", "3"]}
+        argv = ["train", *flags, "--resume", str(bad), *extra.get(case, [])]
+    elif case == "locked":
+        Path(out).mkdir()
+        (Path(out) / ".lock").write_text(f"{os.uname().nodename} {os.getpid()}\n")
+        argv = ["train", *flags]
+    else:  # a teacher cache built at another image size
+        cache = tmp_path / "c.safetensors"
+        flags_c = f"--teacher {done / 'best.pt'} --model efficientvit_ml_m0 --img-size 96 --train-samples 32 --seed 2"
+        assert main(["cache-teacher", *flags_c.split(), "--output", str(cache), "--device", "cpu"]) == 0
+        capsys.readouterr()
+        argv = ["train", *flags, "--teacher", f"cache:{cache}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and expect in err, err
+    assert "Traceback" not in err
+
+
+def test_flipped_checkpoint_is_caught_by_eval(done: Path, tmp_path: Path, capsys) -> None:
+    bad = _flip(done / "best.pt", tmp_path / "flipped.pt", offset_fraction=0.6)
+    assert main(["eval", "--checkpoint", str(bad), "--val-samples", "8", "--no-progress"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_stale_lock_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(f"{os.uname().nodename} 999999999\n")  # no such process
+    train(dataclasses.replace(TINY, output=str(out)))
+    assert (out / "last.pt").is_file() and not (out / ".lock").exists()
+
+
+def test_overwrite_replaces_the_run_and_its_log(done: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(done, out)
+    (out / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text() * 3)
+    assert main(["train", *TINY_FLAGS, "--output", str(out), "--overwrite"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+# --- non-finite training: never saved, never called good ---------------------------------------------
+def _poison_after(monkeypatch, n_updates: int, value: float) -> None:
+    """After ``n_updates`` optimizer updates, set every weight to ``value``."""
+    from mxa.engine import train as train_mod
+
+    orig = train_mod._backward_and_step
+    count = {"n": 0}
+
+    def step(run, loss, i):
+        orig(run, loss, i)
+        count["n"] += 1
+        if count["n"] >= n_updates:
+            with torch.no_grad():
+                for p in run.model.parameters():
+                    p.fill_(value)
+
+    monkeypatch.setattr(train_mod, "_backward_and_step", step)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e30])
+def test_non_finite_first_epoch_saves_nothing(value: float, tmp_path: Path, monkeypatch) -> None:
+    # a one-update run: the loss was finite, but the weights (nan) or their predictions (1e30) are not
+    _poison_after(monkeypatch, 1, value)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="none was saved"):
+        train(dataclasses.replace(TINY, train_samples=16, output=str(out)))
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+
+
+def test_non_finite_later_epoch_names_the_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    _poison_after(monkeypatch, 3, float("nan"))  # 2 updates per epoch: breaks in epoch 2
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=f"last good checkpoint is {out / 'last.pt'}"):
+        train(dataclasses.replace(TINY, epochs=3, output=str(out)))
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_exit_code(tmp_path: Path, monkeypatch, capsys) -> None:
+    _poison_after(monkeypatch, 1, float("nan"))
+    argv = ["train", *TINY_FLAGS, "--train-samples", "16", "--output", str(tmp_path / "r")]
+    assert main(argv) == 3
+    assert "not finite" in capsys.readouterr().err
+
+
+# --- schedules of short runs ---------------------------------------------------------------------------
+def test_short_runs_scale_warmup_and_cooldown() -> None:
+    assert schedule_phases(50, 5, 10) == (5, 35, 10, False)  # the paper's recipe is kept
+    assert schedule_phases(12, 5, 10) == (1, 9, 2, True)
+    assert schedule_phases(2, 1, 0) == (1, 1, 0, False)
+    for epochs in range(1, 60):
+        w, c, d, _ = schedule_phases(epochs, 5, 10)
+        assert w + c + d == epochs and c >= 1
+
+
+def test_training_summary_shows_the_phases(tmp_path: Path, capsys) -> None:
+    argv = ["train", *TINY_FLAGS, "--epochs", "2", "--warmup-epochs", "5", "--cooldown-epochs", "10"]
+    assert main([*argv, "--output", str(tmp_path / "r"), "--max-steps-per-epoch", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "warm-up 0, cosine 2, cool-down 0, scaled to the run" in captured.out
+    assert "scaled to 0 and 0" in captured.err
+
+
+# --- outputs never destroy inputs or earlier results ----------------------------------------------------
+@pytest.fixture
+def images(tmp_path: Path, shared_cxr: Path) -> Path:
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    shutil.copy(shared_cxr / "00000001_000.png", folder / "a" / "x.png")
+    shutil.copy(shared_cxr / "00027426_000.png", folder / "b" / "x.png")
+    return folder
+
+
+def test_predict_refuses_to_write_over_an_input(images: Path, capsys) -> None:
+    target = images / "a" / "x.png"
+    before = target.read_bytes()
+    assert main(["predict", str(images), "--model", "efficientvit_ml_m0", "--out", str(target)]) == 2
+    assert "is one of the input images" in capsys.readouterr().err
+    assert target.read_bytes() == before
+
+
+def test_predict_skips_unreadable_images_and_says_so(images: Path, tmp_path: Path, capsys) -> None:
+    (images / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "p.csv"
+    argv = [
+        "predict",
+        str(images),
+        "--model",
+        "efficientvit_ml_m0",
+        "--out",
+        str(out),
+        "--roi-overlay",
+        str(tmp_path / "ov"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 image(s) could not be read" in err and "broken.png" in err
+    assert len(out.read_text().splitlines()) == 3  # header + the two readable images
+    # two inputs named x.png get two overlays
+    assert sorted(p.name for p in (tmp_path / "ov").glob("*.png")) == ["a__x_png_roi.png", "b__x_png_roi.png"]
+
+
+def test_predict_missing_extra_skips_dicom_keeps_pngs(
+    shared_cxr: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from mxa import _optional
+    from mxa.data import io
+
+    def no_pydicom(module, feature=None):
+        raise _optional.MissingExtraError(
+            f"{feature} needs the package 'pydicom'; pip install \"mxa-attention[dicom]\""
+        )
+
+    monkeypatch.setattr(io, "require", no_pydicom)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(shared_cxr), "--model", "efficientvit_ml_m0", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "2 image(s) could not be read" in err and "mxa-attention[dicom]" in err and "Traceback" not in err
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_failed_predict_leaves_no_partial_csv(images: Path, tmp_path: Path, monkeypatch) -> None:
+    from mxa.data import transforms
+
+    out = tmp_path / "p.csv"
+    out.write_text("earlier results\n")
+    calls = {"n": 0}
+    orig = transforms._EvalTransform.__call__
+
+    def fail_second(self, x):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk on fire")
+        return orig(self, x)
+
+    monkeypatch.setattr(transforms._EvalTransform, "__call__", fail_second)
+    from mxa.predict import predict_files
+
+    with pytest.raises(RuntimeError):
+        predict_files([images], out=out, model_name="efficientvit_ml_m0", batch_size=1)
+    assert out.read_text() == "earlier results\n"
+
+
+def test_eval_writes_json_first_and_survives_an_unwritable_figure(done: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("x")
+    js = tmp_path / "m.json"
+    argv = ["eval", "--checkpoint", str(done / "best.pt"), "--val-samples", "16", "--bootstrap", "0"]
+    assert main([*argv, "--json", str(js), "--roc", str(tmp_path / "file" / "roc.png"), "--no-progress"]) == 0
+    assert js.is_file()
+    assert "ROC figure could not be written" in capsys.readouterr().err
+
+
+# --- nothing unpickled that we did not write -------------------------------------------------------------
+def test_xrv_weights_read_without_running_pickled_code(tmp_path: Path) -> None:
+    xrv = pytest.importorskip("torchxrayvision")
+    from mxa.distill import XRVTeacher
+
+    module = xrv.models.DenseNet(weights=None, num_classes=18)
+    safe = tmp_path / "official-like.pt"
+    torch.save(module, safe)  # the official files are pickled modules
+    teacher = XRVTeacher(weights=None, weights_file=safe)
+    x = torch.randn(1, 1, 224, 224)
+    torch.testing.assert_close(teacher.model.features2(x), module.eval().features2(x))
+
+    module.note = datetime.date(2020, 1, 1)  # a global that is not a torch/torchxrayvision module
+    crafted = tmp_path / "crafted.pt"
+    torch.save(module, crafted)
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        XRVTeacher(weights=None, weights_file=crafted)
+    XRVTeacher(weights=None, weights_file=crafted, trust_pickle=True)  # the user's explicit choice

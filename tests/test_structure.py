@@ -1,0 +1,146 @@
+"""The codebase's shape: what the architecture page promises, checked so it cannot silently rot."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "mxa"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in SRC.rglob("*.py"):
+        parts = f.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The mxa modules ``name`` imports (at any level: lazy imports count too)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def test_no_import_cycles_in_src() -> None:
+    mods = _modules()
+    known = set(mods)
+    # a package's __init__ importing its own submodules is how packages work, not a cycle
+    graph = {
+        m: {t for t in _imports(m, p, known) if not (p.name == "__init__.py" and t.startswith(m + "."))}
+        for m, p in mods.items()
+    }
+    graph = {
+        m: {t for t in ts if not m.startswith(t + ".") or t == "mxa"} - {"mxa"} for m, ts in graph.items()
+    }
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in graph.get(m, ()):
+            if state.get(t) == 1:
+                cycle = [*stack[stack.index(t) :], t]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_only_the_cli_builds_argparse_parsers() -> None:
+    offenders = [
+        str(p.relative_to(SRC))
+        for m, p in _modules().items()
+        if not m.startswith("mxa.cli") and "argparse" in p.read_text()
+    ]
+    assert offenders == []
+
+
+def test_train_functions_are_short() -> None:
+    tree = ast.parse((SRC / "engine" / "train.py").read_text())
+    long = [
+        (n.name, n.end_lineno - n.lineno + 1)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80
+    ]
+    assert long == []
+
+
+def test_every_train_setting_has_a_flag_and_back() -> None:
+    from mxa.cli import build_parser
+    from mxa.engine.config import TrainConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("train", "ablate"):
+        dests = {a.dest for a in sub.choices[command]._actions}
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        assert fields <= dests, sorted(fields - dests)
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"TrainConfig.{f.name} has no help text"
+
+
+def test_every_command_has_a_description() -> None:
+    from mxa.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) == 12
+    for name, p in sub.choices.items():
+        assert p.description and len(p.description) > 60, name
+        for a in p._actions:
+            assert a.help, f"mxa {name} {a.option_strings} has no help"
+
+
+def test_import_mxa_stays_light() -> None:
+    # the data package loads lazily: import mxa needs the label names and gray mean/std, nothing more
+    code = (
+        "import sys, mxa; heavy = [m for m in ('mxa.data.chexpert', 'mxa.data.phantom', 'mxa.data.writer', "
+        "'mxa.engine.train', 'mxa.cli') if m in sys.modules]; assert not heavy, heavy"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_public_names_exist() -> None:
+    import mxa
+    from mxa.layers import ChannelAttention
+    from mxa.models import MODEL_NAMES
+
+    for name in mxa.__all__:
+        assert hasattr(mxa, name), name
+    assert tuple(f"efficientvit_ml_m{i}" for i in range(6)) == MODEL_NAMES
+    assert ChannelAttention is not None
