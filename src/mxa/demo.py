@@ -86,7 +86,7 @@ def run_demo(
         " --quick" if quick else "", cfg.img_size, cfg.train_samples, cfg.val_samples, cfg.model,
     )  # fmt: skip
     run_experiment(exp)
-    log.info("evaluation on the validation phantoms (bootstrap 95%% CIs)")
+    log.info("evaluation on the validation phantoms (bootstrap 95% CIs)")
     dirs = {"teacher": exp.teacher_dir, **{v.name: exp.run_dir(v, 0) for v in exp.variants}}
     results, evaluated = _evaluate_all(dirs, cfg, n_bootstrap=100 if quick else 200)
     figures = _draw_figures(output, evaluated, n_overlays=3 if quick else 6)

@@ -1,0 +1,29 @@
+"""Numbers in the README and docs that come from a run come from a committed results file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_numbers_in_docs_are_generated_from_the_committed_run() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_demo_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_readme_lists_every_command() -> None:
+    from mxa.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in sub.choices if f"`mxa {name}`" not in readme]
+    assert missing == []
