@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,29 +13,41 @@ from typing import Any
 
 from ..utils.files import atomic_write_text
 
-__all__ = ["bounded", "print_rows", "setup_logging", "write_json"]
+__all__ = ["bounded", "checked", "print_rows", "setup_logging", "write_json"]
 
 
-def bounded(kind: type, lo: float | None = None, hi: float | None = None) -> Callable[[str], Any]:
-    """An argparse ``type`` that parses ``kind`` (int or float) and checks ``lo <= value <= hi``."""
+def checked(conv: type, check: Callable[[Any], Any] | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: ``conv(text)``, then ``check(value)``; a ValueError becomes argparse's error."""
 
     def parse(text: str) -> Any:
         try:
-            v = kind(text)
+            v = conv(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+                f"{text!r} is not {'an integer' if conv is int else 'a number'}"
             ) from None
-        if kind is float and not (v == v and abs(v) != float("inf")):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        try:
+            return check(v) if check is not None else v
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = conv.__name__  # argparse names the type in its messages
+    return parse
+
+
+def bounded(kind: type, lo: float | None = None, hi: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses ``kind`` (int or float) and checks it is finite and in [lo, hi]."""
+
+    def check(v: Any) -> Any:
+        if not math.isfinite(v):
+            raise ValueError(f"must be a finite number, got {v}")
         if lo is not None and v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+            raise ValueError(f"must be >= {lo}, got {v}")
         if hi is not None and v > hi:
-            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text}")
+            raise ValueError(f"must be <= {hi}, got {v}")
         return v
 
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
+    return checked(kind, check)
 
 
 class _TerminalHandler(logging.Handler):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.config import ConfigError, TrainConfig, _check, _kind
+from ._common import checked
 
 __all__ = ["add_train_flags", "train_config_from_args"]
 
@@ -25,23 +26,9 @@ _GROUPS = {
 
 
 def _value_type(f: dataclasses.Field, kind: str) -> Any:
-    """An argparse type that converts the text and applies the field's own checks."""
+    """An argparse type that converts the text and applies the field's own checks (one list item at a time)."""
     conv = float if kind == "float" else int if kind in ("int", "int_list") else str
-
-    def parse(text: str) -> Any:
-        try:
-            v = conv(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'a number' if conv is float else 'an integer'}"
-            ) from None
-        try:
-            return _check(f, [v])[0] if kind == "int_list" else _check(f, v)  # one list item at a time
-        except ConfigError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = conv.__name__
-    return parse
+    return checked(conv, (lambda v: _check(f, [v])[0]) if kind == "int_list" else (lambda v: _check(f, v)))
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
