@@ -1,4 +1,5 @@
-"""Goal: roi_crop >= 2x faster than torchvision roi_align, forward + backward, at (32, 192, 14, 14)."""
+"""Goals at (32, 192, 14, 14), forward + backward: roi_crop >= 4x faster than torchvision's roi_align, and
+``method="auto"`` never slower than the faster of ``grid_sample`` and ``separable`` on this device."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ def inputs(device):
 
 
 @pytest.mark.benchmark(group="roi fwd+bwd (32,192,14,14)")
-def test_roi_crop(benchmark, inputs, device) -> None:
+@pytest.mark.parametrize("method", ["auto", "grid_sample", "separable"])
+def test_roi_crop(benchmark, inputs, device, method) -> None:
     x, boxes = inputs
     boxes = boxes.clone().requires_grad_(True)
 
     def step():
-        roi_crop(x, boxes).sum().backward()
+        roi_crop(x, boxes, method=method).sum().backward()
         sync(device)
 
     benchmark(step)

@@ -46,11 +46,33 @@ def test_onnx_torchscript_opset20(model, tmp_path, caplog) -> None:
     assert verify_onnx(path, model, batch_sizes=(1, 7)) <= 1e-4
 
 
-def test_onnx_bad_opsets(model, tmp_path) -> None:
-    with pytest.raises(ValueError, match="GridSample"):
-        mxa.export_onnx(model, tmp_path / "x.onnx", opset=13)
+def test_onnx_bad_opsets(tmp_path) -> None:
+    # blocks fixed to the grid_sample crop need ONNX GridSample (opset >= 16), and the error says so
+    fixed = timm.create_model(
+        "efficientvit_ml_m0", img_size=64, mxa_cfg=dict(crop_method="grid_sample")
+    ).eval()
+    with pytest.raises(ValueError, match="opset 13 has no GridSample.*crop_method='separable'"):
+        mxa.export_onnx(fixed, tmp_path / "x.onnx", opset=13)
     with pytest.raises(ValueError, match="below opset 20"):
-        mxa.export_onnx(model, tmp_path / "x.onnx", opset=18, exporter="torchscript")
+        mxa.export_onnx(fixed, tmp_path / "x.onnx", opset=18, exporter="torchscript")
+    with pytest.raises(ValueError, match="opset >= 13"):
+        mxa.export_onnx(fixed, tmp_path / "x.onnx", opset=12)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_onnx_separable_crop_low_opsets_parity(model, tmp_path, opset: int) -> None:
+    onnx = pytest.importorskip("onnx")
+    path = mxa.export_onnx(model, tmp_path / f"s{opset}.onnx", opset=opset, with_rois=True)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "GridSample" not in ops and "MatMul" in ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 1, 64, 64)
+    logits, rois = sess.run(None, {"x": x.numpy()})
+    ref, boxes = model.forward_with_rois(x)  # the eager model crops with grid_sample on the CPU
+    torch.testing.assert_close(torch.from_numpy(logits), ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.from_numpy(rois), torch.stack(list(boxes.values()), 1), atol=1e-5, rtol=0
+    )
 
 
 def test_safetensors_roundtrip_through_timm(model, tmp_path) -> None:

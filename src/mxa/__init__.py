@@ -1,6 +1,8 @@
 """mxa-attention: the Medical X-ray Attention (MXA) block, multi-label EfficientViT and soft KD.
 
-``import mxa`` registers the ``efficientvit_ml_m0`` ... ``efficientvit_ml_m5`` models in timm.
+``import mxa`` registers the ``efficientvit_ml_m0`` ... ``efficientvit_ml_m5`` models in timm, and the
+grafted ``densenet121_mxa``, ``resnet50_mxa``, ``convnext_tiny_mxa``, ``deit_small_patch16_224_mxa``;
+``mxa.add_mxa(model)`` grafts MXA into a timm, torchvision or torchxrayvision model of your own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from . import models  # registers the efficientvit_ml_* models in timm
 from .distill.losses import DistillationLoss, SoftKDLoss
 from .export import export_onnx, export_safetensors
 from .layers import CBAM, DynamicROIPool, MXABlock, roi_crop
-from .models import MultiLabelEfficientViT, load_exported, load_model
+from .models import (
+    MultiLabelEfficientViT,
+    add_mxa,
+    forward_with_rois,
+    load_exported,
+    load_model,
+    mxa_blocks,
+    register_block,
+)
 
 __all__ = [
     "CBAM",
@@ -21,10 +31,14 @@ __all__ = [
     "MultiLabelEfficientViT",
     "SoftKDLoss",
     "__version__",
+    "add_mxa",
     "export_onnx",
     "export_safetensors",
+    "forward_with_rois",
     "load_exported",
     "load_model",
     "models",
+    "mxa_blocks",
+    "register_block",
     "roi_crop",
 ]

@@ -2,7 +2,8 @@
 
 For every model asked for, three variants are measured in the same run, *interleaved* (one repeat of each
 in turn), so a noisy machine biases none of them: ours with MXA, ours without (``mxa=False``), and timm's
-own ``efficientvit_mX``. Ratios to the baseline are medians of the per-repeat ratios.
+own ``efficientvit_mX``. For a grafted model (``densenet121_mxa``...) the baseline, ``mxa=False``, is its plain
+timm parent. Ratios to the baseline are medians of the per-repeat ratios.
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2).
 """
 

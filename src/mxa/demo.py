@@ -139,6 +139,7 @@ def _draw_figures(output: Path, evaluated: dict[str, Any], n_overlays: int) -> l
                 output / f"roi_overlay_{i}.png",
                 probs=preds["probs"][i],
                 true_boxes=true_boxes,
+                targets=preds["targets"][i],
                 title=f"phantom {i}: MXA boxes (solid) and planted findings (dashed)",
             )
         )

@@ -6,6 +6,11 @@ Exporters and opsets (``grid_sample`` exists in ONNX from opset 16):
   opset 16; it is used for opsets below 20 (the default, 18);
 * the TorchScript exporter cannot export ``affine_grid`` below opset 20; from opset 20 it works and is
   much faster to run, so it is used there.
+
+Both formats carry what a deployment needs: the ONNX file's metadata (``metadata_props``; ONNX Runtime:
+``session.get_modelmeta().custom_metadata_map``) and the safetensors config hold the label names, input size,
+mean/std, the preprocessing in words and, when the model has a decision rule, its thresholds and
+calibration (see :data:`ONNX_METADATA_KEYS`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,32 @@ import torch
 from timm.utils import reparameterize_model
 
 from ._optional import require
+from .models.decision import DecisionRule, get_decision_rule
 from .models.loading import export_config, load_exported
+from .utils.checkpoint import load_checkpoint, save_checkpoint
 from .utils.files import atomic_path, atomic_write_text
 
-__all__ = ["export_onnx", "export_safetensors", "load_exported", "verify_onnx"]
+__all__ = [
+    "ONNX_METADATA_KEYS",
+    "export_onnx",
+    "export_safetensors",
+    "load_exported",
+    "onnx_metadata",
+    "save_with_decision",
+    "verify_onnx",
+]
+
+#: The ONNX metadata keys (values are strings; JSON where noted).
+ONNX_METADATA_KEYS = (
+    "mxa_config",  # JSON: the safetensors config (architecture, model_kwargs, pretrained_cfg, decision)
+    "label_names",  # JSON list, in output order
+    "input_size",  # JSON [C, H, W]
+    "mean",  # JSON list
+    "std",  # JSON list
+    "preprocessing",  # text: how an image becomes the input
+    "output",  # text: what the outputs are
+    "mxa_decision",  # JSON: thresholds and calibration (DecisionRule.to_dict), "null" when none
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +87,35 @@ def export_onnx(
     Args:
         model: a classification model (an ``efficientvit_ml_*`` for ``with_rois``).
         path: the ``.onnx`` file to write.
-        opset: ONNX opset, at least 16 (``grid_sample``).
+        opset: ONNX opset: from 13 when the MXA crops are exported as MatMul (``crop_method`` ``auto``
+            or ``separable``: the exported copy uses the separable crop, which equals the grid_sample crop to
+            1e-5), from 16 for blocks built with ``crop_method="grid_sample"`` (ONNX GridSample).
         dynamic_batch: a symbolic batch dimension (otherwise batch 1).
         with_rois: add a second output ``rois`` (B, n_blocks, 4) with the MXA boxes (normalized xyxy).
-        exporter: ``auto`` (dynamo below opset 20, TorchScript from 20), ``dynamo`` or ``torchscript``.
+        exporter: ``auto`` (TorchScript, unless a block is fixed to grid_sample below opset 20: dynamo),
+            ``dynamo`` or ``torchscript``.
         verify: run batches of 1 and 3 in ONNX Runtime and compare with the eager (unfused) model.
         atol: the largest absolute difference of the logits ``verify`` accepts.
 
     Returns:
         ``path``. Raises ``ValueError`` if ONNX Runtime disagrees with PyTorch by more than ``atol``.
     """
-    if opset < 16:
-        raise ValueError(f"opset {opset} has no GridSample: use opset >= 16 (default 18)")
-    if exporter == "auto":
-        exporter = "dynamo" if opset < 20 else "torchscript"
+    if opset < 13:
+        raise ValueError(f"opset {opset} is not supported: use opset >= 13 (default 18)")
+    fixed, auto = _crop_methods(model)
+    if opset < 16 and fixed:
+        raise ValueError(
+            f"opset {opset} has no GridSample, which the grid_sample crop of {fixed} MXA block(s) needs: use "
+            "opset >= 16, or build the model with mxa_cfg=dict(crop_method='separable') (MatMul, opset >= 13)"
+        )
+    if exporter == "auto":  # TorchScript is much faster to run; it exports affine_grid only from opset 20
+        exporter = "dynamo" if fixed and opset < 20 else "torchscript"
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
-    if exporter == "torchscript" and opset < 20:
+    if exporter == "torchscript" and opset < 20 and fixed:
         raise ValueError(
-            "the TorchScript exporter cannot export affine_grid below opset 20; use exporter='dynamo'"
+            "the TorchScript exporter cannot export affine_grid below opset 20; use exporter='dynamo', or "
+            "build the model with mxa_cfg=dict(crop_method='separable')"
         )
     require("onnx", "ONNX export")
     if exporter == "dynamo":
@@ -86,6 +123,10 @@ def export_onnx(
     path = Path(path)
     eager = model.eval()
     fused = reparameterize_model(copy.deepcopy(eager).cpu()).eval()
+    if auto:  # MatMul instead of GridSample: any opset >= 13, the TorchScript exporter, runtimes without it
+        for blk in getattr(fused, "mxa_blocks", dict)().values():
+            if blk.roi.crop_method == "auto":
+                blk.roi.crop_method = "separable"
     net: torch.nn.Module = _WithRois(fused) if with_rois else fused
     c, h, w = _input_shape(eager)
     x = torch.randn(2 if dynamic_batch else 1, c, h, w)
@@ -93,6 +134,7 @@ def export_onnx(
     with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")
         _export(net, x, tmp, exporter, opset, dynamic_batch, names)
+        _write_metadata(tmp, onnx_metadata(eager, with_rois))
         if verify:
             diff = verify_onnx(tmp, eager, batch_sizes=(1, 3) if dynamic_batch else (1,))
             if diff > atol:
@@ -106,6 +148,13 @@ def export_onnx(
             path, opset, exporter, diff,
         )  # fmt: skip
     return path
+
+
+def _crop_methods(model: torch.nn.Module) -> tuple[int, int]:
+    """(MXA blocks fixed to grid_sample, blocks with crop_method 'auto')."""
+    blocks = list(getattr(model, "mxa_blocks", dict)().values())
+    methods = [getattr(getattr(b, "roi", None), "crop_method", "grid_sample") for b in blocks]
+    return methods.count("grid_sample"), methods.count("auto")
 
 
 def _export(
@@ -142,6 +191,66 @@ def _export(
             output_names=names,
             dynamic_axes=axes,
         )
+
+
+def onnx_metadata(model: torch.nn.Module, with_rois: bool = False) -> dict[str, str]:
+    """The metadata :func:`export_onnx` writes (keys :data:`ONNX_METADATA_KEYS`), as strings."""
+    config = export_config(model)
+    pcfg = config["pretrained_cfg"]
+    c, h, w = _input_shape(model)
+    rule = get_decision_rule(model)
+    out = "logits (B, K) in label_names order" + (
+        ", rois (B, n_blocks, 4) normalized xyxy" if with_rois else ""
+    )
+    return {
+        "mxa_config": json.dumps(config),
+        "label_names": json.dumps(pcfg.get("label_names") or []),
+        "input_size": json.dumps([c, h, w]),
+        "mean": json.dumps(list(pcfg.get("mean", ()))),
+        "std": json.dumps(list(pcfg.get("std", ()))),
+        "preprocessing": pcfg["preprocessing"],
+        "output": out,
+        "mxa_decision": json.dumps(rule.to_dict() if rule is not None else None),
+    }
+
+
+def _write_metadata(path: Path, props: dict[str, str]) -> None:
+    onnx = require("onnx", "ONNX export")
+    m = onnx.load(str(path))
+    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, **props})
+    onnx.save(m, str(path))
+
+
+def save_with_decision(source: str | Path, out: str | Path, rule: DecisionRule, use_ema: bool = True) -> Path:
+    """Write a copy of the model file ``source`` that carries ``rule`` (never over ``source``).
+
+    A ``mxa train`` checkpoint (``.pt``) is copied with the key ``decision`` added (digest renewed); an
+    exported model is exported again (``out`` must end in ``.safetensors``, in another folder, since its
+    ``config.json`` is written beside it). :func:`mxa.load_model` on ``out`` gives ``model.decision_rule``.
+    """
+    source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve():
+        raise ValueError(
+            f"--save-model {out} is the model being evaluated; write the new model to another file"
+        )
+    if source.is_dir() or source.suffix == ".safetensors":
+        if out.suffix != ".safetensors":
+            raise ValueError(f"an exported model is saved as .safetensors; got {out}")
+        src_dir = source if source.is_dir() else source.parent
+        if out.parent.resolve() == src_dir.resolve():
+            raise ValueError(
+                f"{out} is in the folder of {source}, whose config.json it would replace; choose another folder"
+            )
+        model = load_exported(source)
+        rule.check_labels(list(getattr(model, "label_names", None) or rule.labels), f"the rule for {source}")
+        model.decision_rule = rule
+        return export_safetensors(model, out)
+    ckpt = load_checkpoint(source)
+    ckpt.pop("integrity", None)
+    ckpt["decision"] = rule.to_dict()
+    save_checkpoint(ckpt, out)
+    log.info("wrote %s: %s with thresholds/calibration", out, source)
+    return out
 
 
 @torch.no_grad()

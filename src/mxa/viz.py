@@ -79,6 +79,21 @@ def _save(fig: Any, path: str | Path) -> Path:
     return path
 
 
+def _short(block: str) -> str:
+    """``stages.1.blocks.0`` -> ``s1.b0`` (timm-style names of other models are kept)."""
+    return block.replace("stages.", "s").replace(".blocks.", ".b")
+
+
+def _frame_rect(plt: Any, box: Any, w: int, h: int, lw: float, **kw: Any) -> Any:
+    """A rectangle for a normalized xyxy box, pulled half a line inside the image so a box that
+    touches the border is drawn whole (not as a stray line on the edge)."""
+    inset = 0.5 + lw / 2
+    x1, y1, x2, y2 = (torch.as_tensor(box).float() * torch.tensor([w, h, w, h])).tolist()
+    x1, y1 = max(x1, inset - 0.5), max(y1, inset - 0.5)
+    x2, y2 = min(x2, w - inset - 0.5), min(y2, h - inset - 0.5)
+    return plt.Rectangle((x1, y1), max(x2 - x1, 1.0), max(y2 - y1, 1.0), fill=False, lw=lw, **kw)
+
+
 def plot_roi_overlay(
     image: torch.Tensor | np.ndarray,
     boxes: dict[str, torch.Tensor],
@@ -88,60 +103,73 @@ def plot_roi_overlay(
     true_boxes: torch.Tensor | None = None,
     title: str = "MXA regions of interest",
     top_k: int = 5,
+    targets: torch.Tensor | None = None,
 ) -> Path:
     """The X-ray with the box of every MXA block drawn (paper Figure F.1), the top predictions beside it.
+
+    Each block has its own colour and a legend entry with its box's share of the image; boxes that touch
+    the border are drawn inside the frame. True boxes are dashed, labelled with their finding.
 
     Args:
         image: (H, W) or (1, H, W) in [0, 1] (or normalized: it is rescaled for display).
         boxes: {block name: (4,) normalized xyxy}.
         probs: (C,) probabilities, listed beside the image.
-        true_boxes: (14, 4) planted boxes of a phantom (NaN rows: absent), drawn dashed.
+        true_boxes: (C, 4) true boxes (NaN rows: absent), drawn dashed.
+        targets: (C,) 0/1 labels: the true positives among the listed predictions are marked.
     """
     plt = _plt()
     img = torch.as_tensor(image).detach().float().squeeze().numpy()
     lo, hi = np.percentile(img, 0.5), np.percentile(img, 99.5)
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
     h, w = img.shape
-    fig, (ax, side) = plt.subplots(1, 2, figsize=(9, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, side) = plt.subplots(1, 2, figsize=(10, 5.4), gridspec_kw={"width_ratios": [3, 2]})
     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-    cmap = plt.get_cmap("plasma")
-    names = list(boxes)
-    for i, name in enumerate(names):
-        x1, y1, x2, y2 = (torch.as_tensor(boxes[name]).float() * torch.tensor([w, h, w, h])).tolist()
-        ax.add_patch(
-            plt.Rectangle(
-                (x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.6, color=cmap(i / max(1, len(names) - 1))
-            )
+    cmap = plt.get_cmap("tab10")
+    handles = []
+    for i, (name, box) in enumerate(boxes.items()):
+        b = torch.as_tensor(box).float()
+        area = float((b[2] - b[0]).clamp(0, 1) * (b[3] - b[1]).clamp(0, 1))
+        rect = _frame_rect(
+            plt, b, w, h, lw=1.8, color=cmap(i % 10), label=f"{_short(name)} ({area:.0%} of image)"
         )
+        handles.append(ax.add_patch(rect))
     if true_boxes is not None:
         for j, b in enumerate(torch.as_tensor(true_boxes)):
             if torch.isnan(b[0]):
                 continue
-            x1, y1, x2, y2 = (b * torch.tensor([w, h, w, h])).tolist()
-            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.0, ls="--", color="lime"))
-            ax.text(x1, y1 - 2, labels[j], color="lime", fontsize=6)
+            ax.add_patch(_frame_rect(plt, b, w, h, lw=1.2, ls="--", color="lime"))
+            x1, y1 = float(b[0]) * w, float(b[1]) * h
+            ax.text(
+                x1 + 2, y1 + 2, labels[j], color="lime", fontsize=7, va="top",
+                bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0),
+            )  # fmt: skip
     ax.set_axis_off()
+    if handles:
+        ax.legend(handles=handles, title="MXA block (box area)", fontsize=7, title_fontsize=7,
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip
     fig.suptitle(title, fontsize=10)
-    if names:
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(1, len(names) - 1)))
-        cb = fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, ticks=range(len(names)))
-        cb.ax.set_yticklabels(
-            [n.replace("stages.", "s").replace(".blocks.", ".b") for n in names], fontsize=6
-        )
-        cb.set_label("MXA block (stage.block)", fontsize=7)
     side.set_axis_off()
     if probs is not None:
-        p = torch.as_tensor(probs).detach().float()
-        order = p.argsort(descending=True)[:top_k].tolist()
-        side.barh(range(len(order))[::-1], [float(p[i]) for i in order], color="#4477aa")
-        side.set_axis_on()
-        side.set_yticks(range(len(order))[::-1], [labels[i] for i in order], fontsize=8)
-        side.set_xlim(0, 1)
-        side.set_xlabel("predicted probability", fontsize=8)
-        side.set_title(f"top {len(order)} predictions", fontsize=9)
+        _prediction_bars(side, torch.as_tensor(probs).detach().float(), labels, targets, top_k)
     fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return _save(fig, path)
+
+
+def _prediction_bars(side: Any, p: torch.Tensor, labels: Sequence[str], targets: Any, top_k: int) -> None:
+    order = p.argsort(descending=True)[:top_k].tolist()
+    true = [bool(targets[i] >= 0.5) for i in order] if targets is not None else [False] * len(order)
+    colors = ["#ee7733" if t else "#4477aa" for t in true]
+    side.barh(range(len(order))[::-1], [float(p[i]) for i in order], color=colors)
+    side.set_axis_on()
+    names = [f"{labels[i]}  (true)" if t else labels[i] for i, t in zip(order, true)]
+    side.set_yticks(range(len(order))[::-1], names, fontsize=8)
+    side.set_xlim(0, 1)
+    side.set_xlabel("predicted probability", fontsize=8)
+    title = f"top {len(order)} predictions"
+    if targets is not None:
+        title += "\n(orange: a true finding)"
+    side.set_title(title, fontsize=9)
 
 
 def attention_map(model: torch.nn.Module, image: torch.Tensor, stage: int = -1) -> torch.Tensor:
@@ -274,7 +302,7 @@ def draw_images(
         with torch.no_grad():
             logits, boxes = model.forward_with_rois(x)
         title = f"{f.name}: MXA regions of interest"
-        probs = torch.sigmoid(logits[0])
+        probs = torch.sigmoid(logits[0]).float()
         paths.append(
             plot_roi_overlay(
                 display_image(raw),

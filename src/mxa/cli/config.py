@@ -21,6 +21,7 @@ _GROUPS = {
     "model": "model",
     "optimization": "optimization (timm AdamW, cosine schedule, EMA, AGC)",
     "distillation": "distillation",
+    "localization": "localization (MXA boxes)",
     "run": "run",
 }
 

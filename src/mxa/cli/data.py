@@ -24,7 +24,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--teacher", default="densenet121-res224-chex", help="teacher spec, as for `train --teacher`"
     )
-    p.add_argument("--data", default="phantom", help="'phantom' or 'chexpert:<root>' (default phantom)")
+    p.add_argument(
+        "--data",
+        default="phantom",
+        help="as for `train --data`: 'phantom', <scheme>:<root> or several joined by '+' (default phantom)",
+    )
     p.add_argument(
         "--model", default="efficientvit_ml_m5", help="the student model (its input size and normalization)"
     )

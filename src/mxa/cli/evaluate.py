@@ -9,6 +9,7 @@ from typing import Any
 
 from ..engine.metrics import SCALAR_METRICS
 from ..utils.format import fmt
+from . import _decisions
 from ._common import bounded, write_json
 
 __all__ = ["add_parsers"]
@@ -33,7 +34,9 @@ def add_parsers(sub: Any) -> None:
             "Evaluate a model of ours on phantom validation images or CheXpert's valid.csv: per-label AUC with "
             "bootstrap 95%% CIs, macro/micro/competition AUC, F1 and accuracy at 0.5, and for MXA models how "
             "often each block's box lands on a planted finding against area-matched chance. Writes the "
-            "--json first, then the ROC figure (a figure that cannot be written is a warning)."
+            "--json first, then the ROC figure (a figure that cannot be written is a warning). Also ECE and Brier "
+            "score with a reliability diagram; --thresholds picks per-label operating points (sensitivity, "
+            "specificity, PPV, NPV with CIs), --calibrate fits temperature/Platt scaling, --save-model keeps both."
         ),
     )
     p.add_argument(
@@ -42,7 +45,10 @@ def add_parsers(sub: Any) -> None:
         help="a last.pt/best.pt written by `mxa train`, or an exported .safetensors",
     )
     p.add_argument(
-        "--data", default="phantom", help="'phantom' or 'chexpert:<root>' (valid.csv) (default phantom)"
+        "--data",
+        default="phantom",
+        help="'phantom', <scheme>:<root> (chexpert, nih, mimic, padchest, vindr, rsna: each set's test split or "
+        "the run's held-out patients) or several joined by '+', reported per set and pooled (default phantom)",
     )
     p.add_argument(
         "--val-samples", type=bounded(int, 1), default=500, help="phantom images to evaluate on (default 500)"
@@ -66,6 +72,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", default=None, help="write all metrics to this JSON file")
     p.add_argument("--roc", default=None, help="ROC-curve PNG (default: roc.png beside the checkpoint)")
+    _decisions.add_eval_arguments(p)
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not the EMA weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
@@ -93,23 +100,53 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from ..utils.checkpoint import load_checkpoint
     from ..utils.runtime import resolve_device
 
+    _decisions.check_args(ns)
     device = resolve_device(ns.device)
     model = load_model(ns.checkpoint, use_ema=not ns.no_ema)
     run_cfg = load_checkpoint(ns.checkpoint).get("config", {}) if Path(ns.checkpoint).suffix == ".pt" else {}
     policy = ns.policy or run_cfg.get("policy", "ones")
     seed = run_cfg.get("seed", 0) + 1 if ns.seed is None else ns.seed
-    ds = build_eval_dataset(ns.data, model, policy, ns.val_samples, seed=seed)
+    ds = build_eval_dataset(
+        ns.data, model, policy, ns.val_samples, seed=seed, split_seed=run_cfg.get("seed", 0)
+    )
     metrics, preds = evaluate_model(
         model.to(device), ds, ns.batch_size, device, n_bootstrap=ns.bootstrap, progress=not ns.no_progress
     )
     metrics.update(
         checkpoint=str(ns.checkpoint), data=ns.data, model=model.pretrained_cfg.get("architecture")
     )
+    _per_dataset(metrics, preds, ds, ns.bootstrap)
+    rule, cal_probs = _decisions.eval_decisions(ns, model, metrics, preds)
     print_eval_table(metrics, f"evaluation of {ns.checkpoint} on {ns.data} ({metrics['n_images']} images)")
+    _decisions.print_decisions(metrics)
     if ns.json:
         print(f"\nmetrics: {write_json(ns.json, metrics)}")
+    _decisions.save_model(ns, rule)
     _roc_figure(ns, preds)
+    _decisions.reliability_figure(ns, preds, cal_probs, list(metrics["per_label_auc"]))
     return 0
+
+
+def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootstrap: int) -> None:
+    """Print which observations each set labels; with several sets, add and print each set's metrics."""
+    from ..engine.sources import label_summary, metrics_by_source
+
+    summary = label_summary(ds)
+    metrics["datasets"] = summary
+    print("\nlabels per set (masked: not labelled by the set, never counted as negatives)")
+    print(f"{'observation':<28} " + " ".join(f"{n[:14]:>14}" for n in summary))
+    for label in next(iter(summary.values()))["labels"]:
+        cells = [s["labels"][label] for s in summary.values()]
+        print(
+            f"{label:<28} " + " ".join(f"{c['positives'] if c['labelled'] else 'masked':>14}" for c in cells)
+        )
+    per = metrics_by_source(preds, ds, bootstrap)
+    if not per:
+        return
+    metrics["per_dataset"] = per
+    for name, m in per.items():
+        print_eval_table(m, f"set {name} ({m['n_images']} images)")
+    print("\npooled over all sets:")
 
 
 def _roc_figure(ns: argparse.Namespace, preds: dict[str, Any]) -> None:
@@ -151,11 +188,24 @@ def print_eval_table(metrics: dict[str, Any], title: str) -> None:
         print(f"warning: {metrics['n_nonfinite']} predicted scores are NaN/inf: the model is broken")
     loc = metrics.get("roi_localization")
     if loc:
-        print(f"\n{'MXA block':<20} {'hit rate':>9} {'random box':>11} {'box area':>9}")
-        for name, v in loc.items():
-            print(
-                f"{name:<20} {v['hit_rate']:>9.3f} {v['random_hit_rate']:>11.3f} {v['mean_box_area']:>9.3f}"
-            )
+        print_localization(loc)
+
+
+def print_localization(loc: dict[str, Any]) -> None:
+    """Per MXA block: hit rate, IoU and pointing game, each beside its area-matched chance."""
+    print("\nROI localization (each beside its chance: boxes of the same size placed at random)")
+    head = f"{'MXA block':<20} {'hit':>6} {'chance':>7} {'IoU':>6} {'chance':>7} {'area':>6} {'pointing':>9} {'chance':>7}"
+    print(head + "\n" + "-" * len(head))
+    for name, v in loc.items():
+        point = (
+            f"{v['pointing_game']:>9.3f} {v['pointing_chance']:>7.3f}"
+            if "pointing_game" in v
+            else f"{'-':>9} {'-':>7}"
+        )
+        print(
+            f"{name:<20} {v['hit_rate']:>6.3f} {v['random_hit_rate']:>7.3f} {v.get('mean_iou', float('nan')):>6.3f} "
+            f"{v.get('random_iou', float('nan')):>7.3f} {v['mean_box_area']:>6.3f} {point}"
+        )
 
 
 def cmd_report(ns: argparse.Namespace) -> int:

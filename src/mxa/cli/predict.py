@@ -19,7 +19,9 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Write one CSV row per image (its path and one sigmoid probability per label). Folders are searched "
             "recursively. An image that cannot be read is skipped and listed, the others are predicted, and the "
-            "command then exits with status 1. The CSV appears only when complete."
+            "command then exits with status 1. The CSV appears only when complete. A model saved by `mxa eval "
+            "--calibrate/--thresholds --save-model` gives calibrated probabilities and a positive/negative "
+            "decision per label (printed, and as '<label> decision' CSV columns)."
         ),
     )
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -32,6 +34,24 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", default="preds.csv", help="CSV with one row per image (default preds.csv)")
     p.add_argument(
         "--roi-overlay", default=None, help="folder for one PNG per image with the MXA boxes drawn"
+    )
+    p.add_argument(
+        "--heatmap",
+        default=None,
+        metavar="DIR",
+        help="folder for one Grad-CAM PNG per image, drawn beside the MXA boxes (needs the cam extra)",
+    )
+    p.add_argument(
+        "--heatmap-label",
+        default="top",
+        metavar="LABEL",
+        help="the label the heatmap explains: a label name or 'top', the most probable (default top)",
+    )
+    p.add_argument(
+        "--cam-stage",
+        type=bounded(int, 0, 2),
+        default=1,
+        help="EfficientViT stage Grad-CAM looks at (default 1)",
     )
     p.add_argument(
         "--batch-size", type=bounded(int, 1, 4096), default=16, help="images per batch (default 16)"
@@ -68,6 +88,19 @@ def add_parsers(sub: Any) -> None:
         metavar="N",
         help="also draw a grid of N phantoms",
     )
+    p.add_argument(
+        "--gradcam",
+        action="append",
+        default=None,
+        metavar="LABEL",
+        help="also draw the Grad-CAM heatmap of LABEL (a label name or 'top') beside the MXA boxes; repeatable",
+    )
+    p.add_argument(
+        "--cam-stage",
+        type=bounded(int, 0, 2),
+        default=1,
+        help="EfficientViT stage Grad-CAM looks at (default 1)",
+    )
     p.add_argument("--output", default="mxa-viz", help="folder for the PNGs (default mxa-viz)")
     p.set_defaults(func=cmd_viz)
 
@@ -83,10 +116,15 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         roi_overlay=ns.roi_overlay,
         device=ns.device,
         batch_size=ns.batch_size,
+        heatmap=ns.heatmap,
+        heatmap_label=ns.heatmap_label,
+        cam_stage=ns.cam_stage,
     )
+    _print_decisions(res)
     print(
         f"predictions for {res.n_predicted} image(s): {res.csv}"
         + (f"; overlays in {ns.roi_overlay}" if ns.roi_overlay else "")
+        + (f"; heatmaps in {ns.heatmap}" if ns.heatmap else "")
     )
     if res.failures:
         print(f"error: {len(res.failures)} image(s) could not be read:", file=sys.stderr)
@@ -94,6 +132,27 @@ def cmd_predict(ns: argparse.Namespace) -> int:
             print(f"  {f}: {why}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_decisions(res: Any, full_up_to: int = 8) -> None:
+    """Per image: every label's probability, threshold and decision (a table for a few images, one line
+    each with the positive findings for many)."""
+    rule = res.decision_rule
+    if rule is None or rule.thresholds is None:
+        return
+    th = rule.thresholds
+    kind = f"calibrated ({rule.calibration})" if rule.calibration else "uncalibrated"
+    print(f"decisions at the model's thresholds ({rule.threshold_method}); probabilities {kind}")
+    for f, probs, dec in res.rows:
+        if len(res.rows) > full_up_to:
+            pos = [f"{n} {p:.3f}" for n, p, d in zip(res.labels, probs, dec) if d == "positive"]
+            print(f"{f}: positive: {', '.join(pos) or 'none'}")
+            continue
+        print(f"\n{f}")
+        print(f"  {'label':<28} {'probability':>11} {'threshold':>9}  decision")
+        for n, p, d in zip(res.labels, probs, dec):
+            t = th.get(n)
+            print(f"  {n:<28} {p:>11.3f} {'-' if t is None else f'{t:.3f}':>9}  {d or 'n/a (no threshold)'}")
 
 
 def cmd_viz(ns: argparse.Namespace) -> int:
@@ -111,6 +170,17 @@ def cmd_viz(ns: argparse.Namespace) -> int:
         raise ValueError("--checkpoint is needed to draw ROI overlays or attention maps")
     model = load_model(ns.checkpoint)
     baseline = load_model(ns.baseline) if ns.baseline else None
-    for path in draw_images(collect_images(ns.inputs), model, out, baseline, ns.stage):
+    files = collect_images(ns.inputs)
+    if ns.gradcam:
+        from ..viz_cam import draw_gradcam
+
+        for path in draw_gradcam(files, model, out, ns.gradcam, ns.cam_stage):
+            print(path)
+        if baseline is not None:
+            for path in draw_gradcam(files, baseline, Path(out) / "baseline", ns.gradcam, ns.cam_stage):
+                print(path)
+    if ns.gradcam and not hasattr(model, "forward_with_rois"):
+        return 0  # not one of our models: Grad-CAM only, no boxes to draw
+    for path in draw_images(files, model, out, baseline, ns.stage):
         print(path)
     return 0

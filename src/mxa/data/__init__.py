@@ -24,11 +24,20 @@ _WHERE = {
     "POLICIES": "labels",
     "apply_policy": "labels",
     "PhantomCXR": "phantom",
+    "InputSanityWarning": "sanity",
+    "input_problems": "sanity",
     "GRAY_MEAN": "transforms",
     "GRAY_STD": "transforms",
     "build_transforms": "transforms",
     "resolve_data_cfg": "transforms",
     "write_phantom_chexpert": "writer",
+    "DATASETS": "xray_sets",
+    "MIMICDataset": "xray_sets",
+    "NIHDataset": "xray_sets",
+    "PadChestDataset": "xray_sets",
+    "RSNADataset": "xray_sets",
+    "VinDrDataset": "xray_sets",
+    "XRayDataset": "xray_sets",
 }
 
 __all__ = sorted(_WHERE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from .._optional import require
 from .io import load_xray
 from .labels import CHEXPERT_LABELS, apply_policy
 
-__all__ = ["CSV_COLUMNS", "CheXpertDataset", "patient_id", "patient_split", "read_chexpert_csv"]
+__all__ = ["CSV_COLUMNS", "CheXpertDataset", "boxes_file", "patient_id", "patient_split", "read_chexpert_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,11 @@ class CheXpertDataset(Dataset):
         frontal_only: keep frontal views only (the number dropped is logged and kept in ``n_dropped``).
         transform: callable on the loaded (1, H, W) float image in [0, 1].
         image_root: where the images are, if not next to the CSV (e.g. a pre-resized copy).
+        boxes: also yield each image's ground-truth boxes from ``boxes_<split>.json`` beside the CSV (as
+            :func:`mxa.data.write_phantom_chexpert` writes: image path -> {finding: normalized xyxy}).
 
-    Items: ``(image, target (14,) float, mask (14,) bool)``. ``labels``, ``label_mask``, ``raw_labels``,
+    Items: ``(image, target (14,) float, mask (14,) bool[, boxes (14, 4) normalized xyxy, NaN rows])``.
+    ``labels``, ``label_mask``, ``raw_labels``,
     ``paths``, ``ids`` and ``patients`` are available without reading any image.
     """
 
@@ -99,6 +103,7 @@ class CheXpertDataset(Dataset):
         frontal_only: bool = True,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         image_root: str | Path | None = None,
+        boxes: bool = False,
     ) -> None:
         root = Path(root)
         self.csv_path = _resolve_csv(root, csv)
@@ -125,6 +130,9 @@ class CheXpertDataset(Dataset):
         self.policy = policy
         self.labels, self.label_mask = apply_policy(raw, policy)
         self.transform = transform
+        self.has_boxes = boxes
+        if boxes:
+            self.boxes = _read_boxes(self.csv_path, self.ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -133,6 +141,8 @@ class CheXpertDataset(Dataset):
         image = load_xray(self.paths[index])
         if self.transform is not None:
             image = self.transform(image)
+        if self.has_boxes:
+            return image, self.labels[index], self.label_mask[index], self.boxes[index]
         return image, self.labels[index], self.label_mask[index]
 
     def subset(self, indices: Sequence[int]) -> torch.utils.data.Subset:
@@ -143,6 +153,32 @@ class CheXpertDataset(Dataset):
             f"{self.csv_path}: {len(self)} images of {len(set(self.patients))} patients "
             f"(policy {self.policy}; {self.n_dropped} non-frontal rows dropped)"
         )
+
+
+def boxes_file(csv_path: str | Path) -> Path:
+    """``boxes_<split>.json`` beside a CheXpert-layout ``<split>.csv``."""
+    csv_path = Path(csv_path)
+    return csv_path.parent / f"boxes_{csv_path.name.split('.')[0]}.json"
+
+
+def _read_boxes(csv_path: Path, ids: Sequence[str]) -> torch.Tensor:
+    """(N, 14, 4) boxes of the CSV's images from ``boxes_<split>.json``; NaN rows where there is none."""
+    path = boxes_file(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no box file {path} beside {csv_path.name}; write one or evaluate without boxes"
+        )
+    table = json.loads(path.read_text())
+    out = torch.full((len(ids), len(CHEXPERT_LABELS), 4), float("nan"))
+    col = {name: j for j, name in enumerate(CHEXPERT_LABELS)}
+    for i, key in enumerate(ids):
+        for name, box in (table.get(key) or {}).items():
+            if name not in col or len(box) != 4:
+                raise ValueError(
+                    f"{path}: {key!r} has a box for {name!r}; expected a CheXpert label -> [x1, y1, x2, y2]"
+                )
+            out[i, col[name]] = torch.tensor([float(v) for v in box])
+    return out
 
 
 def patient_split(

@@ -15,13 +15,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GRAY_MEAN", "GRAY_STD", "Normalize", "build_transforms", "resolve_data_cfg"]
+__all__ = ["GEOMETRIC_OPS", "GRAY_MEAN", "GRAY_STD", "Normalize", "build_transforms", "resolve_data_cfg"]
 
 # ImageNet mean/std averaged over RGB: timm sums the RGB filters of the first conv when it adapts the
 # ImageNet weights to one channel, so a gray image normalized like this matches what they were trained on.
 GRAY_MEAN = (0.449,)
 GRAY_STD = (0.226,)
 PAPER_RAND_AUGMENT = "rand-m5-mstd0.2-inc2"
+# RandAugment's ops that move pixels: without them, boxes stay valid (box supervision needs that).
+GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+_RAND_OPS = (
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "PosterizeIncreasing",
+    "SolarizeIncreasing",
+    "SolarizeAdd",
+    "ColorIncreasing",
+    "ContrastIncreasing",
+    "BrightnessIncreasing",
+    "SharpnessIncreasing",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
+)  # fmt: skip  (timm's increasing-magnitude set, which the paper's "inc2" string selects)
 
 
 class Normalize:
@@ -78,7 +97,9 @@ class _EvalTransform:
 
 
 class _TrainTransform:
-    def __init__(self, size: tuple[int, int], norm: Normalize, auto_augment: str | None) -> None:
+    def __init__(
+        self, size: tuple[int, int], norm: Normalize, auto_augment: str | None, geometric: bool = True
+    ) -> None:
         from PIL import Image
         from timm.data.auto_augment import rand_augment_transform
 
@@ -86,7 +107,8 @@ class _TrainTransform:
         self._bicubic = Image.Resampling.BICUBIC
         # timm's default fill is an RGB triple; PIL wants one int for an 'L' image.
         hparams = {"img_mean": int(round(255 * float(np.mean(norm.mean.numpy()))))}
-        self.augment = rand_augment_transform(auto_augment, hparams) if auto_augment else None
+        ops = None if geometric else [o for o in _RAND_OPS if o not in GEOMETRIC_OPS]
+        self.augment = rand_augment_transform(auto_augment, hparams, transforms=ops) if auto_augment else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from PIL import Image
@@ -105,15 +127,17 @@ class _TrainTransform:
 
 
 def build_transforms(
-    model_or_cfg: Any, train: bool, auto_augment: str | None = PAPER_RAND_AUGMENT
+    model_or_cfg: Any, train: bool, auto_augment: str | None = PAPER_RAND_AUGMENT, geometric: bool = True
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The transform for training (``train=True``) or evaluation, from a model or its ``pretrained_cfg``.
 
     Returns a callable ``(1, H, W) float in [0, 1] -> (C, h, w)`` normalized, C and (h, w) from the cfg.
+    ``geometric=False`` leaves out RandAugment's rotations, shears and translations (:data:`GEOMETRIC_OPS`),
+    so boxes of the untransformed image stay valid.
     """
     cfg = resolve_data_cfg(model_or_cfg)
     chans, h, w = cfg["input_size"]
     norm = Normalize(cfg["mean"], cfg["std"], in_chans=chans)
     if train:
-        return _TrainTransform((h, w), norm, auto_augment)
+        return _TrainTransform((h, w), norm, auto_augment, geometric)
     return _EvalTransform((h, w), norm)

@@ -36,7 +36,11 @@ class TrainConfig:
     """
 
     data: str = _opt(
-        "phantom", "'phantom' (built-in synthetic X-rays, no download) or 'chexpert:<root>'", "data"
+        "phantom",
+        "'phantom' (built-in synthetic X-rays, no download) or <scheme>:<root> with scheme chexpert, nih, mimic, "
+        "padchest, vindr or rsna; several joined by '+' (each set split by patient, validated per set and "
+        "pooled), each optionally weighted with *<w> (drawn w times as often per image)",
+        "data",
     )
     train_samples: int = _opt(2000, "phantom training images", "data", min=1)
     val_samples: int = _opt(500, "phantom validation images", "data", min=1)
@@ -49,13 +53,23 @@ class TrainConfig:
     rand_augment: str | None = _opt("rand-m5-mstd0.2-inc2", "timm RandAugment string, or 'none'", "data")
     workers: int = _opt(0, "data-loading processes", "data", min=0)
     model: str = _opt(
-        "efficientvit_ml_m5", "timm model name, e.g. efficientvit_ml_m0 ... efficientvit_ml_m5", "model"
+        "efficientvit_ml_m5",
+        "timm model name: efficientvit_ml_m0 ... efficientvit_ml_m5, or a grafted densenet121_mxa, "
+        "resnet50_mxa, convnext_tiny_mxa, deit_small_patch16_224_mxa",
+        "model",
     )
     mxa: bool = _opt(
         True, "add MXA blocks beside the attention (--no-mxa: the plain multi-label baseline)", "model"
     )
     mxa_stages: list[int] | None = _opt(  # noqa: RUF009  (_opt returns a dataclasses.field)
         None, "stages that get MXA (default: all)", "model", min=0, nargs="+"
+    )
+    mxa_mode: str = _opt(
+        "zoom",
+        "how an MXA block uses its box: 'zoom' (the paper's: the crop resized to the whole map) or 'paste' "
+        "(the gated crop put back where the box is; see docs/localization.md)",
+        "model",
+        choices=("zoom", "paste"),
     )
     pretrained: bool = _opt(
         False, "start from timm's ImageNet EfficientViT weights (downloads once)", "model"
@@ -120,6 +134,21 @@ class TrainConfig:
         "for files you trust)",
         "distillation",
     )
+    box_loss: float = _opt(
+        0.0,
+        "weight of a GIoU loss between every MXA box and the best-matching true box of its image, for images "
+        "that have boxes (phantoms; 0 = off); augmentation then leaves out rotations, shears and translations",
+        "localization",
+        min=0.0,
+        max=1e3,
+    )
+    box_area_penalty: float = _opt(
+        0.0,
+        "weight of a penalty on the mean area of the MXA boxes (0 = off)",
+        "localization",
+        min=0.0,
+        max=1e3,
+    )
     seed: int = _opt(0, "random seed", "run", min=0)
     output: str = _opt("runs/mxa", "run folder: last.pt, best.pt, metrics.jsonl", "run")
     resume: str | None = _opt(None, "continue a run from its last.pt exactly where it stopped", "run")
@@ -135,6 +164,12 @@ class TrainConfig:
     )
     channels_last: bool = _opt(True, "channels_last memory format on CUDA", "run")
     compile: bool = _opt(False, "torch.compile the model", "run")
+    deterministic: bool = _opt(
+        False,
+        "deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN deterministic, the cuBLAS "
+        "workspace setting; MXA crops use the separable method): two runs give bit-identical weights on one machine",
+        "run",
+    )
     eval_bootstrap: int = _opt(0, "bootstrap resamples for per-epoch CIs", "run", min=0)
     progress: bool = _opt(True, "progress bars", "run")
 

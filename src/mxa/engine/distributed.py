@@ -61,7 +61,7 @@ def gather_predictions(preds: dict[str, Any]) -> dict[str, Any]:
     parts = all_ranks(preds)
     merged: dict[str, Any] = {}
     for k in preds:
-        if k == "rois":
+        if isinstance(preds[k], dict):  # rois, points: {block: tensor}
             merged[k] = {b: torch.cat([p[k][b] for p in parts]) for b in preds[k]}
         else:
             merged[k] = torch.cat([p[k] for p in parts])
@@ -70,4 +70,6 @@ def gather_predictions(preds: dict[str, Any]) -> dict[str, Any]:
     sorted_idx = merged["index"][order]
     keep[1:] = sorted_idx[1:] != sorted_idx[:-1]
     sel = order[keep]
-    return {k: ({b: t[sel] for b, t in v.items()} if k == "rois" else v[sel]) for k, v in merged.items()}
+    return {
+        k: ({b: t[sel] for b, t in v.items()} if isinstance(v, dict) else v[sel]) for k, v in merged.items()
+    }

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.labels import CHEXPERT_LABELS
 from ..utils.runtime import autocast
+from .localization import roi_localization, summarize_localization
 from .metrics import compute_metrics
 
 __all__ = ["evaluate_model", "predict", "roi_localization", "summarize_localization"]
@@ -29,8 +32,9 @@ def predict(
 ) -> dict[str, Any]:
     """Run ``model`` over an :class:`~mxa.engine.data.IndexedDataset`.
 
-    Returns a dict of CPU tensors: ``index`` (N,), ``probs`` (N, C), ``targets``, ``mask``, and when
-    available ``true_boxes`` (N, 14, 4) and ``rois`` {block: (N, 4)}.
+    Returns a dict of CPU tensors: ``index`` (N,), ``probs`` (N, C), ``logits`` (N, C), ``targets``,
+    ``mask``, and when available ``true_boxes`` (N, 14, 4), ``rois`` {block: (N, 4)} and ``points``
+    {block: (N, 2)}, the (x, y) arg-max of each block's saliency map.
     """
     device = torch.device(device)
     model.eval()
@@ -47,18 +51,23 @@ def predict(
     use_rois = (
         with_rois and hasattr(model, "forward_with_rois") and bool(getattr(model, "mxa_blocks", dict)())
     )
+    points: dict[str, list[torch.Tensor]] = {}
     for batch in it:
         index, images, targets, mask = batch[:4]
         images = images.to(device, non_blocking=True)
         with autocast(device, amp):
             if use_rois:
-                logits, boxes = model.forward_with_rois(images)
+                with _saliency_points(model) as pts:
+                    logits, boxes = model.forward_with_rois(images)
                 for k, v in boxes.items():
                     rois.setdefault(k, []).append(v.float().cpu())
+                for k, v in pts.items():
+                    points.setdefault(k, []).append(v.cpu())
             else:
                 logits = model(images)
         out["index"].append(index)
         out["probs"].append(torch.sigmoid(logits.float()).cpu())
+        out.setdefault("logits", []).append(logits.float().cpu())  # calibration is fitted on logits
         out["targets"].append(targets)
         out["mask"].append(mask)
         if len(batch) > 4:
@@ -66,53 +75,31 @@ def predict(
     result = {k: torch.cat(v) for k, v in out.items() if v}
     if rois:
         result["rois"] = {k: torch.cat(v) for k, v in rois.items()}
+    if points:
+        result["points"] = {k: torch.cat(v) for k, v in points.items()}
     return result
 
 
-def _hits(boxes: torch.Tensor, centres: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """(M,) bool: does box m (M, 4) contain the centre (M, K, 2) of a present (M, K) finding?"""
-    inside = (centres[..., 0] >= boxes[:, None, 0]) & (centres[..., 0] <= boxes[:, None, 2])
-    inside &= (centres[..., 1] >= boxes[:, None, 1]) & (centres[..., 1] <= boxes[:, None, 3])
-    return (inside & present).any(1)
+@contextlib.contextmanager
+def _saliency_points(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Collect, per MXA block, the (B, 2) (x, y) arg-max of its box head's saliency map (pixel centres)."""
+    found: dict[str, torch.Tensor] = {}
 
+    def keep(name: str, _m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        b, _, h, w = out.shape
+        idx = out.reshape(b, -1).argmax(1)
+        found[name] = torch.stack([(idx % w + 0.5) / w, (idx // w + 0.5) / h], 1).float()
 
-def roi_localization(
-    rois: dict[str, torch.Tensor], true_boxes: torch.Tensor, n_random: int = 64, seed: int = 0
-) -> dict[str, dict[str, float]]:
-    """How often each block's box contains the centre of a planted finding, against chance.
-
-    Over the images with at least one planted finding: ``hit_rate`` is the fraction whose predicted box
-    contains the centre of any of them; ``random_hit_rate`` the same for boxes of the same width and
-    height placed uniformly at random inside the image (``n_random`` placements per image).
-
-    Args:
-        rois: {block: (N, 4)} predicted normalized xyxy boxes.
-        true_boxes: (N, 14, 4) planted boxes, NaN rows for absent findings.
-    """
-    centres = (true_boxes[..., :2] + true_boxes[..., 2:]) / 2  # (N, 14, 2)
-    present = ~torch.isnan(true_boxes[..., 0])
-    has_any = present.any(1)
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, boxes in rois.items():
-        b = boxes[has_any].float()
-        c, p = centres[has_any], present[has_any]
-        if b.shape[0] == 0:
-            continue
-
-        w, h = (b[:, 2] - b[:, 0]).clamp(0, 1), (b[:, 3] - b[:, 1]).clamp(0, 1)
-        rand_hits = []
-        for _ in range(n_random):
-            x1 = torch.rand(b.shape[0], generator=g) * (1 - w)
-            y1 = torch.rand(b.shape[0], generator=g) * (1 - h)
-            rand_hits.append(_hits(torch.stack([x1, y1, x1 + w, y1 + h], 1), c, p).float().mean())
-        out[name] = {
-            "hit_rate": float(_hits(b, c, p).float().mean()),
-            "random_hit_rate": float(torch.stack(rand_hits).mean()),
-            "mean_box_area": float((w * h).mean()),
-            "n_images": int(b.shape[0]),
-        }
-    return out
+    handles = [
+        blk.roi.saliency.register_forward_hook(functools.partial(keep, name))
+        for name, blk in model.mxa_blocks().items()
+        if hasattr(getattr(blk, "roi", None), "saliency")
+    ]
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def evaluate_model(
@@ -135,15 +122,7 @@ def evaluate_model(
         preds["probs"], preds["targets"], preds["mask"], labels, n_bootstrap=n_bootstrap
     )
     if "rois" in preds and "true_boxes" in preds:
-        metrics["roi_localization"] = roi_localization(preds["rois"], preds["true_boxes"])
+        metrics["roi_localization"] = roi_localization(
+            preds["rois"], preds["true_boxes"], points=preds.get("points"), labels=labels
+        )
     return metrics, preds
-
-
-def summarize_localization(loc: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean hit rate and chance over all blocks."""
-    if not loc:
-        return {}
-    return {
-        "hit_rate": float(np.mean([v["hit_rate"] for v in loc.values()])),
-        "random_hit_rate": float(np.mean([v["random_hit_rate"] for v in loc.values()])),
-    }

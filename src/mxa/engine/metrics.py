@@ -7,6 +7,9 @@
 * ``competition_auc``: mean AUC over the 5 CheXpert competition labels that are defined.
 * F1 (micro, macro) and accuracy at threshold 0.5, over the labels not masked out.
 * Bootstrap 95% confidence intervals (resampling images).
+* Calibration: ``ece`` (expected calibration error, 15 equal-width bins of the predicted probability,
+  torchmetrics' binary ECE per label) and ``brier`` (mean squared error of the probability), each the mean
+  over the labels with scored entries, and ``per_label_ece`` / ``per_label_brier``.
 * Non-finite scores (a model that outputs NaN/inf) are never turned into a number: ``auroc`` refuses
   them, and ``compute_metrics`` reports the affected metrics as undefined, with the reason in
   ``undefined_reasons`` and the count in ``n_nonfinite``.
@@ -25,7 +28,14 @@ import torch
 from .._optional import require
 from ..data.labels import CHEXPERT_LABELS, COMPETITION_LABELS
 
-__all__ = ["auroc", "bootstrap_ci", "compute_metrics"]
+__all__ = [
+    "auroc",
+    "bootstrap_ci",
+    "brier_score",
+    "calibration_metrics",
+    "compute_metrics",
+    "expected_calibration_error",
+]
 
 SCALAR_METRICS = ("macro_auc", "micro_auc", "competition_auc", "f1_micro", "f1_macro", "accuracy")
 
@@ -48,6 +58,40 @@ def auroc(scores: torch.Tensor, targets: torch.Tensor) -> float | None:
     tmf = require("torchmetrics.functional.classification", "AUROC")
     # torchmetrics integrates in float32 and can return 1.0000001 for a perfect ranking
     return min(1.0, max(0.0, float(tmf.binary_auroc(scores.float(), targets))))
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float | None:
+    """ECE of 1-D probabilities of the positive class: sum over equal-width bins of
+    ``|mean(p) - mean(y)|`` weighted by the bin's share of entries. None when empty or not finite."""
+    if probs.numel() == 0 or not bool(torch.isfinite(probs).all()):
+        return None
+    tmf = require("torchmetrics.functional.classification", "Calibration error")
+    return float(tmf.binary_calibration_error(probs.float().clamp(0, 1), targets.long(), n_bins=n_bins))
+
+
+def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> float | None:
+    """Mean of ``(p - y)^2`` over 1-D probabilities; None when empty or not finite."""
+    if probs.numel() == 0 or not bool(torch.isfinite(probs).all()):
+        return None
+    return float(((probs.double() - targets.double()) ** 2).mean())
+
+
+def calibration_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, labels: Sequence[str]
+) -> dict[str, Any]:
+    """``ece``, ``brier`` (means over the labels that have them) and ``per_label_ece``/``per_label_brier``."""
+    ece = {
+        n: expected_calibration_error(probs[mask[:, j], j], targets[mask[:, j], j])
+        for j, n in enumerate(labels)
+    }
+    brier = {n: brier_score(probs[mask[:, j], j], targets[mask[:, j], j]) for j, n in enumerate(labels)}
+    bad = not bool(torch.isfinite(probs[mask]).all())
+
+    def mean(d: dict[str, float | None]) -> float | None:
+        v = [x for x in d.values() if x is not None]
+        return float(np.mean(v)) if v and not bad else None
+
+    return {"ece": mean(ece), "brier": mean(brier), "per_label_ece": ece, "per_label_brier": brier}
 
 
 def _f1(tp: float, fp: float, fn: float) -> float | None:
@@ -164,6 +208,7 @@ def compute_metrics(
     Returns:
         a JSON-ready dict with ``macro_auc``, ``micro_auc``, ``competition_auc``, ``per_label_auc``
         (label -> value or None), ``f1_micro``, ``f1_macro``, ``accuracy``, counts, and ``ci``.
+        ``ece`` / ``brier`` (and ``per_label_ece`` / ``per_label_brier``) measure calibration.
         ``undefined_labels`` lists the labels without an AUC and ``undefined_reasons`` says why
         (``"one class only"`` or ``"non-finite scores (k of n)"``). When any unmasked score is
         NaN/inf (``n_nonfinite`` > 0), ``macro_auc``, ``micro_auc``, the F1s and ``accuracy`` are None
@@ -181,5 +226,6 @@ def compute_metrics(
         torch.ones_like(probs, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     )
     out = _point_metrics(probs, targets, mask, labels)
+    out.update(calibration_metrics(probs, targets, mask, labels))
     out["ci"] = bootstrap_ci(probs, targets, mask, labels, n_bootstrap, seed) if n_bootstrap > 0 else {}
     return out

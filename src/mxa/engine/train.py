@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -33,6 +34,7 @@ from ..distill.teacher import load_teacher
 from ..models.loading import ModelSpec
 from ..utils.files import RunLock, check_writable_dir
 from ..utils.runtime import autocast, resolve_amp, resolve_device, seed_everything
+from .box_supervision import BoxCapture, best_match_giou_loss, box_area
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import IndexedDataset, ResumableSampler, build_datasets
@@ -40,8 +42,9 @@ from .distributed import agree, all_ranks, dist_info, gather_predictions, proces
 from .evaluate import predict, roi_localization, summarize_localization
 from .metrics import SCALAR_METRICS, compute_metrics
 from .run_folder import prepare_run_folder, trim_metrics
+from .sources import metrics_by_source
 
-__all__ = ["CheckpointSaver", "NonFiniteLossError", "TrainConfig", "schedule_phases", "train"]
+__all__ = ["CheckpointSaver", "NonFiniteLossError", "TrainConfig", "model_spec", "schedule_phases", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,8 @@ log = logging.getLogger(__name__)
 _FIXED_ON_RESUME = (
     "data", "train_samples", "policy", "model", "mxa", "mxa_stages", "img_size", "epochs", "batch_size",
     "lr", "min_lr", "weight_decay", "warmup_epochs", "cooldown_epochs", "warmup_lr", "accum_steps",
-    "max_steps_per_epoch", "teacher", "alpha", "tau", "seed", "ema_decay",
+    "max_steps_per_epoch", "teacher", "alpha", "tau", "seed", "ema_decay", "mxa_mode", "box_loss",
+    "box_area_penalty",
 )  # fmt: skip
 
 
@@ -96,6 +100,12 @@ def schedule_phases(epochs: int, warmup: int, cooldown: int) -> tuple[int, int, 
     return warmup, epochs - warmup - cooldown, cooldown, scaled
 
 
+def model_spec(cfg: TrainConfig) -> ModelSpec:
+    """What a run builds (and its checkpoints record): the model, its size, and its MXA options."""
+    mxa_cfg = {"mode": cfg.mxa_mode} if cfg.mxa_mode != "zoom" else None
+    return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, mxa_cfg)
+
+
 def _all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
@@ -124,6 +134,7 @@ class Run:
     phases: tuple[int, int, int, bool]
     teacher: torch.nn.Module | None = None
     cache: TeacherCache | None = None
+    boxes: BoxCapture | None = None
     start_epoch: int = 0
     skip_batches: int = 0
     global_update: int = 0
@@ -147,7 +158,7 @@ class Run:
         rng: Any = capture_rng_state()
         if self.distributed:
             rng = all_ranks(rng)
-        spec = ModelSpec.for_training(self.cfg.model, self.cfg.img_size, self.cfg.mxa, self.cfg.mxa_stages)
+        spec = model_spec(self.cfg)
         return {
             "model_name": spec.architecture,
             "model_kwargs": spec.kwargs,
@@ -197,12 +208,38 @@ class CheckpointSaver:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train one model; returns a summary (best metrics, paths, schedule). See :class:`TrainConfig`."""
     device = resolve_device(cfg.device)
-    with process_group(device), _output_lock(cfg) as out_dir:
+    with _determinism(cfg.deterministic), process_group(device), _output_lock(cfg) as out_dir:
         run = _setup(cfg, device, out_dir)
         saver = CheckpointSaver(out_dir, run.is_main, Path(cfg.resume) if cfg.resume else None)
         with _StopRequest() as stopper:
             _fit(run, saver, stopper)
         return _summary(run)
+
+
+@contextlib.contextmanager
+def _determinism(on: bool) -> Iterator[None]:
+    """``--deterministic``: deterministic algorithms for the run, the previous settings restored after.
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first call; it is set here if the user has not.
+    ``grid_sample``'s CUDA backward has no deterministic kernel: the MXA crops switch to the separable
+    method (``crop_method="auto"`` follows ``torch.are_deterministic_algorithms_enabled()``).
+    """
+    if not on:
+        yield
+        return
+    old = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
 
 
 @contextlib.contextmanager
@@ -240,8 +277,9 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     seed_everything(cfg.seed + rank)
     model = _build_model(cfg, device)
     train_ds, val_ds = build_datasets(
-        cfg.data, model, cfg.policy, cfg.train_samples, cfg.val_samples, cfg.seed, cfg.rand_augment
-    )
+        cfg.data, model, cfg.policy, cfg.train_samples, cfg.val_samples, cfg.seed, cfg.rand_augment,
+        geometric=cfg.box_loss == 0,  # box supervision needs boxes that still fit the augmented image
+    )  # fmt: skip
     if len(train_ds) < cfg.batch_size * world:
         raise ValueError(
             f"the training set has {len(train_ds)} images, fewer than one batch ({cfg.batch_size} x {world} "
@@ -276,6 +314,8 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
         torch.amp.GradScaler("cuda") if amp == "fp16" else None,
         ResumableSampler(train_ds, cfg.seed, rank, world), steps, phases, teacher, cache,
     )  # fmt: skip
+    if cfg.box_loss > 0 or cfg.box_area_penalty > 0:
+        run.boxes = BoxCapture(model)
     if cfg.resume:
         _resume(run, cfg.resume)
     run.train_model = _wrap_for_training(run)
@@ -283,7 +323,7 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
 
 
 def _build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
-    spec = ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages)
+    spec = model_spec(cfg)
     if not timm.is_model(spec.architecture):
         raise ValueError(
             f"unknown --model {cfg.model!r}; ours are efficientvit_ml_m0 ... efficientvit_ml_m5 "
@@ -505,7 +545,19 @@ def _forward_loss(run: Run, batch: Any) -> torch.Tensor:
         t_logits, t_mask = run.teacher(images)
     with autocast(dev, run.amp):
         logits = run.train_model(images)
-    return run.criterion(logits.float(), targets, t_logits, t_mask, mask)
+    loss = run.criterion(logits.float(), targets, t_logits, t_mask, mask)
+    if run.boxes is not None:
+        loss = loss + _box_terms(run, run.boxes.take(), batch[4].to(dev) if len(batch) > 4 else None)
+    return loss
+
+
+def _box_terms(run: Run, boxes: list[torch.Tensor], true: torch.Tensor | None) -> torch.Tensor:
+    """``--box-loss`` x GIoU to the best-matching true box + ``--box-area-penalty`` x mean box area."""
+    cfg = run.cfg
+    total = sum(box_area(b).mean() for b in boxes) / len(boxes) * cfg.box_area_penalty
+    if cfg.box_loss > 0 and true is not None:
+        total = total + cfg.box_loss * sum(best_match_giou_loss(b, true) for b in boxes) / len(boxes)
+    return total
 
 
 def _backward_and_step(run: Run, loss: torch.Tensor, step: int) -> None:
@@ -576,8 +628,13 @@ def validate(run: Run) -> dict[str, Any]:
         )
         if "rois" in preds and "true_boxes" in preds:
             rec["roi_localization"] = summarize_localization(
-                roi_localization(preds["rois"], preds["true_boxes"])
+                roi_localization(preds["rois"], preds["true_boxes"], n_random=16, points=preds.get("points"))
             )
+        per_set = metrics_by_source(preds, run.val_ds)  # --data a+b: each set beside the pool
+        if per_set:
+            rec["per_dataset"] = {
+                name: {k: v[k] for k in ("macro_auc", "micro_auc", "n_images")} for name, v in per_set.items()
+            }
         out[tag] = rec
     return out
 

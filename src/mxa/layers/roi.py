@@ -17,7 +17,78 @@ from torch import nn
 
 from ._checks import check_box_values, check_boxes, check_nchw
 
-__all__ = ["DynamicROIPool", "boxes_to_theta", "roi_crop"]
+__all__ = [
+    "CROP_METHODS",
+    "DynamicROIPool",
+    "boxes_to_inverse_theta",
+    "boxes_to_theta",
+    "interpolation_matrix",
+    "resolve_crop_method",
+    "roi_crop",
+    "roi_paste",
+]
+
+#: ``grid_sample``: ``affine_grid`` + ``grid_sample`` (the reference). ``separable``: two 1-D bilinear
+#: interpolations as batched matmuls (deterministic forward and backward; ONNX MatMul from opset 13).
+#: ``auto``: ``separable`` when deterministic algorithms are on, else the faster of the two on the device.
+CROP_METHODS = ("auto", "grid_sample", "separable")
+
+
+def resolve_crop_method(method: str, device: torch.device | str) -> str:
+    """``auto`` -> ``separable`` under ``torch.use_deterministic_algorithms(True)`` (grid_sample's CUDA
+    backward uses atomic adds), else the method measured faster on that device type (benchmarks/)."""
+    if method not in CROP_METHODS:
+        raise ValueError(f"crop method must be one of {', '.join(CROP_METHODS)}, got {method!r}")
+    if method != "auto":
+        return method
+    if torch.are_deterministic_algorithms_enabled():
+        return "separable"
+    return _FASTER.get(torch.device(device).type, "grid_sample")
+
+
+# The faster method per device type, from benchmarks/results (docs/benchmarks.md); unmeasured: grid_sample.
+_FASTER: dict[str, str] = {"cpu": "grid_sample"}
+
+
+def interpolation_matrix(
+    start: torch.Tensor, length: torch.Tensor, n_out: int, n_in: int, padding: str = "border"
+) -> torch.Tensor:
+    """Bilinear interpolation weights of ``n_out`` samples spread over ``[start, start + length]``.
+
+    Args:
+        start: (B,) left (top) edge of the sampled span, in units of the ``n_in``-pixel axis (0 to 1).
+        length: (B,) its length in the same units.
+        n_out: samples; sample ``j`` sits at pixel coordinate
+            ``p_j = start * n_in - 0.5 + (j + 0.5) * length * n_in / n_out`` (``grid_sample``'s
+            ``align_corners=False`` convention, roi_align's ``aligned=True`` sample point).
+        n_in: pixels of the axis.
+        padding: ``border`` (coordinates clamped to the edge pixels, zero gradient where clamped) or
+            ``zeros`` (neighbours outside the axis contribute nothing).
+
+    Returns:
+        (B, n_out, n_in) with at most two non-zeros per row (``1 - f`` and ``f``), differentiable in
+        ``start`` and ``length``.
+    """
+    j = torch.arange(n_out, device=start.device, dtype=start.dtype) + 0.5
+    p = start[:, None] * n_in - 0.5 + j[None] * (length[:, None] * (n_in / n_out))
+    if padding == "border":
+        p = p.clamp(0, n_in - 1)
+    i0 = p.detach().floor()
+    frac = p - i0
+    i0 = i0.long()
+    cols = torch.arange(n_in, device=start.device)
+    lo = (cols == i0[..., None]).to(p.dtype)  # (B, n_out, n_in), zero when i0 is outside the axis
+    hi = (cols == (i0 + 1)[..., None]).to(p.dtype)
+    return (1 - frac)[..., None] * lo + frac[..., None] * hi
+
+
+def _separable(x: torch.Tensor, my: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, h, w) = My @ x @ Mx^T per image, the channels batched.
+
+    Outside autocast, like grid_sample: the crop is computed in the (at least float32) dtype it is given.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.matmul(torch.matmul(my[:, None], x), mx.transpose(1, 2)[:, None])
 
 
 def boxes_to_theta(boxes: torch.Tensor) -> torch.Tensor:
@@ -44,6 +115,7 @@ def roi_crop(
     x: torch.Tensor,
     boxes: torch.Tensor,
     output_size: int | tuple[int, int] | None = None,
+    method: str = "auto",
 ) -> torch.Tensor:
     """Crop one box per image with bilinear sampling, differentiable in ``x`` and in ``boxes``.
 
@@ -53,6 +125,8 @@ def roi_crop(
             edge of the first pixel, 1 the right/bottom edge of the last); finite, with ``x1 < x2`` and
             ``y1 < y2``.
         output_size: (h, w) or an int for a square output; default (H, W).
+        method: ``grid_sample``, ``separable`` or ``auto`` (see :data:`CROP_METHODS`); both compute the
+            same crop (tested to 1e-5 in float32, 1e-10 in float64, values and both gradients).
 
     Returns:
         (B, C, h, w) crops, in ``x``'s dtype (computed in at least float32); always new memory, never a
@@ -76,13 +150,18 @@ def roi_crop(
     check_nchw(x)
     check_boxes(boxes, x.shape[0])
     check_box_values(boxes)
-    return _crop(x, boxes, output_size)
+    return _crop(x, boxes, output_size, resolve_crop_method(method, x.device))
 
 
 # An FX leaf: torch.fx.symbolic_trace records one call instead of tracing the size-dependent branch below.
 @torch.fx.wrap
-def _crop(x: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple[int, int] | None) -> torch.Tensor:
-    """:func:`roi_crop` without the input checks, for callers that made the boxes themselves."""
+def _crop(
+    x: torch.Tensor,
+    boxes: torch.Tensor,
+    output_size: int | tuple[int, int] | None,
+    method: str = "grid_sample",
+) -> torch.Tensor:
+    """:func:`roi_crop` without the input checks (``method`` resolved), for callers that made the boxes."""
     if output_size is None:
         h, w = x.shape[-2:]
     elif isinstance(output_size, int):
@@ -96,10 +175,69 @@ def _crop(x: torch.Tensor, boxes: torch.Tensor, output_size: int | tuple[int, in
     # Grid and sampling in at least fp32: bf16 coordinates are off by up to 1/128 of the map and
     # CPU affine_grid has no bf16 kernel. Under CUDA autocast grid_sample runs in fp32 anyway.
     dtype = torch.promote_types(x.dtype, torch.float32)
+    if method == "separable":
+        b = boxes.to(dtype)
+        mx = interpolation_matrix(b[:, 0], b[:, 2] - b[:, 0], w, x.shape[-1])
+        my = interpolation_matrix(b[:, 1], b[:, 3] - b[:, 1], h, x.shape[-2])
+        return _separable(x.to(dtype), my, mx).to(x.dtype)
     theta = boxes_to_theta(boxes.to(dtype))
     grid = F.affine_grid(theta, [x.shape[0], x.shape[1], h, w], align_corners=False)
     out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.to(x.dtype)
+
+
+def boxes_to_inverse_theta(boxes: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`boxes_to_theta`: (B, 4) boxes -> (B, 2, 3) matrices mapping the full map's
+    ``affine_grid`` onto crop coordinates (outside the box they fall outside [-1, 1])."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    a, b = x2 - x1, y2 - y1
+    zero = torch.zeros_like(x1)
+    row0 = torch.stack([1 / a, zero, -(x1 + x2 - 1) / a], dim=-1)
+    row1 = torch.stack([zero, 1 / b, -(y1 + y2 - 1) / b], dim=-1)
+    return torch.stack([row0, row1], dim=-2)
+
+
+@torch.fx.wrap
+def _paste(
+    crop: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], method: str = "grid_sample"
+) -> torch.Tensor:
+    """:func:`roi_paste` without the input checks (``method`` resolved), for callers that made the boxes."""
+    dtype = torch.promote_types(crop.dtype, torch.float32)
+    if method == "separable":  # the map's pixel centres in crop coordinates, zero outside the crop
+        b = boxes.to(dtype)
+        bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        mx = interpolation_matrix(-b[:, 0] / bw, 1 / bw, int(size[1]), crop.shape[-1], padding="zeros")
+        my = interpolation_matrix(-b[:, 1] / bh, 1 / bh, int(size[0]), crop.shape[-2], padding="zeros")
+        return _separable(crop.to(dtype), my, mx).to(crop.dtype)
+    theta = boxes_to_inverse_theta(boxes.to(dtype))
+    grid = F.affine_grid(
+        theta, [crop.shape[0], crop.shape[1], int(size[0]), int(size[1])], align_corners=False
+    )
+    out = F.grid_sample(crop.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.to(crop.dtype)
+
+
+def roi_paste(
+    crop: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], method: str = "auto"
+) -> torch.Tensor:
+    """Put each crop back where its box is: the inverse of :func:`roi_crop`, zero outside the box.
+
+    Args:
+        crop: (B, C, h, w) crops, e.g. ``roi_crop(x, boxes)`` after some processing.
+        boxes: (B, 4) normalized ``x1, y1, x2, y2`` (the boxes the crops were taken with).
+        size: (H, W) of the map to paste into.
+        method: ``grid_sample``, ``separable`` or ``auto``, as for :func:`roi_crop`.
+
+    Returns:
+        (B, C, H, W): bilinear resampling of each crop into its box (sample points are the map's pixel
+        centres; a pixel outside the box, by more than half a crop pixel, is 0). Differentiable in
+        ``crop`` and ``boxes``. ``roi_paste(roi_crop(x, b), b, x.shape[-2:])`` is ``x`` inside the box,
+        up to the resampling of the two bilinear steps.
+    """
+    check_nchw(crop, name="crop")
+    check_boxes(boxes, crop.shape[0])
+    check_box_values(boxes)
+    return _paste(crop, boxes, size, resolve_crop_method(method, crop.device))
 
 
 class DynamicROIPool(nn.Module):
@@ -134,6 +272,10 @@ class DynamicROIPool(nn.Module):
         min_size: smallest box side, as a fraction of the map side, in (0, 1).
         init_size: box side at initialisation, in (min_size, 1).
         output_size: size of the crop; default the input's (H, W).
+        saliency_temperature: divides the saliency logits before the softmax; below 1 the soft-argmax
+            is sharper (closer to the arg-max), above 1 smoother.
+        crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`roi_crop`); resolved on every
+            call, so ``auto`` follows the device and ``torch.use_deterministic_algorithms``.
 
     Shapes:
         forward(x: (B, C, H, W)) -> (pooled (B, C, H, W), boxes (B, 4) normalized xyxy)
@@ -145,8 +287,14 @@ class DynamicROIPool(nn.Module):
         min_size: float = 0.25,
         init_size: float = 0.95,
         output_size: int | tuple[int, int] | None = None,
+        saliency_temperature: float = 1.0,
+        crop_method: str = "auto",
     ) -> None:
         super().__init__()
+        resolve_crop_method(crop_method, "cpu")  # validates the name
+        self.crop_method = crop_method
+        if not saliency_temperature > 0:
+            raise ValueError(f"saliency_temperature must be > 0, got {saliency_temperature}")
         if not 0.0 < min_size < 1.0:
             raise ValueError(f"min_size must be in (0, 1), got {min_size}")
         if not min_size < init_size < 1.0:
@@ -155,6 +303,7 @@ class DynamicROIPool(nn.Module):
         self.min_size = float(min_size)
         self.init_size = float(init_size)
         self.output_size = output_size
+        self.saliency_temperature = float(saliency_temperature)
         self.saliency = nn.Conv2d(dim, 1, 1, bias=False)  # softmax ignores a bias
         self.fc = nn.Linear(2 * dim, 4)
         self.centre_gain = nn.Parameter(torch.ones(2))
@@ -187,7 +336,7 @@ class DynamicROIPool(nn.Module):
         """(B, C, H, W) -> (B, 2) expected (x, y) of the saliency map's softmax, pixel centres in (0, 1)."""
         # Indexed, not unpacked: an fx.Proxy's shape cannot be unpacked.
         b, h, w = x.shape[0], x.shape[2], x.shape[3]
-        prob = torch.softmax(self.saliency(x).flatten(1), dim=1).view(b, h, w)
+        prob = torch.softmax(self.saliency(x).flatten(1) / self.saliency_temperature, dim=1).view(b, h, w)
         us = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) / w
         vs = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) / h
         return torch.stack([(prob.sum(1) * us).sum(1), (prob.sum(2) * vs).sum(1)], dim=1)
@@ -213,9 +362,13 @@ class DynamicROIPool(nn.Module):
         # Without a sync: the sampling grid never sees a NaN (CPU grid_sample's backward crashes on one)
         # and a NaN box turns its image's crop into NaN instead of silently reading edge pixels.
         # For finite boxes both leave every value unchanged (+0); the NaN marker carries no gradient.
-        pooled = _crop(x, boxes.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0), self.output_size)
+        method = resolve_crop_method(self.crop_method, x.device)
+        pooled = _crop(x, boxes.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0), self.output_size, method)
         nan_if_bad = boxes.detach().sum(dim=1).mul(0.0).to(pooled.dtype)  # (B,): 0, or NaN for a bad box
         return pooled.add_(nan_if_bad[:, None, None, None]), boxes
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}"
+        extra = (
+            f", saliency_temperature={self.saliency_temperature}" if self.saliency_temperature != 1 else ""
+        )
+        return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}{extra}"

@@ -36,6 +36,7 @@ from timm.models.efficientvit_msra import checkpoint_filter_fn as _timm_filter_f
 from torch import nn
 
 from ..data.labels import CHEXPERT_LABELS
+from ..data.sanity import check_model_input
 from ..data.transforms import GRAY_MEAN, GRAY_STD
 from ..layers.mxa_block import MXABlock
 
@@ -128,6 +129,12 @@ def _check_input(x: torch.Tensor, in_chans: int, input_hw: tuple[int, int]) -> N
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected a (B, {in_chans}, {input_hw[0]}, {input_hw[1]}) image batch, got {shape}")
+    if x.shape[1] == 3 and in_chans == 1 and bool((x[:, 1:] == x[:, :1]).all()):
+        raise ValueError(
+            f"the model expects 1-channel X-rays but got 3 identical channels (shape {tuple(x.shape)}): a "
+            "gray image repeated for an ImageNet model; pass one channel, x[:, :1] (normalized with the "
+            "model's one-channel mean/std, which mxa.data.build_transforms(model, train=False) does)"
+        )
     if x.shape[1] != in_chans:
         raise ValueError(
             f"the model expects {in_chans}-channel images but got {x.shape[1]} channels "
@@ -273,6 +280,8 @@ class MultiLabelEfficientViT(EfficientVitMsra):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_chans, self.input_hw)
+        if not self.training:  # warn once about badly prepared images (mxa.data.sanity)
+            check_model_input(self, x)
         return super().forward_features(x)
 
     def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:

@@ -20,8 +20,18 @@ import torch
 from torch import nn
 
 from ..utils.checkpoint import load_checkpoint
+from .decision import DecisionRule
+from .grafted import GRAFTED_MODEL_NAMES
 
-__all__ = ["ALLOWED_MODEL_KWARGS", "ModelSpec", "load_exported", "load_model", "load_model_from_checkpoint"]
+__all__ = [
+    "ALLOWED_MODEL_KWARGS",
+    "PREPROCESSING",
+    "ModelSpec",
+    "attach_decision_rule",
+    "load_exported",
+    "load_model",
+    "load_model_from_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +50,18 @@ ALLOWED_MODEL_KWARGS = frozenset(
         "global_pool",
     }
 )
-_ALLOWED_MXA_CFG = frozenset({"reduction", "spatial_kernel", "min_size", "init_size", "init_scale"})
+_ALLOWED_MXA_CFG = frozenset(
+    {
+        "reduction",
+        "spatial_kernel",
+        "min_size",
+        "init_size",
+        "init_scale",
+        "mode",
+        "crop_size",
+        "saliency_temperature",
+    }
+)
 _PCFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "first_conv", "classifier", "license")
 
 
@@ -53,14 +74,21 @@ class ModelSpec:
 
     @classmethod
     def for_training(
-        cls, model: str, img_size: int, mxa: bool = True, mxa_stages: list[int] | None = None
+        cls,
+        model: str,
+        img_size: int,
+        mxa: bool = True,
+        mxa_stages: list[int] | None = None,
+        mxa_cfg: dict[str, Any] | None = None,
     ) -> ModelSpec:
-        """The spec ``mxa train`` builds: MXA options only for our ``efficientvit_ml_*`` models."""
+        """The spec ``mxa train`` builds: MXA options only for our ``efficientvit_ml_*`` and ``*_mxa`` models."""
         kw: dict[str, Any] = {"img_size": int(img_size)}
-        if model.startswith("efficientvit_ml_"):
+        if model.startswith("efficientvit_ml_") or model in GRAFTED_MODEL_NAMES:
             kw["mxa"] = bool(mxa)
             if mxa_stages is not None:
                 kw["mxa_stages"] = [int(i) for i in mxa_stages]
+            if mxa and mxa_cfg:
+                kw["mxa_cfg"] = dict(mxa_cfg)
         return cls(model, kw)
 
     @classmethod
@@ -78,7 +106,9 @@ class ModelSpec:
         }
         if hasattr(model, "input_hw"):
             kw["img_size"] = int(model.input_hw[0])
-        if hasattr(model, "mxa_stages"):
+        # MXA options are constructor arguments of ours only (a timm model grafted by add_mxa has none)
+        ours = arch.startswith("efficientvit_ml_") or arch in GRAFTED_MODEL_NAMES
+        if hasattr(model, "mxa_stages") and ours:
             kw["mxa"] = bool(model.mxa_stages)
             if model.mxa_stages:
                 kw["mxa_stages"] = list(model.mxa_stages)
@@ -120,7 +150,34 @@ def export_config(model: nn.Module) -> dict[str, Any]:
     pcfg = {k: cfg[k] for k in _PCFG_KEYS if k in cfg}
     pcfg["num_classes"] = spec.kwargs["num_classes"]
     pcfg["label_names"] = list(getattr(model, "label_names", None) or [])
-    return {**spec.to_dict(), "pretrained_cfg": pcfg}
+    pcfg["preprocessing"] = PREPROCESSING
+    out = {**spec.to_dict(), "pretrained_cfg": pcfg}
+    rule = getattr(model, "decision_rule", None)
+    if isinstance(rule, DecisionRule):
+        out["decision"] = rule.to_dict()
+    return out
+
+
+#: How an image becomes the model's input (what ``mxa predict`` does), for deployments in other runtimes.
+PREPROCESSING = (
+    "gray image scaled to [0, 1] (8-bit / 255, 16-bit / 65535, DICOM: full stored bit depth with rescale "
+    "slope/intercept, MONOCHROME1 inverted); resized to input_size[-2:] (H, W) with antialiased bicubic "
+    "interpolation (PIL BICUBIC on a float32 image), clamped to [0, 1]; (x - mean) / std; float32 NCHW, "
+    "C = input_size[0]. Outputs are logits: probability = sigmoid(slope * logit + intercept) per label "
+    "(decision.calibration; sigmoid(logit) without one), positive iff probability >= decision.thresholds[label]"
+)
+
+
+def attach_decision_rule(model: nn.Module, data: Any, source: str) -> nn.Module:
+    """Set ``model.decision_rule`` from a stored :meth:`DecisionRule.to_dict` (None: leave it unset)."""
+    model.decision_rule = None
+    if data is not None:
+        rule = DecisionRule.from_dict(data, source=f"the decision rule in {source}")
+        labels = getattr(model, "label_names", None)
+        if labels is not None:
+            rule.check_labels(labels, f"the decision rule in {source}")
+        model.decision_rule = rule
+    return model
 
 
 def load_model_from_checkpoint(
@@ -136,6 +193,7 @@ def load_model_from_checkpoint(
     model = ModelSpec(ckpt["model_name"], dict(kwargs)).build(source=f"checkpoint {path}")
     state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     _load_state(model, state, path)
+    attach_decision_rule(model, ckpt.get("decision"), str(path))
     return model.eval()
 
 
@@ -174,6 +232,7 @@ def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
         raise ValueError(f"{path}: its mxa config cannot be read ({e}); export it again") from None
     model = spec.build(source=f"exported model {path}")
     _load_state(model, state, path)
+    attach_decision_rule(model, config.get("decision"), str(path))
     return model.eval()
 
 
@@ -191,6 +250,10 @@ def _exported_file(path: Path) -> Path:
 def load_model(path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load any model of ours, in eval mode: a ``mxa train`` checkpoint (``.pt``; its EMA weights when it
     has them and ``use_ema``) or an exported safetensors file or folder.
+
+    A file that carries a calibration and thresholds (``mxa eval --save-model``) gives a model with
+    ``model.decision_rule`` (a :class:`~mxa.models.decision.DecisionRule`; ``None`` otherwise), which
+    :func:`mxa.predict_files` and exports use; ``forward`` still returns raw logits.
 
     Raises:
         FileNotFoundError: nothing at ``path``.

@@ -1,0 +1,137 @@
+"""Does a batch look like what the model expects? Warnings for the common ways of preparing X-rays wrongly.
+
+Our models expect ``(x - mean) / std`` of a gray image in [0, 1] (mean/std from the model's
+``pretrained_cfg``; 0.449/0.226 by default), i.e. values in about [-2, 2.5], dark background negative.
+:func:`input_problems` recognizes, from one reduction per image:
+
+* raw 8-bit pixels (values up to 255), raw 16-bit / detector values (beyond 255);
+* torchxrayvision's [-1024, 1024] scaling (large negative values);
+* a [0, 1] image that was never normalized (nothing negative);
+* constant images (every pixel equal: an empty or failed read, a wrong window), which all get one score.
+
+The bounds are wide (about 10 standard deviations), so a correctly prepared X-ray, a phantom or a
+``torch.randn`` test batch never warns. A 1-channel model given three identical channels (the ImageNet
+habit) cannot run at all: that is an error raised by the model, naming the fix.
+
+``MultiLabelEfficientViT`` calls :func:`check_model_input` in eval mode: it warns once per model
+(:class:`InputSanityWarning`) and stops checking after that, or after its first 32 eval batches, so
+benchmarks and long inference runs pay nothing. Tracing, scripting, ``torch.compile`` and export skip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["InputSanityWarning", "check_model_input", "input_problems", "suppress_input_checks"]
+
+_SUPPRESSED = contextvars.ContextVar("mxa_input_checks_suppressed", default=False)
+_MAX_CHECKS = 32
+_HOW = (
+    "prepare images with mxa.data.load_xray (gray, [0, 1]) then mxa.data.build_transforms(model, train=False) "
+    "(resize and (x - mean) / std)"
+)
+
+
+class InputSanityWarning(UserWarning):
+    """A batch that does not look like a correctly prepared X-ray batch for this model."""
+
+
+def input_problems(
+    x: torch.Tensor, mean: Sequence[float] = (0.449,), std: Sequence[float] = (0.226,)
+) -> list[str]:
+    """What looks wrong with a normalized (B, C, H, W) batch (empty list: nothing).
+
+    ``mean`` / ``std`` are the model's normalization (one value, or one per channel).
+    """
+    if x.ndim != 4 or x.numel() == 0 or not x.is_floating_point():
+        return []
+    flat = x.detach().float().flatten(1)
+    lo, hi = flat.aminmax(dim=1)
+    lo_all, hi_all = float(lo.min()), float(hi.max())
+    m = torch.tensor(mean, dtype=torch.float32)
+    s = torch.tensor(std, dtype=torch.float32)
+    exp_lo, exp_hi = float(((0 - m) / s).min()), float(((1 - m) / s).max())
+    where = f"expected about [{exp_lo:.2f}, {exp_hi:.2f}] (mean {list(mean)}, std {list(std)})"
+    problems = []
+    if lo_all < -20:
+        problems.append(
+            f"values go down to {lo_all:.4g}: this looks like torchxrayvision's [-1024, 1024] scaling or "
+            f"Hounsfield-like units, not this model's normalization ({where}); {_HOW}"
+        )
+    elif lo_all >= -0.5 and hi_all > 300:
+        problems.append(
+            f"values go up to {hi_all:.4g}: this looks like raw 16-bit or detector pixel values ({where}); "
+            f"scale the image to [0, 1] first; {_HOW}"
+        )
+    elif lo_all >= -0.5 and hi_all > 20:
+        problems.append(
+            f"values go up to {hi_all:.4g}: this looks like raw 8-bit pixels in 0..255 ({where}); divide by "
+            f"255 and normalize; {_HOW}"
+        )
+    elif lo_all >= 0 and hi_all <= 1.001 and exp_lo < 0 and hi_all > lo_all:
+        problems.append(
+            f"values lie in [{lo_all:.3g}, {hi_all:.3g}]: this looks like a [0, 1] image that was never "
+            f"normalized with (x - mean) / std ({where}); {_HOW}"
+        )
+    const = (hi - lo <= 1e-6 * torch.clamp(hi.abs(), min=1.0)).nonzero().flatten().tolist()
+    if const:
+        shown = ", ".join(str(i) for i in const[:8]) + (" ..." if len(const) > 8 else "")
+        problems.append(
+            f"{len(const)} of {x.shape[0]} images are constant (every pixel {float(lo[const[0]]):.4g}; batch "
+            f"index {shown}): an empty or failed read or a wrong window; they all get the same scores. Check "
+            "the files (mxa.data.load_xray reads PNG, JPEG and DICOM at full bit depth)"
+        )
+    return problems
+
+
+@contextlib.contextmanager
+def suppress_input_checks() -> Iterator[None]:
+    """Skip the model-level check inside this block (for callers that check the images themselves)."""
+    token = _SUPPRESSED.set(True)
+    try:
+        yield
+    finally:
+        _SUPPRESSED.reset(token)
+
+
+def _skip(x: Any) -> bool:
+    if _SUPPRESSED.get() or not isinstance(x, torch.Tensor) or isinstance(x, torch.fx.Proxy):
+        return True
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return True
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    if exporting is not None and exporting():
+        return True
+    try:  # fake / meta tensors (non-strict export, shape propagation) have no values to look at
+        from torch._subclasses.fake_tensor import is_fake
+
+        return bool(is_fake(x)) or x.is_meta
+    except ImportError:  # pragma: no cover - older torch
+        return x.is_meta
+
+
+def check_model_input(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Warn once per ``model`` (:class:`InputSanityWarning`) if ``x`` does not look like its input."""
+    state = model.__dict__.setdefault("_mxa_input_check", {"checks": 0, "warned": False})
+    if state["warned"] or state["checks"] >= _MAX_CHECKS or _skip(x):
+        return
+    state["checks"] += 1
+    from .transforms import resolve_data_cfg
+
+    cfg = resolve_data_cfg(model)
+    problems = input_problems(x, cfg["mean"], cfg["std"])
+    if problems:
+        state["warned"] = True
+        name = type(model).__name__
+        warnings.warn(
+            f"{name}: this input batch does not look like a prepared chest X-ray batch (warned once per model): "
+            + " | ".join(problems),
+            InputSanityWarning,
+            stacklevel=4,
+        )
