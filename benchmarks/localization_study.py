@@ -1,6 +1,6 @@
 """Does the MXA box find the finding? The study behind docs/localization.md, in one command.
 
-    python benchmarks/localization_study.py                      # 3 seeds (the area penalties: 1), about 40 min on 2 idle cores
+    python benchmarks/localization_study.py                      # 3 seeds (zoom+area: 1), about 40 min on 2 idle cores
     python benchmarks/localization_study.py --variants zoom paste --seeds 1 --epochs 1   # a quick look
     python scripts/make_localization_docs.py                     # the tables in docs/localization.md
 
@@ -103,6 +103,9 @@ def main() -> int:
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="what to train"
     )
     ap.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...; default 3)")
+    ap.add_argument(
+        "--one-seed", nargs="*", default=["zoom+area"], help="variants trained with the first seed only"
+    )
     ap.add_argument("--epochs", type=int, default=BASE.epochs, help=f"epochs per run (default {BASE.epochs})")
     ap.add_argument("--output", default="runs/localization-study", help="run folders")
     ap.add_argument(

@@ -82,6 +82,18 @@ def model_table(rep: dict) -> list[str]:
             f"| {name} | {m['params']:.4f} | {m['flops']:.4f} | {m['latency']:.3f} | "
             f"{m.get('train_step', float('nan')):.3f} | {t.get('latency', float('nan')):.3f} |"
         )
+    others = [(n, k, v) for n, r in rep["results"].items() for k, v in r["ratios"].items()
+              if k not in ("mxa_vs_baseline", "timm_vs_baseline")]  # fmt: skip
+    if others:
+        lines += [
+            "",
+            "| model | other variant / baseline | latency | train step |",
+            "| --- | --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {n} | {k.replace('_vs_baseline', '')} | {v['latency']:.3f} | {v.get('train_step', float('nan')):.3f} |"
+            for n, k, v in others
+        ]
     return lines
 
 
@@ -117,6 +129,35 @@ def plot(reports: list[dict], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+# Later single-purpose runs, each a raw results file: (file, title)
+EXTRA_BENCH = [
+    ("cpu-m5-b32-crop.json", "MXA on M5 with each ROI-crop method, batch 32 (CPU)"),
+    ("cpu-m5-b1-crop.json", "MXA on M5 with each ROI-crop method, batch 1 (CPU)"),
+    ("cpu-graft-b32.json", "MXA grafted into other backbones vs the plain parent, batch 32, inference (CPU)"),
+]
+
+
+def extra_runs() -> list[str]:
+    out = []
+    for name, title in EXTRA_BENCH:
+        f = RESULTS / name
+        if f.is_file():
+            rep = json.loads(f.read_text())
+            out += [f"## {title} (`{name}`)", "", *model_table(rep), ""]
+    f = RESULTS / "cpu-roi-methods.json"
+    if f.is_file():
+        bench = json.loads(f.read_text())["benchmarks"]
+        out += [
+            "## roi_crop methods, forward + backward at (32, 192, 14, 14) (CPU, `cpu-roi-methods.json`)",
+            "",
+            "| benchmark | median ms |",
+            "| --- | ---: |",
+        ]
+        out += [f"| `{b['name']}` | {b['stats']['median'] * 1e3:.2f} |" for b in bench]
+        out.append("")
+    return out
 
 
 def main() -> None:
@@ -170,6 +211,7 @@ def main() -> None:
                 for name, ms in rows.items():
                     out.append(f"| {group} | `{name}` | {ms:.2f} |")
             out.append("")
+    out += extra_runs()
     if reports:
         plot(reports, ROOT / "docs" / "img" / "latency_vs_params.png")
         out += ["## Latency vs parameters", "", "![latency vs parameters](img/latency_vs_params.png)", ""]

@@ -27,3 +27,13 @@ def test_readme_lists_every_command() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in sub.choices if f"`mxa {name}`" not in readme]
     assert missing == []
+
+
+def test_localization_tables_are_generated_from_the_committed_study() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_localization_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

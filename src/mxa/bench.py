@@ -70,12 +70,17 @@ def measure(
     return times
 
 
-def _variants(name: str, img_size: int) -> dict[str, torch.nn.Module]:
+def _variants(name: str, img_size: int, crop_methods: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
     m = re.fullmatch(r"efficientvit_ml_m(\d)", name)
     out = {
         "mxa": timm.create_model(name, img_size=img_size, mxa=True),
         "baseline": timm.create_model(name, img_size=img_size, mxa=False),
     }
+    for method in crop_methods:  # the MXA model with each ROI-crop method (ours only)
+        if name.startswith("efficientvit_ml_"):
+            out[f"mxa-{method}"] = timm.create_model(
+                name, img_size=img_size, mxa=True, mxa_cfg=dict(crop_method=method)
+            )
     if m:
         out["timm"] = timm.create_model(
             f"efficientvit_m{m.group(1)}", img_size=img_size, in_chans=1, num_classes=14
@@ -107,15 +112,19 @@ def run_bench(
     warmup: int = 3,
     train_step: bool = True,
     progress: bool = True,
+    crop_methods: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Benchmark ``models`` and their baselines; returns a JSON-ready dict (see module docstring)."""
+    """Benchmark ``models`` and their baselines; returns a JSON-ready dict (see module docstring).
+
+    ``crop_methods`` adds, per method, a variant ``mxa-<method>`` of our MXA model using that ROI crop.
+    """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda asked for, but no CUDA device is available")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     results: dict[str, Any] = {}
     for name in models:
-        variants = _variants(name, img_size)
+        variants = _variants(name, img_size, crop_methods)
         x = torch.randn(batch_size, 1, img_size, img_size, device=dev).contiguous(memory_format=fmt)
         y = torch.randint(0, 2, (batch_size, 14), device=dev).float()
         info: dict[str, Any] = {}
@@ -167,9 +176,7 @@ def run_bench(
                 info[k]["train_step"] = _stats(t_train[k], batch_size)
             info[k]["peak_memory_mib"] = peak.get(k)
         ratios: dict[str, Any] = {}
-        for k in ("mxa", "timm"):
-            if k not in variants:
-                continue
+        for k in [v for v in variants if v != "baseline"]:
             ratios[f"{k}_vs_baseline"] = {
                 "params": info[k]["params"] / info["baseline"]["params"],
                 "flops": info[k]["gflops"] / info["baseline"]["gflops"],

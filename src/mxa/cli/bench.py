@@ -40,6 +40,13 @@ def add_parsers(sub: Any) -> None:
         "--warmup", type=bounded(int, 0), default=3, help="untimed warm-up calls of each variant (default 3)"
     )
     p.add_argument("--no-train", action="store_true", help="skip the train-step timing")
+    p.add_argument(
+        "--crop-method",
+        action="append",
+        choices=["grid_sample", "separable"],
+        default=[],
+        help="also time our MXA model with this ROI-crop method (variant 'mxa-<method>'); repeatable",
+    )
     p.add_argument("--json", default=None, help="write every number, with device and versions, to this file")
     p.set_defaults(func=cmd_bench)
 
@@ -49,7 +56,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
     rep = run_bench(
         ns.model or ["efficientvit_ml_m5"], ns.device, ns.batch_size, ns.img_size, ns.amp, ns.channels_last,
-        ns.compile, ns.repeats, ns.warmup, not ns.no_train,
+        ns.compile, ns.repeats, ns.warmup, not ns.no_train, crop_methods=ns.crop_method,
     )  # fmt: skip
     print_table(rep)
     if ns.json:
