@@ -127,7 +127,7 @@ def plot_roi_overlay(
     cmap = plt.get_cmap("tab10")
     handles = []
     for i, (name, box) in enumerate(boxes.items()):
-        b = torch.as_tensor(box).float()
+        b = torch.as_tensor(box).detach().float()
         area = float((b[2] - b[0]).clamp(0, 1) * (b[3] - b[1]).clamp(0, 1))
         rect = _frame_rect(
             plt, b, w, h, lw=1.8, color=cmap(i % 10), label=f"{_short(name)} ({area:.0%} of image)"
