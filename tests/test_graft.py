@@ -268,3 +268,18 @@ def test_ablate_runs_for_a_grafted_model(tmp_path: Path) -> None:
     assert not any(".mxa." in k for k in base["model"]) and any(".mxa." in k for k in with_mxa["model"])
     model = mxa.load_model(tmp_path / "ab" / "mxa" / "seed0" / "last.pt")
     assert len(model.mxa_blocks()) == 4
+
+
+@pytest.mark.parametrize("name", ["resnet18"])  # one family keeps the suite fast; others checked by hand
+def test_grafted_model_exports_to_onnx_and_compiles(name: str, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = timm.create_model(name, num_classes=14, in_chans=1)
+    mxa.add_mxa(model)
+    for blk in model.mxa_blocks().values():
+        torch.nn.init.constant_(blk.scale, 0.3)  # MXA contributes, so parity tests it
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (1, 64, 64)}
+    model.eval()
+    mxa.export_onnx(model, tmp_path / "g.onnx", opset=17)  # verified against PyTorch inside (1e-4)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), atol=1e-5, rtol=0)
