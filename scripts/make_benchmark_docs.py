@@ -1,10 +1,11 @@
 """Write docs/benchmarks.md (tables) and docs/img/latency_vs_params.png from benchmarks/results/*.json.
 
-Usage: python scripts/make_benchmark_docs.py
+Usage: python scripts/make_benchmark_docs.py [--check]   (--check: exit 1 if the page is out of step; the tests run it)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -160,7 +161,12 @@ def extra_runs() -> list[str]:
     return out
 
 
-def main() -> None:
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--check", action="store_true", help="only check docs/benchmarks.md is in step; exit 1 if not"
+    )
+    args = ap.parse_args()
     files = sorted(RESULTS.glob("*.json"))
     merged = [json.loads(f.read_text()) for f in files if not f.name.startswith("cpu-")]
     out = [
@@ -213,14 +219,24 @@ def main() -> None:
             out.append("")
     out += extra_runs()
     if reports:
-        plot(reports, ROOT / "docs" / "img" / "latency_vs_params.png")
+        if not args.check:
+            plot(reports, ROOT / "docs" / "img" / "latency_vs_params.png")
         out += ["## Latency vs parameters", "", "![latency vs parameters](img/latency_vs_params.png)", ""]
     notes = ROOT / "benchmarks" / "NOTES.md"
     if notes.is_file():
         out += [notes.read_text()]
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(out) + "\n")
+    page, text = ROOT / "docs" / "benchmarks.md", "\n".join(out) + "\n"
+    if args.check:
+        if page.read_text() != text:
+            print(
+                "docs/benchmarks.md is out of step with benchmarks/results; run python scripts/make_benchmark_docs.py"
+            )
+            return 1
+        return 0
+    page.write_text(text)
     print(f"wrote docs/benchmarks.md from {len(files)} file(s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
+
+from generated_blocks import render  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "demo.json"
@@ -60,18 +61,6 @@ def blocks(summary: dict) -> dict[str, str]:
     return {"table": "\n".join(rows), "facts": facts, "minutes": f"{summary['minutes']:.0f}"}
 
 
-def render(text: str, values: dict[str, str]) -> str:
-    def sub(m: re.Match) -> str:
-        name = m.group(1)
-        if name not in values:
-            raise SystemExit(f"unknown demo block {name!r}")
-        inner = values[name]
-        sep = "\n" if "\n" in inner or m.group(2).startswith("\n") else ""
-        return f"<!-- demo:{name} -->{sep}{inner}{sep}<!-- /demo:{name} -->"
-
-    return re.sub(r"<!-- demo:(\w+) -->(.*?)<!-- /demo:\1 -->", sub, text, flags=re.S)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check the pages are in step; exit 1 if not")
@@ -80,7 +69,7 @@ def main() -> int:
     stale = []
     for page in PAGES:
         old = page.read_text()
-        new = render(old, values)
+        new = render(old, "demo", values)
         if new != old:
             stale.append(page.name)
             if not args.check:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
+
+from generated_blocks import render  # scripts/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "localization.json"
@@ -94,21 +95,12 @@ def tables(data: dict) -> dict[str, str]:
     return {"table": "\n".join(rows), "setup": setup}
 
 
-def render(text: str, values: dict[str, str]) -> str:
-    def sub(m: re.Match) -> str:
-        inner = values[m.group(1)]
-        sep = "\n" if "\n" in inner else ""
-        return f"<!-- study:{m.group(1)} -->{sep}{inner}{sep}<!-- /study:{m.group(1)} -->"
-
-    return re.sub(r"<!-- study:(\w+) -->(.*?)<!-- /study:\1 -->", sub, text, flags=re.S)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check the page is in step; exit 1 if not")
     args = ap.parse_args()
     old = PAGE.read_text()
-    new = render(old, tables(json.loads(RESULTS.read_text())))
+    new = render(old, "study", tables(json.loads(RESULTS.read_text())))
     if new != old:
         if args.check:
             print(

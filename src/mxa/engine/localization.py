@@ -87,6 +87,7 @@ def roi_localization(
     seed: int = 0,
     points: dict[str, torch.Tensor] | None = None,
     labels: Sequence[str] = CHEXPERT_LABELS,
+    per_label: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Localization of every MXA block against the true boxes (see the module docstring).
 
@@ -96,11 +97,13 @@ def roi_localization(
         n_random: random placements per image for the area-matched chance.
         points: {block: (N, 2)} the (x, y) arg-max of each block's saliency map, for the pointing game.
         labels: the K label names.
+        per_label: also compute ``per_label`` (skip it where only the block summaries are kept).
 
     Returns:
         {block: {hit_rate, random_hit_rate, mean_iou, random_iou, mean_box_area, n_images,
         [pointing_game, pointing_chance,] per_label: {label: {n_images, hit_rate, random_hit_rate,
-        mean_iou, random_iou[, pointing_game, pointing_chance]}}}}; blocks with no such image are left out.
+        mean_iou, random_iou[, pointing_game, pointing_chance]}}}} (``per_label`` only when asked);
+        blocks with no such image are left out.
     """
     present_all = ~torch.isnan(true_boxes[..., 0])
     has_any = present_all.any(1)
@@ -125,7 +128,8 @@ def roi_localization(
         if pts is not None:
             rec["pointing_game"] = float((_point_in(t, p, pts)).float().mean())
             rec["pointing_chance"] = float(_coverage(t, p).mean())
-        rec["per_label"] = _per_label(b, t, p, pts, labels, n_random, seed)
+        if per_label:
+            rec["per_label"] = _per_label(b, t, p, pts, labels, n_random, seed)
         out[name] = rec
     return out
 

@@ -628,7 +628,13 @@ def validate(run: Run) -> dict[str, Any]:
         )
         if "rois" in preds and "true_boxes" in preds:
             rec["roi_localization"] = summarize_localization(
-                roi_localization(preds["rois"], preds["true_boxes"], n_random=16, points=preds.get("points"))
+                roi_localization(
+                    preds["rois"],
+                    preds["true_boxes"],
+                    n_random=16,
+                    points=preds.get("points"),
+                    per_label=False,
+                )
             )
         per_set = metrics_by_source(preds, run.val_ds)  # --data a+b: each set beside the pool
         if per_set:
