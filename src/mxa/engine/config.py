@@ -149,7 +149,7 @@ class TrainConfig:
         min=0.0,
         max=1e3,
     )
-    seed: int = _opt(0, "random seed", "run", min=0)
+    seed: int = _opt(0, "random seed", "run", min=0, max=2**31 - 1)  # NumPy takes seeds below 2**32
     output: str = _opt("runs/mxa", "run folder: last.pt, best.pt, metrics.jsonl", "run")
     resume: str | None = _opt(None, "continue a run from its last.pt exactly where it stopped", "run")
     overwrite: bool = _opt(

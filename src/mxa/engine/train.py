@@ -25,7 +25,7 @@ import timm
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3, dispatch_clip_grad
+from timm.utils import ModelEmaV3, dispatch_clip_grad, random_seed
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..distill.cache import TeacherCache
@@ -33,7 +33,7 @@ from ..distill.losses import DistillationLoss, class_balanced_pos_weight
 from ..distill.teacher import load_teacher
 from ..models.loading import ModelSpec
 from ..utils.files import RunLock, check_writable_dir
-from ..utils.runtime import autocast, resolve_amp, resolve_device, seed_everything
+from ..utils.runtime import autocast, resolve_amp, resolve_device
 from .box_supervision import BoxCapture, best_match_giou_loss, box_area
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
@@ -274,7 +274,7 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     amp = resolve_amp(cfg.amp, device)
-    seed_everything(cfg.seed + rank)
+    random_seed(cfg.seed, rank)  # timm: Python, NumPy's global RNG and torch
     model = _build_model(cfg, device)
     train_ds, val_ds = build_datasets(
         cfg.data, model, cfg.policy, cfg.train_samples, cfg.val_samples, cfg.seed, cfg.rand_augment,

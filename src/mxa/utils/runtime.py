@@ -1,16 +1,14 @@
-"""Where and how a model runs: device resolution, autocast, seeding (one helper each)."""
+"""Where and how a model runs: device resolution and autocast (one helper each)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 from typing import Any
 
-import numpy as np
 import torch
 
-__all__ = ["AMP_CHOICES", "autocast", "resolve_amp", "resolve_device", "seed_everything"]
+__all__ = ["AMP_CHOICES", "autocast", "resolve_amp", "resolve_device"]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
@@ -64,10 +62,3 @@ def autocast(device: torch.device | str, amp: str) -> Any:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy's global RNG (third-party code draws from it) and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002
-    torch.manual_seed(seed)
