@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 import mxa
-from mxa.engine.config import TrainConfig
-from mxa.engine.data import build_eval_dataset
-from mxa.engine.evaluate import evaluate_model
-from mxa.engine.localization import _pairwise_iou
-from mxa.engine.train import train
+from mxa.data.combine import build_eval_dataset
+from mxa.evaluate import evaluate_model
+from mxa.metrics.localization import _pairwise_iou
+from mxa.train.config import TrainConfig
+from mxa.train.loop import train
 from mxa.utils.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,16 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mxa
-from mxa.engine.calibration import (
-    choose_thresholds,
-    decision_report,
-    fit_calibration,
-    operating_points,
-    parse_threshold_spec,
-)
-from mxa.engine.metrics import brier_score, compute_metrics, expected_calibration_error
-from mxa.models.decision import DecisionRule
-from mxa.utils.checkpoint import save_checkpoint
+from mxa.decision.calibration import fit_calibration
+from mxa.decision.report import decision_report
+from mxa.decision.rule import DecisionRule
+from mxa.decision.thresholds import choose_thresholds, operating_points, parse_threshold_spec
+from mxa.files.checkpoint import save_checkpoint
+from mxa.metrics.classification import brier_score, compute_metrics, expected_calibration_error
 
 L3 = ("a", "b", "c")
 
@@ -253,7 +249,7 @@ def _rule_for(model: torch.nn.Module) -> DecisionRule:
 
 
 def test_rule_survives_checkpoint_export_and_onnx(tiny_ckpt: Path, tmp_path: Path, shared_cxr: Path) -> None:
-    from mxa.export import save_with_decision
+    from mxa.files.export import save_with_decision
 
     model = mxa.load_model(tiny_ckpt)
     assert model.decision_rule is None
@@ -301,7 +297,7 @@ def test_rule_survives_checkpoint_export_and_onnx(tiny_ckpt: Path, tmp_path: Pat
 
 
 def test_rule_for_other_labels_is_refused(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from mxa.utils.checkpoint import load_checkpoint
+    from mxa.files.checkpoint import load_checkpoint
 
     ck = load_checkpoint(tiny_ckpt)
     ck.pop("integrity")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mxa.cli import main
-from mxa.engine.checkpoint import load_checkpoint
-from mxa.engine.train import NonFiniteLossError, TrainConfig, train
+from mxa.files.checkpoint import load_checkpoint
+from mxa.train.loop import NonFiniteLossError, TrainConfig, train
 
 TINY = TrainConfig(
     data="phantom",
@@ -102,7 +102,7 @@ def _sigint_while_loading(cfg: TrainConfig, epoch: int, batch: int) -> None:
     """Send ourselves SIGINT (Ctrl-C) while batch ``batch`` of epoch ``epoch`` (0-based) is being loaded."""
     import signal
 
-    from mxa.engine import data as data_mod
+    from mxa.data import combine as data_mod
 
     per_epoch = cfg.train_samples // cfg.batch_size
     target = (epoch * per_epoch + batch) * cfg.batch_size + 3  # the 4th image of that batch

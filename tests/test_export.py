@@ -41,7 +41,7 @@ def test_onnx_torchscript_opset20(model, tmp_path, caplog) -> None:
     with caplog.at_level("INFO", logger="mxa"):
         path = mxa.export_onnx(model, tmp_path / "t.onnx", opset=20)
     assert "max |diff|" in caplog.text  # the library logs; the CLI shows the log
-    from mxa.export import verify_onnx
+    from mxa.files.export import verify_onnx
 
     assert verify_onnx(path, model, batch_sizes=(1, 7)) <= 1e-4
 

@@ -9,11 +9,11 @@ import timm
 import torch
 
 import mxa  # noqa: F401  (registers the models)
-from mxa.utils.checkpoint import save_checkpoint
+from mxa.files.checkpoint import save_checkpoint
 
 pytest.importorskip("pytorch_grad_cam")
 
-from mxa.viz_cam import cam_box_agreement, gradcam, resolve_label
+from mxa.viz.cam import cam_box_agreement, gradcam, resolve_label
 
 
 @pytest.mark.parametrize("with_mxa", [True, False])

@@ -255,7 +255,7 @@ def test_registered_features_and_local_pretrained_file(tmp_path: Path) -> None:
 
 def test_ablate_runs_for_a_grafted_model(tmp_path: Path) -> None:
     from mxa.cli import main
-    from mxa.utils.checkpoint import load_checkpoint
+    from mxa.files.checkpoint import load_checkpoint
 
     flags = (
         "ablate --data phantom --train-samples 8 --val-samples 8 --model densenet121_mxa --img-size 32 "

@@ -12,9 +12,9 @@ import torch
 import mxa
 from mxa.cli import main
 from mxa.distill import TeacherCache, load_teacher
-from mxa.engine.train import TrainConfig, train
+from mxa.files.checkpoint import load_checkpoint, save_checkpoint
 from mxa.models import ModelSpec
-from mxa.utils.checkpoint import load_checkpoint, save_checkpoint
+from mxa.train.loop import TrainConfig, train
 
 TINY = TrainConfig(
     data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
@@ -51,7 +51,7 @@ def test_teacher_from_exported_safetensors(run: Path, tmp_path: Path) -> None:
 
 def test_one_cache_builder_for_cli_and_experiments(run: Path, tmp_path: Path) -> None:
     # regression: `mxa cache-teacher` used the eval transform, the demo the 8-bit training path
-    from mxa.engine.experiment import Experiment, _teacher_for_seed
+    from mxa.train.experiment import Experiment, _teacher_for_seed
 
     teacher = str(run / "best.pt")
     out = tmp_path / "cli.safetensors"

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
 import mxa
-from mxa.engine.box_supervision import best_match_giou_loss
-from mxa.engine.localization import _pairwise_iou, roi_localization
-from mxa.engine.train import TrainConfig, train
 from mxa.layers.roi import roi_crop, roi_paste
+from mxa.losses.box import best_match_giou_loss
+from mxa.metrics.localization import _pairwise_iou, roi_localization
+from mxa.train.loop import TrainConfig, train
 
 
 def _box(draw: st.DrawFn) -> list[float]:

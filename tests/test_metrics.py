@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mxa.data import CHEXPERT_LABELS
-from mxa.engine.metrics import auroc, compute_metrics
-from mxa.engine.report import mean_ci
+from mxa.metrics.classification import auroc, compute_metrics
+from mxa.metrics.report import mean_ci
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

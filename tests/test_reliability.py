@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from mxa.cli import main
-from mxa.engine.train import NonFiniteLossError, TrainConfig, schedule_phases, train
-from mxa.utils.checkpoint import load_checkpoint
+from mxa.files.checkpoint import load_checkpoint
+from mxa.train.loop import NonFiniteLossError, TrainConfig, schedule_phases, train
 
 TINY = TrainConfig(
     data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
@@ -172,7 +172,7 @@ def test_overwrite_replaces_the_run_and_its_log(done: Path, tmp_path: Path) -> N
 # --- non-finite training: never saved, never called good ---------------------------------------------
 def _poison_after(monkeypatch, n_updates: int, value: float) -> None:
     """After ``n_updates`` optimizer updates, set every weight to ``value``."""
-    from mxa.engine import train as train_mod
+    from mxa.train import loop as train_mod
 
     orig = train_mod._backward_and_step
     count = {"n": 0}

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import mxa
-from mxa.engine.checkpoint import load_checkpoint
-from mxa.engine.train import TrainConfig, train
+from mxa.files.checkpoint import load_checkpoint
 from mxa.layers.roi import interpolation_matrix, resolve_crop_method, roi_crop, roi_paste
+from mxa.train.loop import TrainConfig, train
 
 
 def _boxes(n: int, g: torch.Generator, dtype: torch.dtype, outside: bool) -> torch.Tensor:

@@ -101,7 +101,7 @@ def test_train_functions_are_short() -> None:
 
 def test_every_train_setting_has_a_flag_and_back() -> None:
     from mxa.cli import build_parser
-    from mxa.engine.config import TrainConfig
+    from mxa.train.config import TrainConfig
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -129,7 +129,7 @@ def test_import_mxa_stays_light() -> None:
     # the data package loads lazily: import mxa needs the label names and gray mean/std, nothing more
     code = (
         "import sys, mxa; heavy = [m for m in ('mxa.data.chexpert', 'mxa.data.phantom', 'mxa.data.writer', "
-        "'mxa.engine.train', 'mxa.cli') if m in sys.modules]; assert not heavy, heavy"
+        "'mxa.train.loop', 'mxa.cli') if m in sys.modules]; assert not heavy, heavy"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

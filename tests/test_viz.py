@@ -57,7 +57,7 @@ def test_cli_viz(tmp_path, shared_cxr) -> None:
     import dataclasses
 
     from mxa.cli import main
-    from mxa.engine.train import TrainConfig, train
+    from mxa.train.loop import TrainConfig, train
 
     cfg = TrainConfig(
         data="phantom",

@@ -344,7 +344,7 @@ def model():
 def test_patient_splits_and_multi_set_loader(model, nih, padchest, rsna) -> None:
     from torch.utils.data import DataLoader
 
-    from mxa.engine.data import ResumableSampler, build_datasets
+    from mxa.data.combine import ResumableSampler, build_datasets
 
     for spec in (f"nih:{nih}", f"padchest:{padchest}"):
         train, val = build_datasets(spec, model, val_fraction=0.3, augment=False)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
-from . import models  # registers the efficientvit_ml_* models in timm
-from .distill.losses import DistillationLoss, SoftKDLoss
-from .export import export_onnx, export_safetensors
-from .layers import CBAM, DynamicROIPool, MXABlock, roi_crop
-from .models import (
+from mxa import models  # registers the efficientvit_ml_* models in timm
+from mxa.files.export import export_onnx, export_safetensors
+from mxa.files.load import load_exported, load_model
+from mxa.layers import CBAM, DynamicROIPool, MXABlock, roi_crop
+from mxa.losses import DistillationLoss, SoftKDLoss
+from mxa.models import (
     MultiLabelEfficientViT,
     add_mxa,
     forward_with_rois,
-    load_exported,
-    load_model,
     mxa_blocks,
     register_block,
 )

@@ -21,7 +21,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .utils.runtime import autocast
+from mxa.utils.runtime import autocast
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``mxa demo``: the paper's pipeline end to end on built-in phantom data, on a laptop CPU.
 
-An :class:`~mxa.engine.experiment.Experiment` trains an MXA-free teacher, caches its logits, then the
+An :class:`~mxa.train.experiment.Experiment` trains an MXA-free teacher, caches its logits, then the
 baseline, +MXA and +MXA+KD students with identical settings; all four are evaluated (AUC with bootstrap
 CIs, ROI localization against chance) and ROI overlays, ROC curves and an attention comparison are drawn.
 No download. Returns (and writes to ``summary.json``) every number; the CLI prints the table.
@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from .engine.config import TrainConfig
-from .engine.data import build_eval_dataset
-from .engine.evaluate import evaluate_model
-from .engine.experiment import Experiment, run_experiment
-from .models.loading import load_model
-from .utils.files import atomic_write_text
+from mxa.data.combine import build_eval_dataset
+from mxa.evaluate import evaluate_model
+from mxa.files.load import load_model
+from mxa.train.config import TrainConfig
+from mxa.train.experiment import Experiment, run_experiment
+from mxa.utils.files import atomic_write_text
 
 __all__ = ["demo_experiment", "run_demo"]
 
@@ -104,13 +104,13 @@ def run_demo(
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    from .engine.checkpoint import load_checkpoint
+    from mxa.files.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "best.pt").get("config", {})
 
 
 def _evaluate_all(dirs: dict[str, Path], cfg: TrainConfig, n_bootstrap: int) -> tuple[dict, dict]:
-    from .viz import plot_roc_curves
+    from mxa.viz import plot_roc_curves
 
     results, evaluated = {}, {}
     for name, run_dir in dirs.items():
@@ -125,7 +125,7 @@ def _evaluate_all(dirs: dict[str, Path], cfg: TrainConfig, n_bootstrap: int) -> 
 
 
 def _draw_figures(output: Path, evaluated: dict[str, Any], n_overlays: int) -> list[Path]:
-    from .viz import plot_attention_comparison, plot_roi_overlay
+    from mxa.viz import plot_attention_comparison, plot_roi_overlay
 
     model, ds, preds = evaluated["+MXA+KD"]
     figs = []

@@ -21,15 +21,16 @@ from pathlib import Path
 import timm
 import torch
 
-from ._optional import MissingExtraError
-from .data.io import collect_images, load_xray, output_names
-from .data.labels import CHEXPERT_LABELS
-from .data.sanity import suppress_input_checks
-from .data.transforms import build_transforms
-from .models.decision import DecisionRule, get_decision_rule
-from .models.loading import load_model
-from .utils.files import atomic_path
-from .utils.runtime import resolve_device
+from mxa._optional import MissingExtraError
+from mxa.data.io import collect_images, load_xray, output_names
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.data.sanity import suppress_input_checks
+from mxa.data.transforms import build_transforms
+from mxa.decision.rule import DecisionRule, get_decision_rule
+from mxa.files.load import load_model
+from mxa.models.hooks import forward_with_rois
+from mxa.utils.files import atomic_path
+from mxa.utils.runtime import resolve_device
 
 __all__ = ["PredictResult", "predict_files"]
 
@@ -77,7 +78,7 @@ def predict_files(
     Args:
         heatmap: folder for one ``<image>_gradcam_<label>.png`` per image (Grad-CAM beside the MXA boxes).
         heatmap_label: the label the heatmap explains: a name, or ``top`` (the most probable per image).
-        cam_stage: the EfficientViT stage Grad-CAM looks at (see :mod:`mxa.viz_cam`).
+        cam_stage: the EfficientViT stage Grad-CAM looks at (see :mod:`mxa.viz.cam`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -93,12 +94,11 @@ def predict_files(
     if rule is not None:
         rule.check_labels(labels, "the model's decision rule")
     if heatmap is not None and heatmap_label.strip().lower() != "top":
-        from .viz_cam import resolve_label
+        from mxa.viz.cam import resolve_label
 
         resolve_label(heatmap_label, labels)  # an unknown label fails before any image is read
     with_decisions = rule is not None and rule.thresholds is not None
     tf = build_transforms(model, train=False)
-    has_rois = hasattr(model, "forward_with_rois") and bool(model.mxa_blocks())
     names = output_names(files, "_roi.png")
     result = PredictResult(out, 0, labels=labels, decision_rule=rule)
     if rule is not None and rule.calibration:
@@ -113,7 +113,7 @@ def predict_files(
             _warn_constant(raw, ok, result.constant_images)
             x = torch.stack([tf(r) for r in raw]).to(dev)
             with suppress_input_checks():  # the images were prepared here; constant ones are named above
-                logits, boxes = model.forward_with_rois(x) if has_rois else (model(x), {})
+                logits, boxes = forward_with_rois(model, x)
             probs = (rule.probabilities(logits) if rule else torch.sigmoid(logits.float())).cpu()
             decisions = _decisions(rule, probs) if with_decisions else [[""] * len(labels)] * len(ok)
             for i, f in enumerate(ok):
@@ -172,8 +172,8 @@ def _heatmap(
     stem: str,
     src: Path,
 ) -> Path:
-    from .viz import display_image
-    from .viz_cam import gradcam, plot_gradcam_overlay, resolve_label
+    from mxa.viz import display_image
+    from mxa.viz.cam import gradcam, plot_gradcam_overlay, resolve_label
 
     j = resolve_label(wanted, labels, probs)
     with suppress_input_checks():
@@ -223,7 +223,7 @@ def _overlay(
     path: Path,
     src: Path,
 ) -> Path:
-    from .viz import display_image, plot_roi_overlay
+    from mxa.viz import display_image, plot_roi_overlay
 
     return plot_roi_overlay(
         display_image(img),

@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, data, demo, evaluate, export, predict, train
-from ._common import setup_logging
-from .config import train_config_from_args
+from mxa.cli import bench, data, demo, evaluate, export, predict, train
+from mxa.cli._common import setup_logging
+from mxa.cli.config import train_config_from_args
 
 __all__ = ["build_parser", "main", "train_config_from_args"]
 
@@ -24,7 +24,7 @@ _train_config = train_config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from mxa import __version__
 
     parser = argparse.ArgumentParser(
         prog="mxa",
@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C)."""
-    from .._optional import MissingExtraError
-    from ..engine.train import NonFiniteLossError
-    from ..utils.files import RunLockedError
+    from mxa._optional import MissingExtraError
+    from mxa.train.loop import NonFiniteLossError
+    from mxa.utils.files import RunLockedError
 
     parser = build_parser()
     ns = parser.parse_args(argv)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..utils.files import atomic_write_text
+from mxa.utils.files import atomic_write_text
 
 __all__ = ["bounded", "checked", "print_rows", "setup_logging", "write_json"]
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..utils.format import fmt
+from mxa.utils.format import fmt
 
 __all__ = [
     "add_eval_arguments",
@@ -53,7 +53,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(ns: argparse.Namespace) -> None:
     """Refuse bad decision flags before the (long) evaluation starts."""
-    from ..engine.calibration import parse_threshold_spec
+    from mxa.decision.thresholds import parse_threshold_spec
 
     if ns.save_model and not (ns.thresholds or ns.calibrate):
         raise ValueError("--save-model stores what --thresholds and/or --calibrate compute; give one of them")
@@ -66,9 +66,9 @@ def check_args(ns: argparse.Namespace) -> None:
 def eval_decisions(ns: argparse.Namespace, model: Any, metrics: dict[str, Any], preds: dict[str, Any]) -> Any:
     """Add calibration and operating points to ``metrics``; returns (rule to save or None, probs for the
     reliability diagram)."""
-    from ..data.labels import CHEXPERT_LABELS
-    from ..engine.calibration import decision_report
-    from ..models.decision import get_decision_rule
+    from mxa.data.labels import CHEXPERT_LABELS
+    from mxa.decision.report import decision_report
+    from mxa.decision.rule import get_decision_rule
 
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     found, rule, probs = decision_report(
@@ -109,7 +109,7 @@ def print_decisions(metrics: dict[str, Any]) -> None:
 def save_model(ns: argparse.Namespace, rule: Any) -> None:
     if not ns.save_model or rule is None:
         return
-    from ..export import save_with_decision
+    from mxa.files.export import save_with_decision
 
     print(f"model with thresholds/calibration: {save_with_decision(ns.checkpoint, ns.save_model, rule)}")
 
@@ -117,7 +117,7 @@ def save_model(ns: argparse.Namespace, rule: Any) -> None:
 def reliability_figure(
     ns: argparse.Namespace, preds: dict[str, Any], probs: dict[str, Any], labels: Any
 ) -> None:
-    from ..viz_calibration import plot_reliability_diagram
+    from mxa.viz.calibration import plot_reliability_diagram
 
     path = Path(ns.reliability) if ns.reliability else Path(ns.checkpoint).parent / "reliability.png"
     try:

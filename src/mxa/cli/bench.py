@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import bounded, write_json
+from mxa.cli._common import bounded, write_json
 
 __all__ = ["add_parsers"]
 
@@ -52,7 +52,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    from ..bench import run_bench
+    from mxa.bench import run_bench
 
     rep = run_bench(
         ns.model or ["efficientvit_ml_m5"], ns.device, ns.batch_size, ns.img_size, ns.amp, ns.channels_last,

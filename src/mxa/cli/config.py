@@ -1,4 +1,4 @@
-"""The training flags, generated from :class:`~mxa.engine.config.TrainConfig` (one place for both).
+"""The training flags, generated from :class:`~mxa.train.config.TrainConfig` (one place for both).
 
 Defaults come from the dataclass, then a YAML ``--config`` file, then the flags given. Flags default to
 ``argparse.SUPPRESS``, so only the flags a user typed override the file.
@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import ConfigError, TrainConfig, _check, _kind
-from ._common import checked
+from mxa.cli._common import checked
+from mxa.train.config import ConfigError, TrainConfig, _check, _kind
 
 __all__ = ["add_train_flags", "train_config_from_args"]
 
@@ -76,7 +76,7 @@ def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
 
 
 def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:
-    from .._optional import require
+    from mxa._optional import require
 
     yaml = require("yaml", "--config")
     if not path.is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import bounded
+from mxa.cli._common import bounded
 
 __all__ = ["add_parsers"]
 
@@ -88,8 +88,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_cache_teacher(ns: argparse.Namespace) -> int:
-    from ..engine.teacher_cache import cache_teacher_logits
-    from ..models.loading import ModelSpec
+    from mxa.distill.cache import cache_teacher_logits
+    from mxa.files.load import ModelSpec
 
     student = ModelSpec.for_training(ns.model, ns.img_size, mxa=False).build(source="--model")
     cache = cache_teacher_logits(
@@ -101,7 +101,7 @@ def cmd_cache_teacher(ns: argparse.Namespace) -> int:
 
 
 def cmd_make_phantom(ns: argparse.Namespace) -> int:
-    from ..data.writer import write_phantom_chexpert
+    from mxa.data.writer import write_phantom_chexpert
 
     base = write_phantom_chexpert(ns.output, ns.train, ns.valid, ns.img_size, ns.seed)
     print(f"phantom CheXpert set written to {base} (use --data chexpert:{base})")
@@ -109,7 +109,7 @@ def cmd_make_phantom(ns: argparse.Namespace) -> int:
 
 
 def cmd_preresize(ns: argparse.Namespace) -> int:
-    from ..data.preresize import preresize_chexpert
+    from mxa.data.preresize import preresize_chexpert
 
     n = preresize_chexpert(ns.src, ns.dst, ns.size, ns.workers)
     print(f"{n} images resized into {ns.dst} (use --data chexpert:{ns.dst})")

@@ -33,7 +33,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from mxa.demo import run_demo
 
     summary = run_demo(
         Path(ns.output), quick=ns.quick, seed=ns.seed, progress=not ns.no_progress, overwrite=ns.overwrite
@@ -48,8 +48,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 
 
 def print_demo_table(results: dict[str, Any]) -> None:
-    from ..engine.evaluate import summarize_localization
-    from ..utils.format import fmt
+    from mxa.evaluate import summarize_localization
+    from mxa.utils.format import fmt
 
     def f(m: dict, k: str) -> str:
         return fmt(m.get(k), (m.get("ci") or {}).get(k), digits=3)

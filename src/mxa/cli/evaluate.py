@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..engine.metrics import SCALAR_METRICS
-from ..utils.format import fmt
-from . import _decisions
-from ._common import bounded, write_json
+from mxa.cli import _decisions
+from mxa.cli._common import bounded, write_json
+from mxa.metrics.classification import SCALAR_METRICS
+from mxa.utils.format import fmt
 
 __all__ = ["add_parsers"]
 
@@ -94,11 +94,11 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from ..engine.data import build_eval_dataset
-    from ..engine.evaluate import evaluate_model
-    from ..models.loading import load_model
-    from ..utils.checkpoint import load_checkpoint
-    from ..utils.runtime import resolve_device
+    from mxa.data.combine import build_eval_dataset
+    from mxa.evaluate import evaluate_model
+    from mxa.files.checkpoint import load_checkpoint
+    from mxa.files.load import load_model
+    from mxa.utils.runtime import resolve_device
 
     _decisions.check_args(ns)
     device = resolve_device(ns.device)
@@ -129,7 +129,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
 def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootstrap: int) -> None:
     """Print which observations each set labels; with several sets, add and print each set's metrics."""
-    from ..engine.sources import label_summary, metrics_by_source
+    from mxa.data.combine import label_summary
+    from mxa.evaluate import metrics_by_source
 
     summary = label_summary(ds)
     metrics["datasets"] = summary
@@ -150,7 +151,7 @@ def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootst
 
 
 def _roc_figure(ns: argparse.Namespace, preds: dict[str, Any]) -> None:
-    from ..viz import plot_roc_curves
+    from mxa.viz import plot_roc_curves
 
     roc = Path(ns.roc) if ns.roc else Path(ns.checkpoint).parent / "roc.png"
     try:
@@ -209,7 +210,7 @@ def print_localization(loc: dict[str, Any]) -> None:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from ..engine.report import aggregate_runs
+    from mxa.metrics.report import aggregate_runs
 
     rep = aggregate_runs([Path(r) for r in ns.runs], use_ema=not ns.no_ema)
     print_report(rep)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import bounded
+from mxa.cli._common import bounded
 
 __all__ = ["add_parsers"]
 
@@ -52,8 +52,8 @@ def add_parsers(sub: Any) -> None:
 def cmd_export(ns: argparse.Namespace) -> int:
     import timm
 
-    from ..export import export_onnx, export_safetensors
-    from ..models.loading import load_model
+    from mxa.files.export import export_onnx, export_safetensors
+    from mxa.files.load import load_model
 
     if ns.checkpoint:
         model = load_model(ns.checkpoint)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import bounded
+from mxa.cli._common import bounded
 
 __all__ = ["add_parsers"]
 
@@ -106,7 +106,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
-    from ..predict import predict_files
+    from mxa.predict import predict_files
 
     res = predict_files(
         ns.inputs,
@@ -156,10 +156,10 @@ def _print_decisions(res: Any, full_up_to: int = 8) -> None:
 
 
 def cmd_viz(ns: argparse.Namespace) -> int:
-    from ..data.io import collect_images
-    from ..models.loading import load_model
-    from ..utils.files import check_writable_dir
-    from ..viz import draw_images, plot_phantom_grid
+    from mxa.data.io import collect_images
+    from mxa.files.load import load_model
+    from mxa.utils.files import check_writable_dir
+    from mxa.viz import draw_images, plot_phantom_grid
 
     out = check_writable_dir(ns.output, "--output folder")
     if ns.phantom_grid:
@@ -172,14 +172,16 @@ def cmd_viz(ns: argparse.Namespace) -> int:
     baseline = load_model(ns.baseline) if ns.baseline else None
     files = collect_images(ns.inputs)
     if ns.gradcam:
-        from ..viz_cam import draw_gradcam
+        from mxa.viz.cam import draw_gradcam
 
         for path in draw_gradcam(files, model, out, ns.gradcam, ns.cam_stage):
             print(path)
         if baseline is not None:
             for path in draw_gradcam(files, baseline, Path(out) / "baseline", ns.gradcam, ns.cam_stage):
                 print(path)
-    if ns.gradcam and not hasattr(model, "forward_with_rois"):
+    from mxa.models.hooks import has_rois
+
+    if ns.gradcam and not has_rois(model):
         return 0  # not one of our models: Grad-CAM only, no boxes to draw
     for path in draw_images(files, model, out, baseline, ns.stage):
         print(path)

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..utils.format import fmt
-from ._common import bounded, print_rows
-from .config import add_train_flags, train_config_from_args
+from mxa.cli._common import bounded, print_rows
+from mxa.cli.config import add_train_flags, train_config_from_args
+from mxa.utils.format import fmt
 
 __all__ = ["add_parsers"]
 
@@ -56,7 +56,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from ..engine.train import train
+    from mxa.train.loop import train
 
     cfg = train_config_from_args(ns)
     summary = train(cfg)
@@ -90,7 +90,7 @@ def print_train_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_ablate(ns: argparse.Namespace) -> int:
-    from ..engine.report import run_ablation
+    from mxa.metrics.report import run_ablation
 
     cfg = train_config_from_args(ns)
     table = run_ablation(

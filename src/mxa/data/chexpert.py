@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._optional import require
-from .io import load_xray
-from .labels import CHEXPERT_LABELS, apply_policy
+from mxa._optional import require
+from mxa.data.io import load_xray
+from mxa.data.labels import CHEXPERT_LABELS, apply_policy
 
 __all__ = ["CSV_COLUMNS", "CheXpertDataset", "boxes_file", "patient_id", "patient_split", "read_chexpert_csv"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._optional import require
+from mxa._optional import require
 
 __all__ = ["IMAGE_SUFFIXES", "collect_images", "load_xray", "output_names"]
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .labels import CHEXPERT_LABELS, apply_policy
+from mxa.data.labels import CHEXPERT_LABELS, apply_policy
 
 __all__ = ["PhantomCXR", "label_pattern_table", "render_phantom", "sample_raw_labels"]
 
@@ -408,7 +408,7 @@ class PhantomCXR(Dataset):
         )
         self.labels, self.label_mask = apply_policy(self.raw_labels, policy)
         if transform is None:
-            from .transforms import GRAY_MEAN, GRAY_STD, Normalize
+            from mxa.data.transforms import GRAY_MEAN, GRAY_STD, Normalize
 
             transform = Normalize(GRAY_MEAN, GRAY_STD)
         self.transform = transform

@@ -122,7 +122,7 @@ def check_model_input(model: torch.nn.Module, x: torch.Tensor) -> None:
     if state["warned"] or state["checks"] >= _MAX_CHECKS or _skip(x):
         return
     state["checks"] += 1
-    from .transforms import resolve_data_cfg
+    from mxa.data.transforms import resolve_data_cfg
 
     cfg = resolve_data_cfg(model)
     problems = input_problems(x, cfg["mean"], cfg["std"])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._optional import require
-from .chexpert import CSV_COLUMNS
-from .labels import CHEXPERT_LABELS
-from .phantom import PhantomCXR
+from mxa._optional import require
+from mxa.data.chexpert import CSV_COLUMNS
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.data.phantom import PhantomCXR
 
 __all__ = ["write_phantom_chexpert"]
 

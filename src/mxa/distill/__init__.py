@@ -1,9 +1,9 @@
 """Soft knowledge distillation: losses, the teachers, cached teacher outputs."""
 
-from .cache import TeacherCache, build_teacher_cache
-from .losses import DistillationLoss, SoftKDLoss, class_balanced_pos_weight, masked_bce_with_logits
-from .mapping import no_finding_logit, xrv_to_chexpert
-from .teacher import ModelTeacher, Teacher, XRVTeacher, load_teacher
+from mxa.distill.cache import TeacherCache, build_teacher_cache
+from mxa.distill.mapping import no_finding_logit, xrv_to_chexpert
+from mxa.distill.teacher import ModelTeacher, Teacher, XRVTeacher, load_teacher
+from mxa.losses import DistillationLoss, SoftKDLoss, class_balanced_pos_weight, masked_bce_with_logits
 
 __all__ = [
     "DistillationLoss",

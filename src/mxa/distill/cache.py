@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.labels import CHEXPERT_LABELS
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.utils.files import atomic_path
 
-__all__ = ["FORMAT_VERSION", "TeacherCache", "build_teacher_cache"]
+__all__ = ["FORMAT_VERSION", "TeacherCache", "build_teacher_cache", "cache_teacher_logits"]
 
 # 2: records format_version (and img_size / policy / data in meta); files without it predate the check
 FORMAT_VERSION = 2
@@ -159,7 +158,6 @@ class TeacherCache:
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "ids": json.dumps(self.ids),
             "labels": json.dumps(list(CHEXPERT_LABELS)),
@@ -167,16 +165,10 @@ class TeacherCache:
         }
         if self.format_version is not None:  # an old cache stays recognisably old when re-saved
             meta["format_version"] = str(self.format_version)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(
                 {"logits": self.logits.contiguous(), "mask": self.mask.to(torch.uint8)}, tmp, metadata=meta
             )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         self.path = path
         return path
 
@@ -300,3 +292,62 @@ def build_teacher_cache(
     if mask is None:
         mask = torch.zeros(len(CHEXPERT_LABELS), dtype=torch.bool)
     return TeacherCache(logits, mask.cpu(), ids, meta)
+
+
+def cache_teacher_logits(
+    teacher: str | Callable[..., Any],
+    student: torch.nn.Module,
+    data: str = "phantom",
+    policy: str = "ones",
+    train_samples: int = 2000,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+    trust_pickle: bool = False,
+    output: str | Path | None = None,
+) -> TeacherCache:
+    """Run ``teacher`` over the training images a ``mxa train`` run with these settings sees.
+
+    The images are in the evaluation view (the student's eval transform: no augmentation), at the
+    student's input size and normalization; the teacher converts them to its own convention.
+    ``data``/``train_samples``/``seed``/``policy`` must match the run's (phantom images depend on the seed).
+    The cache records the teacher, data, image size and policy, and is checked against the run that uses it.
+    Written atomically to ``output`` when given.
+    """
+    from mxa.data.combine import build_datasets
+    from mxa.distill.teacher import load_teacher
+    from mxa.utils.runtime import resolve_device
+
+    dev = resolve_device(device)
+    train_ds, _ = build_datasets(
+        data, student, policy, train_samples, 1, seed, rand_augment=None, augment=False
+    )
+    if isinstance(teacher, str):
+        name = teacher
+        teacher = load_teacher(
+            teacher, student.pretrained_cfg["mean"], student.pretrained_cfg["std"], trust_pickle=trust_pickle
+        )
+    else:
+        name = type(teacher).__name__
+    img_size = int(getattr(student, "input_hw", (224, 224))[0])
+    meta = {
+        "teacher": name,
+        "data": data,
+        "img_size": img_size,
+        "policy": policy,
+        "transform": "eval",
+        "seed": seed,
+    }
+    cache = build_teacher_cache(
+        teacher.to(dev),
+        train_ds.base,
+        train_ds.ids,
+        batch_size=batch_size,
+        device=dev,
+        meta=meta,
+        progress=progress,
+    )
+    if output is not None:
+        cache.save(output)
+    return cache

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.labels import CHEXPERT_LABELS
+from mxa.data.labels import CHEXPERT_LABELS
 
 __all__ = ["XRV_SYNONYMS", "no_finding_logit", "xrv_to_chexpert"]
 

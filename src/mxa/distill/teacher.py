@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._optional import require
-from ..data.labels import CHEXPERT_LABELS
-from ..models.loading import load_model
-from .mapping import xrv_to_chexpert
+from mxa._optional import require
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.distill.mapping import xrv_to_chexpert
+from mxa.files.load import load_model
 
 log = logging.getLogger(__name__)
 

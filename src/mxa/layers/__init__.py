@@ -1,8 +1,8 @@
 """MXA building blocks."""
 
-from .cbam import CBAM, ChannelAttention, SpatialAttention
-from .mxa_block import MXABlock
-from .roi import DynamicROIPool, boxes_to_theta, roi_crop
+from mxa.layers.cbam import CBAM, ChannelAttention, SpatialAttention
+from mxa.layers.mxa_block import MXABlock
+from mxa.layers.roi import DynamicROIPool, boxes_to_theta, roi_crop
 
 __all__ = [
     "CBAM",

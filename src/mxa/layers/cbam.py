@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from timm.layers.cbam import ChannelAttn
 from torch import nn
 
-from ._checks import check_nchw
+from mxa.layers._checks import check_nchw
 
 __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cbam import CBAM
-from .roi import DynamicROIPool, _paste, resolve_crop_method
+from mxa.layers.cbam import CBAM
+from mxa.layers.roi import DynamicROIPool, _paste, resolve_crop_method
 
 __all__ = ["MXABlock"]
 

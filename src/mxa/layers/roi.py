@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_box_values, check_boxes, check_nchw
+from mxa.layers._checks import check_box_values, check_boxes, check_nchw
 
 __all__ = [
     "CROP_METHODS",

@@ -1,8 +1,8 @@
 """Models. Importing this package registers ``efficientvit_ml_m0`` ... ``efficientvit_ml_m5`` and the grafted
 ``densenet121_mxa``, ``resnet50_mxa``, ``convnext_tiny_mxa``, ``deit_small_patch16_224_mxa`` in timm."""
 
-from .decision import DecisionRule, get_decision_rule
-from .efficientvit_ml import (
+from mxa._compat import lazy_names
+from mxa.models.efficientvit_ml import (
     _ARCH,
     BatchSafeNormLinear,
     FreshBiasAttention,
@@ -16,12 +16,25 @@ from .efficientvit_ml import (
     efficientvit_ml_m4,
     efficientvit_ml_m5,
 )
-from .graft import BlockRule, add_mxa, forward_with_rois, known_blocks, mxa_blocks, register_block
-from .grafted import GRAFTED_MODEL_NAMES, GRAFTED_PARENTS
-from .loading import ModelSpec, load_exported, load_model, load_model_from_checkpoint
+from mxa.models.graft import BlockRule, add_mxa, known_blocks, register_block
+from mxa.models.grafted import GRAFTED_MODEL_NAMES, GRAFTED_PARENTS
+from mxa.models.hooks import forward_with_rois, has_rois, mxa_blocks
 
 #: Every model this package registers in timm, from the architecture table (never typed by hand).
 MODEL_NAMES = tuple(f"efficientvit_ml_{size}" for size in _ARCH)
+
+# 0.2 exported these from here; they live in mxa.decision and mxa.files (a layer above the models) now
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "DecisionRule": "mxa.decision.rule",
+        "get_decision_rule": "mxa.decision.rule",
+        "ModelSpec": "mxa.files.spec",
+        "load_exported": "mxa.files.load",
+        "load_model": "mxa.files.load",
+        "load_model_from_checkpoint": "mxa.files.load",
+    },
+)
 
 __all__ = [
     "GRAFTED_MODEL_NAMES",
@@ -44,6 +57,7 @@ __all__ = [
     "efficientvit_ml_m5",
     "forward_with_rois",
     "get_decision_rule",
+    "has_rois",
     "known_blocks",
     "load_exported",
     "load_model",

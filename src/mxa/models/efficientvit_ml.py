@@ -17,7 +17,6 @@ timm's. Three things are changed, each by a small subclass:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -33,12 +32,12 @@ from timm.models.efficientvit_msra import (
     NormLinear,
 )
 from timm.models.efficientvit_msra import checkpoint_filter_fn as _timm_filter_fn
-from torch import nn
 
-from ..data.labels import CHEXPERT_LABELS
-from ..data.sanity import check_model_input
-from ..data.transforms import GRAY_MEAN, GRAY_STD
-from ..layers.mxa_block import MXABlock
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.data.sanity import check_model_input
+from mxa.data.transforms import GRAY_MEAN, GRAY_STD
+from mxa.layers.mxa_block import MXABlock
+from mxa.models import hooks
 
 __all__ = [
     "BatchSafeNormLinear",
@@ -219,9 +218,11 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         self.mxa_stages = tuple(sorted(stages_with_mxa))
         self.mxa_cfg = dict(mxa_cfg or {})
         for i, stage in enumerate(self.stages):
-            for blk in stage.blocks:
+            for j, blk in enumerate(stage.blocks):
                 cfg = self.mxa_cfg if i in stages_with_mxa else None
                 blk.mixer.m = MXAWindowAttention.from_timm(blk.mixer.m, cfg)
+                if blk.mixer.m.mxa is not None:
+                    blk.mixer.m.mxa.mxa_site = f"stages.{i}.blocks.{j}"  # the name mxa_blocks() reports
         if num_classes > 0:
             self.head = BatchSafeNormLinear(self.head_hidden_size, num_classes, drop=self.drop_rate)
         if label_names is not None and len(label_names) != num_classes:
@@ -233,35 +234,11 @@ class MultiLabelEfficientViT(EfficientVitMsra):
     # --- MXA-specific API ---------------------------------------------------------------------------
     def mxa_blocks(self) -> dict[str, MXABlock]:
         """The MXA blocks by the name of the EfficientViT block that holds them (``stages.1.blocks.0``)."""
-        out = {}
-        for si, stage in enumerate(self.stages):
-            for bi, blk in enumerate(stage.blocks):
-                mxa = getattr(blk.mixer.m, "mxa", None)
-                if mxa is not None:
-                    out[f"stages.{si}.blocks.{bi}"] = mxa
-        return out
+        return hooks.mxa_blocks(self)
 
     def forward_with_rois(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One forward pass that also returns the ROI box of every MXA block.
-
-        Returns:
-            logits (B, num_classes) and ``{block_name: boxes (B, 4)}``, boxes normalized x1, y1, x2, y2
-            relative to that block's feature map (which covers the whole image).
-        """
-        boxes: dict[str, torch.Tensor] = {}
-
-        def _keep(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
-            boxes[name] = output[1]
-
-        handles = [
-            blk.roi.register_forward_hook(partial(_keep, name)) for name, blk in self.mxa_blocks().items()
-        ]
-        try:
-            logits = self(x)
-        finally:
-            for h in handles:
-                h.remove()
-        return logits, boxes
+        """Logits (B, num_classes) and ``{block name: (B, 4) boxes}`` (see :func:`mxa.forward_with_rois`)."""
+        return hooks.forward_with_rois(self, x)
 
     # --- timm API, with input checks ----------------------------------------------------------------
     def set_input_size(self, img_size: int | tuple[int, int] | None = None) -> None:

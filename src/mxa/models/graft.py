@@ -44,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.mxa_block import MXABlock
+from mxa.layers.mxa_block import MXABlock
+from mxa.models.hooks import forward_with_rois, has_rois, mxa_blocks
 
 __all__ = [
     "BlockRule",
@@ -338,7 +339,7 @@ def _graft_mit(block: nn.Module, cfg: dict[str, Any], model: nn.Module) -> MXABl
 
 
 def _graft_msra(block: nn.Module, cfg: dict[str, Any], model: nn.Module) -> MXABlock:
-    from .efficientvit_ml import FreshBiasAttention, MXAWindowAttention
+    from mxa.models.efficientvit_ml import FreshBiasAttention, MXAWindowAttention
 
     m = block.mixer.m
     if not isinstance(m, MXAWindowAttention):
@@ -470,17 +471,13 @@ def _find_sites(model: nn.Module) -> list[_Site]:
         rule = _rule_for(m)
         if rule is None:
             continue
-        if isinstance(m, _Grafted) or _holds_mxa(m):
+        if isinstance(m, _Grafted) or has_rois(m):
             raise ValueError(f"{name or type(model).__name__} already has an MXA block: add_mxa grafts once")
         inside.append(name)
         match = re.search(rule.stage_pattern, name)
         stage = int(match.group(1)) - rule.stage_base if match else 0
         sites.append(_Site(name, m, rule, stage, bool(rule.applies(m, model))))
     return sites
-
-
-def _holds_mxa(m: nn.Module) -> bool:
-    return any(isinstance(c, MXABlock) for c in m.modules())
 
 
 def _select(sites: list[_Site], where: Where) -> list[_Site]:
@@ -581,38 +578,3 @@ def add_mxa(model: nn.Module, where: Where = None, **mxa_cfg: Any) -> nn.Module:
 
 def _class_has(model: nn.Module, name: str) -> bool:
     return any(name in t.__dict__ for t in type(model).__mro__)
-
-
-def mxa_blocks(model: nn.Module) -> dict[str, MXABlock]:
-    """The MXA blocks of a model, by the name of the block that holds them (``layer4.2``, ``blocks.3``)."""
-    out: dict[str, MXABlock] = {}
-    for name, m in model.named_modules():
-        if isinstance(m, MXABlock):
-            out[getattr(m, "mxa_site", None) or name.removesuffix(".mxa")] = m
-    return out
-
-
-def forward_with_rois(model: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
-    """One forward pass of ``model`` that also returns the ROI box of every MXA block.
-
-    Works for any model with MXA blocks (grafted or ours). Boxes come from each block's ``roi`` forward hook.
-
-    Returns:
-        the model's output (logits (B, K)) and ``{block name: boxes (B, 4)}``, normalized x1, y1, x2, y2
-        relative to that block's feature map.
-    """
-    if _class_has(model, "forward_with_rois") and "forward_with_rois" not in vars(model):
-        return model.forward_with_rois(x)
-    blocks = mxa_blocks(model)
-    boxes: dict[str, torch.Tensor] = {}
-
-    def _keep(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        boxes[name] = output[1]
-
-    handles = [blk.roi.register_forward_hook(partial(_keep, name)) for name, blk in blocks.items()]
-    try:
-        out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out, boxes

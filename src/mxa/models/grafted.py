@@ -16,9 +16,9 @@ from timm.models import generate_default_cfgs, get_pretrained_cfg, register_mode
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
-from ..data.labels import CHEXPERT_LABELS
-from ..data.transforms import GRAY_MEAN, GRAY_STD
-from .graft import add_mxa
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.data.transforms import GRAY_MEAN, GRAY_STD
+from mxa.models.graft import add_mxa
 
 __all__ = ["GRAFTED_MODEL_NAMES", "GRAFTED_PARENTS", "create_grafted"]
 

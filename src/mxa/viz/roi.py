@@ -1,7 +1,4 @@
-"""Pictures: ROC curves, ROI overlays (the paper's Figure F.1), attention maps (Figure 4 / G.1).
-
-Needs the ``viz`` extra (matplotlib). Every figure is a PNG with a title, label names and colour bars.
-"""
+"""ROI overlays (the paper's Figure F.1), the phantom grid, and ``mxa viz``'s per-image drawing."""
 
 from __future__ import annotations
 
@@ -12,76 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._optional import require
-from .data.labels import CHEXPERT_LABELS
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.models.hooks import forward_with_rois, has_rois
+from mxa.viz._common import DISCLAIMER, display_image, pyplot, save_figure, short_name
+from mxa.viz.attention import plot_attention_comparison
 
-__all__ = [
-    "attention_map",
-    "display_image",
-    "draw_images",
-    "plot_attention_comparison",
-    "plot_phantom_grid",
-    "plot_roc_curves",
-    "plot_roi_overlay",
-]
-
-DISCLAIMER = "Research software; not a medical device. Not for clinical use."
-
-
-def _plt():
-    mpl = require("matplotlib", "Plotting")
-    mpl.use("Agg")
-    return require("matplotlib.pyplot", "Plotting")
-
-
-def plot_roc_curves(
-    probs: torch.Tensor,
-    targets: torch.Tensor,
-    mask: torch.Tensor | None,
-    path: str | Path,
-    labels: Sequence[str] = CHEXPERT_LABELS,
-    title: str = "ROC curves",
-) -> Path:
-    """One ROC curve per label with both classes (AUC in the legend), on a single PNG."""
-    plt = _plt()
-    tmf = require("torchmetrics.functional.classification", "ROC curves")
-    mask = torch.ones_like(probs, dtype=torch.bool) if mask is None else mask.bool()
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    cmap = plt.get_cmap("tab20")
-    for j, name in enumerate(labels):
-        m = mask[:, j]
-        t = targets[m, j].long()
-        if t.numel() == 0 or t.min() == t.max():
-            continue
-        fpr, tpr, _ = tmf.binary_roc(probs[m, j].float(), t)
-        auc = float(tmf.binary_auroc(probs[m, j].float(), t))
-        ax.plot(fpr.numpy(), tpr.numpy(), color=cmap(j % 20), lw=1.4, label=f"{name} ({auc:.3f})")
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
-    ax.set(
-        xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title
-    )
-    ax.legend(fontsize=7, loc="lower right", title="label (AUC)", title_fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    """Save atomically (a temporary PNG renamed into place), then close the figure."""
-    from .utils.files import atomic_path
-
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        _plt().close(fig)
-    return path
-
-
-def _short(block: str) -> str:
-    """``stages.1.blocks.0`` -> ``s1.b0`` (timm-style names of other models are kept)."""
-    return block.replace("stages.", "s").replace(".blocks.", ".b")
+__all__ = ["draw_images", "plot_phantom_grid", "plot_roi_overlay"]
 
 
 def _frame_rect(plt: Any, box: Any, w: int, h: int, lw: float, **kw: Any) -> Any:
@@ -117,7 +50,7 @@ def plot_roi_overlay(
         true_boxes: (C, 4) true boxes (NaN rows: absent), drawn dashed.
         targets: (C,) 0/1 labels: the true positives among the listed predictions are marked.
     """
-    plt = _plt()
+    plt = pyplot()
     img = torch.as_tensor(image).detach().float().squeeze().numpy()
     lo, hi = np.percentile(img, 0.5), np.percentile(img, 99.5)
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
@@ -130,7 +63,7 @@ def plot_roi_overlay(
         b = torch.as_tensor(box).detach().float()
         area = float((b[2] - b[0]).clamp(0, 1) * (b[3] - b[1]).clamp(0, 1))
         rect = _frame_rect(
-            plt, b, w, h, lw=1.8, color=cmap(i % 10), label=f"{_short(name)} ({area:.0%} of image)"
+            plt, b, w, h, lw=1.8, color=cmap(i % 10), label=f"{short_name(name)} ({area:.0%} of image)"
         )
         handles.append(ax.add_patch(rect))
     if true_boxes is not None:
@@ -153,7 +86,7 @@ def plot_roi_overlay(
         _prediction_bars(side, torch.as_tensor(probs).detach().float(), labels, targets, top_k)
     fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _prediction_bars(side: Any, p: torch.Tensor, labels: Sequence[str], targets: Any, top_k: int) -> None:
@@ -172,69 +105,13 @@ def _prediction_bars(side: Any, p: torch.Tensor, labels: Sequence[str], targets:
     side.set_title(title, fontsize=9)
 
 
-def attention_map(model: torch.nn.Module, image: torch.Tensor, stage: int = -1) -> torch.Tensor:
-    """Where the model attends: the channel-mean absolute activation of a stage's output.
-
-    Args:
-        model: a ``MultiLabelEfficientViT`` (any model with ``forward_intermediates``).
-        image: (1, C, H, W) normalized input.
-        stage: which stage (default the last).
-
-    Returns:
-        (H, W) map in [0, 1], upsampled bilinearly to the image size.
-    """
-    model.eval()
-    with torch.no_grad():
-        feats = model.forward_intermediates(image, intermediates_only=True)
-    f = feats[stage].float().abs().mean(1, keepdim=True)
-    f = torch.nn.functional.interpolate(f, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    f = f - f.min()
-    return f / f.max().clamp_min(1e-12)
-
-
-def plot_attention_comparison(
-    image: torch.Tensor,
-    baseline: torch.nn.Module,
-    mxa_model: torch.nn.Module,
-    path: str | Path,
-    stage: int = -1,
-    title: str = "What the models attend to",
-) -> Path:
-    """Baseline vs MXA attention over the X-ray, and their difference (paper Figure 4 / G.1).
-
-    ``image`` is the normalized (1, C, H, W) model input.
-    """
-    plt = _plt()
-    a, b = attention_map(baseline, image, stage), attention_map(mxa_model, image, stage)
-    gray = image[0].float().mean(0).numpy()
-    gray = (gray - gray.min()) / max(float(gray.max() - gray.min()), 1e-6)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, m, name in ((axes[0], a, "baseline"), (axes[1], b, "+ MXA")):
-        ax.imshow(gray, cmap="gray")
-        im = ax.imshow(m.numpy(), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
-        ax.set_title(name)
-        ax.set_axis_off()
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="relative activation")
-    d = (b - a).numpy()
-    lim = max(float(np.abs(d).max()), 1e-6)
-    axes[2].imshow(gray, cmap="gray")
-    im = axes[2].imshow(d, cmap="coolwarm", alpha=0.6, vmin=-lim, vmax=lim)
-    axes[2].set_title("difference (MXA - baseline)")
-    axes[2].set_axis_off()
-    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02, label="activation difference")
-    fig.suptitle(title)
-    fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    return _save(fig, path)
-
-
 def plot_phantom_grid(
     path: str | Path, n: int = 12, image_size: int = 224, seed: int = 0, cols: int = 4
 ) -> Path:
     """A grid of phantoms with their positive labels and planted boxes (uncertain ones in yellow)."""
-    from .data.phantom import PhantomCXR
+    from mxa.data.phantom import PhantomCXR
 
-    plt = _plt()
+    plt = pyplot()
     ds = PhantomCXR(n, image_size=image_size, seed=seed)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.25 * rows))
@@ -259,20 +136,7 @@ def plot_phantom_grid(
         ax.set_title(text, fontsize=6.5)
     fig.suptitle("PhantomCXR: planted findings (red: positive, yellow: uncertain)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def display_image(image: torch.Tensor, max_side: int = 768) -> torch.Tensor:
-    """A (1, H, W) image down-scaled (area) so its longer side is at most ``max_side``, for drawing.
-
-    Boxes are relative coordinates, so they still fit the smaller picture.
-    """
-    h, w = image.shape[-2:]
-    if max(h, w) <= max_side:
-        return image
-    scale = max_side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")[0]
+    return save_figure(fig, path)
 
 
 def draw_images(
@@ -286,10 +150,10 @@ def draw_images(
 
     Output names are unique per input (see :func:`mxa.data.io.output_names`).
     """
-    from .data.io import load_xray, output_names
-    from .data.transforms import build_transforms
+    from mxa.data.io import load_xray, output_names
+    from mxa.data.transforms import build_transforms
 
-    if not hasattr(model, "forward_with_rois"):
+    if not has_rois(model):
         raise ValueError("ROI overlays need an MXA model (an efficientvit_ml_* checkpoint)")
     out = Path(output)
     tf = build_transforms(model, train=False)
@@ -300,7 +164,7 @@ def draw_images(
         raw = load_xray(f)
         x = tf(raw)[None]
         with torch.no_grad():
-            logits, boxes = model.forward_with_rois(x)
+            logits, boxes = forward_with_rois(model, x)
         title = f"{f.name}: MXA regions of interest"
         probs = torch.sigmoid(logits[0]).float()
         paths.append(

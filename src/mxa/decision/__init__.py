@@ -1,0 +1,5 @@
+"""Decisions: the stored rule (calibration + per-label thresholds), choosing thresholds, fitting calibration."""
+
+from mxa.decision.rule import CALIBRATION_METHODS, DecisionRule, get_decision_rule
+
+__all__ = ["CALIBRATION_METHODS", "DecisionRule", "get_decision_rule"]

@@ -1,0 +1,293 @@
+"""Deployment: ONNX export (BN fused, verified in ONNX Runtime) and safetensors weights + config.
+
+Exporters and opsets (``grid_sample`` exists in ONNX from opset 16):
+
+* the dynamo exporter (``torch.onnx.export(..., dynamo=True)``) decomposes ``affine_grid`` and works from
+  opset 16; it is used for opsets below 20 (the default, 18);
+* the TorchScript exporter cannot export ``affine_grid`` below opset 20; from opset 20 it works and is
+  much faster to run, so it is used there.
+
+Both formats carry what a deployment needs: the ONNX file's metadata (``metadata_props``; ONNX Runtime:
+``session.get_modelmeta().custom_metadata_map``) and the safetensors config hold the label names, input size,
+mean/std, the preprocessing in words and, when the model has a decision rule, its thresholds and
+calibration (see :data:`ONNX_METADATA_KEYS`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from timm.utils import reparameterize_model
+
+from mxa._optional import require
+from mxa.decision.rule import DecisionRule, get_decision_rule
+from mxa.files.checkpoint import load_checkpoint, save_checkpoint
+from mxa.files.load import load_exported
+from mxa.files.spec import export_config
+from mxa.models.hooks import forward_with_rois
+from mxa.utils.files import atomic_path, atomic_write_text
+
+__all__ = [
+    "ONNX_METADATA_KEYS",
+    "export_onnx",
+    "export_safetensors",
+    "load_exported",
+    "onnx_metadata",
+    "save_with_decision",
+    "verify_onnx",
+]
+
+#: The ONNX metadata keys (values are strings; JSON where noted).
+ONNX_METADATA_KEYS = (
+    "mxa_config",  # JSON: the safetensors config (architecture, model_kwargs, pretrained_cfg, decision)
+    "label_names",  # JSON list, in output order
+    "input_size",  # JSON [C, H, W]
+    "mean",  # JSON list
+    "std",  # JSON list
+    "preprocessing",  # text: how an image becomes the input
+    "output",  # text: what the outputs are
+    "mxa_decision",  # JSON: thresholds and calibration (DecisionRule.to_dict), "null" when none
+)
+
+log = logging.getLogger(__name__)
+
+
+class _WithRois(torch.nn.Module):
+    """(B, C, H, W) -> (logits (B, K), boxes (B, n_blocks, 4)) for export."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, boxes = forward_with_rois(self.model, x)
+        return logits, torch.stack(list(boxes.values()), dim=1)
+
+
+def _input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+    hw = getattr(model, "input_hw", None) or tuple(model.pretrained_cfg.get("input_size", (1, 224, 224))[-2:])
+    return int(getattr(model, "in_chans", 1)), int(hw[0]), int(hw[1])
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | Path,
+    opset: int = 18,
+    dynamic_batch: bool = True,
+    with_rois: bool = False,
+    exporter: str = "auto",
+    verify: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Export ``model`` to ONNX with its BatchNorms fused, and check it in ONNX Runtime.
+
+    Args:
+        model: a classification model (an ``efficientvit_ml_*`` for ``with_rois``).
+        path: the ``.onnx`` file to write.
+        opset: ONNX opset: from 13 when the MXA crops are exported as MatMul (``crop_method`` ``auto``
+            or ``separable``: the exported copy uses the separable crop, which equals the grid_sample crop to
+            1e-5), from 16 for blocks built with ``crop_method="grid_sample"`` (ONNX GridSample).
+        dynamic_batch: a symbolic batch dimension (otherwise batch 1).
+        with_rois: add a second output ``rois`` (B, n_blocks, 4) with the MXA boxes (normalized xyxy).
+        exporter: ``auto`` (TorchScript, unless a block is fixed to grid_sample below opset 20: dynamo),
+            ``dynamo`` or ``torchscript``.
+        verify: run batches of 1 and 3 in ONNX Runtime and compare with the eager (unfused) model.
+        atol: the largest absolute difference of the logits ``verify`` accepts.
+
+    Returns:
+        ``path``. Raises ``ValueError`` if ONNX Runtime disagrees with PyTorch by more than ``atol``.
+    """
+    if opset < 13:
+        raise ValueError(f"opset {opset} is not supported: use opset >= 13 (default 18)")
+    fixed, auto = _crop_methods(model)
+    if opset < 16 and fixed:
+        raise ValueError(
+            f"opset {opset} has no GridSample, which the grid_sample crop of {fixed} MXA block(s) needs: use "
+            "opset >= 16, or build the model with mxa_cfg=dict(crop_method='separable') (MatMul, opset >= 13)"
+        )
+    if exporter == "auto":  # TorchScript is much faster to run; it exports affine_grid only from opset 20
+        exporter = "dynamo" if fixed and opset < 20 else "torchscript"
+    if exporter not in ("dynamo", "torchscript"):
+        raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
+    if exporter == "torchscript" and opset < 20 and fixed:
+        raise ValueError(
+            "the TorchScript exporter cannot export affine_grid below opset 20; use exporter='dynamo', or "
+            "build the model with mxa_cfg=dict(crop_method='separable')"
+        )
+    require("onnx", "ONNX export")
+    if exporter == "dynamo":
+        require("onnxscript", "ONNX export with the dynamo exporter")
+    path = Path(path)
+    eager = model.eval()
+    fused = reparameterize_model(copy.deepcopy(eager).cpu()).eval()
+    if auto:  # MatMul instead of GridSample: any opset >= 13, the TorchScript exporter, runtimes without it
+        for blk in getattr(fused, "mxa_blocks", dict)().values():
+            if blk.roi.crop_method == "auto":
+                blk.roi.crop_method = "separable"
+    net: torch.nn.Module = _WithRois(fused) if with_rois else fused
+    c, h, w = _input_shape(eager)
+    x = torch.randn(2 if dynamic_batch else 1, c, h, w)
+    names = ["logits", "rois"] if with_rois else ["logits"]
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore")
+        _export(net, x, tmp, exporter, opset, dynamic_batch, names)
+        _write_metadata(tmp, onnx_metadata(eager, with_rois))
+        if verify:
+            diff = verify_onnx(tmp, eager, batch_sizes=(1, 3) if dynamic_batch else (1,))
+            if diff > atol:
+                raise ValueError(
+                    f"ONNX Runtime and PyTorch disagree on {path}: max |diff| of logits {diff:.3g} > {atol}; "
+                    "nothing was written"
+                )
+    if verify:
+        log.info(
+            "exported %s (opset %d, %s exporter, BN fused); ONNX Runtime vs PyTorch: max |diff| of logits %.2e",
+            path, opset, exporter, diff,
+        )  # fmt: skip
+    return path
+
+
+def _crop_methods(model: torch.nn.Module) -> tuple[int, int]:
+    """(MXA blocks fixed to grid_sample, blocks with crop_method 'auto')."""
+    blocks = list(getattr(model, "mxa_blocks", dict)().values())
+    methods = [getattr(getattr(b, "roi", None), "crop_method", "grid_sample") for b in blocks]
+    return methods.count("grid_sample"), methods.count("auto")
+
+
+def _export(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    path: Path,
+    exporter: str,
+    opset: int,
+    dynamic_batch: bool,
+    names: list[str],
+) -> None:
+    if exporter == "dynamo":
+        shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+        prog = torch.onnx.export(
+            net,
+            (x,),
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            input_names=["x"],
+            output_names=names,
+            verbose=False,
+        )
+        prog.save(str(path))
+    else:
+        axes = {"x": {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else None
+        torch.onnx.export(
+            net,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["x"],
+            output_names=names,
+            dynamic_axes=axes,
+        )
+
+
+def onnx_metadata(model: torch.nn.Module, with_rois: bool = False) -> dict[str, str]:
+    """The metadata :func:`export_onnx` writes (keys :data:`ONNX_METADATA_KEYS`), as strings."""
+    config = export_config(model)
+    pcfg = config["pretrained_cfg"]
+    c, h, w = _input_shape(model)
+    rule = get_decision_rule(model)
+    out = "logits (B, K) in label_names order" + (
+        ", rois (B, n_blocks, 4) normalized xyxy" if with_rois else ""
+    )
+    return {
+        "mxa_config": json.dumps(config),
+        "label_names": json.dumps(pcfg.get("label_names") or []),
+        "input_size": json.dumps([c, h, w]),
+        "mean": json.dumps(list(pcfg.get("mean", ()))),
+        "std": json.dumps(list(pcfg.get("std", ()))),
+        "preprocessing": pcfg["preprocessing"],
+        "output": out,
+        "mxa_decision": json.dumps(rule.to_dict() if rule is not None else None),
+    }
+
+
+def _write_metadata(path: Path, props: dict[str, str]) -> None:
+    onnx = require("onnx", "ONNX export")
+    m = onnx.load(str(path))
+    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, **props})
+    onnx.save(m, str(path))
+
+
+def save_with_decision(source: str | Path, out: str | Path, rule: DecisionRule, use_ema: bool = True) -> Path:
+    """Write a copy of the model file ``source`` that carries ``rule`` (never over ``source``).
+
+    A ``mxa train`` checkpoint (``.pt``) is copied with the key ``decision`` added (digest renewed); an
+    exported model is exported again (``out`` must end in ``.safetensors``, in another folder, since its
+    ``config.json`` is written beside it). :func:`mxa.load_model` on ``out`` gives ``model.decision_rule``.
+    """
+    source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve():
+        raise ValueError(
+            f"--save-model {out} is the model being evaluated; write the new model to another file"
+        )
+    if source.is_dir() or source.suffix == ".safetensors":
+        if out.suffix != ".safetensors":
+            raise ValueError(f"an exported model is saved as .safetensors; got {out}")
+        src_dir = source if source.is_dir() else source.parent
+        if out.parent.resolve() == src_dir.resolve():
+            raise ValueError(
+                f"{out} is in the folder of {source}, whose config.json it would replace; choose another folder"
+            )
+        model = load_exported(source)
+        rule.check_labels(list(getattr(model, "label_names", None) or rule.labels), f"the rule for {source}")
+        model.decision_rule = rule
+        return export_safetensors(model, out)
+    ckpt = load_checkpoint(source)
+    ckpt.pop("integrity", None)
+    ckpt["decision"] = rule.to_dict()
+    save_checkpoint(ckpt, out)
+    log.info("wrote %s: %s with thresholds/calibration", out, source)
+    return out
+
+
+@torch.no_grad()
+def verify_onnx(
+    path: str | Path, model: torch.nn.Module, batch_sizes: tuple[int, ...] = (1, 3), seed: int = 0
+) -> float:
+    """Largest absolute difference between ONNX Runtime's logits and the eager model's."""
+    ort = require("onnxruntime", "Checking an ONNX export")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0].name
+    c, h, w = _input_shape(model)
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model = model.eval().cpu()
+    for b in batch_sizes:
+        x = torch.randn(b, c, h, w, generator=g)
+        got = torch.from_numpy(sess.run(None, {inp: x.numpy()})[0])
+        worst = max(worst, float((got - model(x)).abs().max()))
+    return worst
+
+
+def export_safetensors(model: torch.nn.Module, path: str | Path) -> Path:
+    """Weights as safetensors (the config in its metadata) and ``config.json`` beside it (timm-hub style).
+
+    Load back with :func:`mxa.load_model` / :func:`load_exported`, or with
+    ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=path), **model_kwargs)``.
+    Both files are written atomically.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    config = export_config(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"mxa_config": json.dumps(config), "format": "pt"})
+    atomic_write_text(path.parent / "config.json", json.dumps(config, indent=2))
+    log.info("exported %s and %s (%s)", path, path.parent / "config.json", config["architecture"])
+    return path

@@ -1,0 +1,123 @@
+"""One loader for every model file of ours: a ``mxa train`` checkpoint or an exported safetensors folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mxa.decision.rule import DecisionRule
+from mxa.files.checkpoint import load_checkpoint
+from mxa.files.spec import ModelSpec
+
+__all__ = [
+    "ModelSpec",
+    "attach_decision_rule",
+    "load_exported",
+    "load_model",
+    "load_model_from_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+
+def attach_decision_rule(model: nn.Module, data: Any, source: str) -> nn.Module:
+    """Set ``model.decision_rule`` from a stored :meth:`DecisionRule.to_dict` (None: leave it unset)."""
+    model.decision_rule = None
+    if data is not None:
+        rule = DecisionRule.from_dict(data, source=f"the decision rule in {source}")
+        labels = getattr(model, "label_names", None)
+        if labels is not None:
+            rule.check_labels(labels, f"the decision rule in {source}")
+        model.decision_rule = rule
+    return model
+
+
+def load_model_from_checkpoint(
+    path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the model a ``mxa train`` checkpoint describes and load its (EMA, if any) weights, in eval mode."""
+    ckpt = load_checkpoint(path, map_location)
+    if "model_name" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint written by `mxa train` (no model_name/model)")
+    kwargs = ckpt.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path}: model_kwargs must be a mapping, got {type(kwargs).__name__}")
+    model = ModelSpec(ckpt["model_name"], dict(kwargs)).build(source=f"checkpoint {path}")
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    _load_state(model, state, path)
+    attach_decision_rule(model, ckpt.get("decision"), str(path))
+    return model.eval()
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(
+            f"the weights in {path} do not fit the model it describes ({str(e).splitlines()[0]})"
+        ) from None
+
+
+def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild a model from a file written by :func:`mxa.export_safetensors` (or its folder), in eval mode.
+
+    ``overrides`` replace constructor arguments (the allow-list applies to them too).
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = _exported_file(Path(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); export it again") from None
+    if "mxa_config" not in meta:
+        raise ValueError(
+            f"{path} has no mxa config in its metadata: was it written by mxa.export_safetensors?"
+        )
+    try:
+        config = json.loads(meta["mxa_config"])
+        spec = ModelSpec(config["architecture"], {**config["model_kwargs"], **overrides})
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: its mxa config cannot be read ({e}); export it again") from None
+    model = spec.build(source=f"exported model {path}")
+    _load_state(model, state, path)
+    attach_decision_rule(model, config.get("decision"), str(path))
+    return model.eval()
+
+
+def _exported_file(path: Path) -> Path:
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if len(files) != 1:
+            raise ValueError(f"{path} holds {len(files)} .safetensors files; name the one to load")
+        return files[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return path
+
+
+def load_model(path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load any model of ours, in eval mode: a ``mxa train`` checkpoint (``.pt``; its EMA weights when it
+    has them and ``use_ema``) or an exported safetensors file or folder.
+
+    A file that carries a calibration and thresholds (``mxa eval --save-model``) gives a model with
+    ``model.decision_rule`` (a :class:`~mxa.decision.rule.DecisionRule`; ``None`` otherwise), which
+    :func:`mxa.predict_files` and exports use; ``forward`` still returns raw logits.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: the file is corrupt, not ours, or describes a model we may not build (see
+            :class:`ModelSpec`).
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return load_exported(path)
+    return load_model_from_checkpoint(path, use_ema=use_ema, map_location=map_location)

@@ -1,0 +1,15 @@
+"""Losses: masked multi-label BCE, soft knowledge distillation, and the box terms of ``--box-loss``."""
+
+from mxa.losses.box import best_match_giou_loss, box_area
+from mxa.losses.distillation import DistillationLoss, SoftKDLoss
+from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT, class_balanced_pos_weight, masked_bce_with_logits
+
+__all__ = [
+    "DEFAULT_MAX_POS_WEIGHT",
+    "DistillationLoss",
+    "SoftKDLoss",
+    "best_match_giou_loss",
+    "box_area",
+    "class_balanced_pos_weight",
+    "masked_bce_with_logits",
+]

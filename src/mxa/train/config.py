@@ -1,0 +1,239 @@
+"""``TrainConfig``: every setting of a training run, with its help text, range and flag in one place.
+
+The ``mxa train`` / ``mxa ablate`` flags are generated from these fields (``mxa.cli.config``), and a YAML
+``--config`` goes through the same checks, so a new setting cannot be forgotten in one of them.
+Each field's ``metadata`` holds ``help``, ``group`` and optionally ``min``/``max``/``choices``/``nargs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mxa.data.labels import POLICIES
+from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT
+from mxa.utils.runtime import AMP_CHOICES
+
+__all__ = ["ConfigError", "TrainConfig"]
+
+
+class ConfigError(ValueError):
+    """A setting has the wrong type or an impossible value (the message names it and the valid range)."""
+
+
+def _opt(default: Any, help: str, group: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, "group": group, **meta})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run (the ``mxa train`` flags; a YAML ``--config`` uses the same names).
+
+    Values are checked when the config is made (also by ``dataclasses.replace``): a wrong type or an
+    impossible value raises :class:`ConfigError`.
+    """
+
+    data: str = _opt(
+        "phantom",
+        "'phantom' (built-in synthetic X-rays, no download) or <scheme>:<root> with scheme chexpert, nih, mimic, "
+        "padchest, vindr or rsna; several joined by '+' (each set split by patient, validated per set and "
+        "pooled), each optionally weighted with *<w> (drawn w times as often per image)",
+        "data",
+    )
+    train_samples: int = _opt(2000, "phantom training images", "data", min=1)
+    val_samples: int = _opt(500, "phantom validation images", "data", min=1)
+    policy: str = _opt(
+        "ones",
+        "what an uncertain (-1) CheXpert label becomes; 'ones' is the paper's U-1",
+        "data",
+        choices=POLICIES,
+    )
+    rand_augment: str | None = _opt("rand-m5-mstd0.2-inc2", "timm RandAugment string, or 'none'", "data")
+    workers: int = _opt(0, "data-loading processes", "data", min=0)
+    model: str = _opt(
+        "efficientvit_ml_m5",
+        "timm model name: efficientvit_ml_m0 ... efficientvit_ml_m5, or a grafted densenet121_mxa, "
+        "resnet50_mxa, convnext_tiny_mxa, deit_small_patch16_224_mxa",
+        "model",
+    )
+    mxa: bool = _opt(
+        True, "add MXA blocks beside the attention (--no-mxa: the plain multi-label baseline)", "model"
+    )
+    mxa_stages: list[int] | None = _opt(  # noqa: RUF009  (_opt returns a dataclasses.field)
+        None, "stages that get MXA (default: all)", "model", min=0, nargs="+"
+    )
+    mxa_mode: str = _opt(
+        "zoom",
+        "how an MXA block uses its box: 'zoom' (the paper's: the crop resized to the whole map) or 'paste' "
+        "(the gated crop put back where the box is; see docs/localization.md)",
+        "model",
+        choices=("zoom", "paste"),
+    )
+    pretrained: bool = _opt(
+        False, "start from timm's ImageNet EfficientViT weights (downloads once)", "model"
+    )
+    pretrained_file: str | None = _opt(
+        None, "local file with those (or our own) weights: works offline", "model"
+    )
+    img_size: int = _opt(224, "input size in pixels", "model", min=32, max=2048)
+    epochs: int = _opt(50, "total epochs, warm-up and cool-down included", "optimization", min=1)
+    batch_size: int = _opt(512, "images per step per process", "optimization", min=1)
+    lr: float = _opt(1e-3, "peak learning rate", "optimization", min=0.0, exclusive_min=True, max=10.0)
+    min_lr: float = _opt(1e-5, "cosine floor and cool-down learning rate", "optimization", min=0.0, max=10.0)
+    weight_decay: float = _opt(0.025, "AdamW weight decay", "optimization", min=0.0, max=10.0)
+    warmup_epochs: int = _opt(
+        5,
+        "linear warm-up epochs (scaled down when warm-up and cool-down take over half the run)",
+        "optimization",
+        min=0,
+    )
+    cooldown_epochs: int = _opt(
+        10, "epochs at --min-lr at the end (scaled like --warmup-epochs)", "optimization", min=0
+    )
+    warmup_lr: float = _opt(
+        1e-6, "learning rate at the start of the warm-up", "optimization", min=0.0, max=10.0
+    )
+    agc: float = _opt(0.02, "adaptive gradient clipping factor, 0 = off", "optimization", min=0.0)
+    ema_decay: float = _opt(
+        0.99996, "EMA decay per update, 0 = no EMA", "optimization", min=0.0, max=1.0, exclusive_max=True
+    )
+    accum_steps: int = _opt(1, "gradient accumulation steps", "optimization", min=1)
+    class_balance: bool = _opt(
+        True,
+        "class-balanced BCE (pos_weight = negatives/positives, capped at --max-pos-weight), as the paper",
+        "optimization",
+    )
+    max_pos_weight: float = _opt(
+        DEFAULT_MAX_POS_WEIGHT, "cap of the class-balanced pos_weight", "optimization", min=1.0, max=1e6
+    )
+    max_steps_per_epoch: int | None = _opt(
+        None, "cap the steps of an epoch (quick experiments)", "optimization", min=1
+    )
+    stop_after_epoch: int | None = _opt(
+        None,
+        "end the run cleanly after this epoch (of the full --epochs schedule); --resume continues it",
+        "optimization",
+        min=1,
+    )
+    teacher: str = _opt(
+        "none",
+        "none | densenet121-res224-chex (torchxrayvision) | a model of ours (checkpoint .pt or exported "
+        ".safetensors) | cache:<file> (teacher logits precomputed by `mxa cache-teacher`)",
+        "distillation",
+    )
+    alpha: float = _opt(0.5, "weight of the distillation term", "distillation", min=0.0, max=1.0)
+    tau: float = _opt(
+        1.0, "distillation temperature T", "distillation", min=0.0, exclusive_min=True, max=100.0
+    )
+    dynamic_weights: bool = _opt(True, "per-label dynamic KD weights w_j = 1 - mean p_j", "distillation")
+    trust_pickle: bool = _opt(
+        False,
+        "allow unpickling a teacher weights file that cannot be read safely (runs code from the file: only "
+        "for files you trust)",
+        "distillation",
+    )
+    box_loss: float = _opt(
+        0.0,
+        "weight of a GIoU loss between every MXA box and the best-matching true box of its image, for images "
+        "that have boxes (phantoms; 0 = off); augmentation then leaves out rotations, shears and translations",
+        "localization",
+        min=0.0,
+        max=1e3,
+    )
+    box_area_penalty: float = _opt(
+        0.0,
+        "weight of a penalty on the mean area of the MXA boxes (0 = off)",
+        "localization",
+        min=0.0,
+        max=1e3,
+    )
+    seed: int = _opt(0, "random seed", "run", min=0, max=2**31 - 1)  # NumPy takes seeds below 2**32
+    output: str = _opt("runs/mxa", "run folder: last.pt, best.pt, metrics.jsonl", "run")
+    resume: str | None = _opt(None, "continue a run from its last.pt exactly where it stopped", "run")
+    overwrite: bool = _opt(
+        False, "replace the run already in --output (without it, a folder holding a run is refused)", "run"
+    )
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N (under torchrun one GPU per process)", "run")
+    amp: str = _opt(
+        "auto",
+        "mixed precision: auto (bf16 on CUDA, none on CPU), none, bf16, fp16",
+        "run",
+        choices=AMP_CHOICES,
+    )
+    channels_last: bool = _opt(True, "channels_last memory format on CUDA", "run")
+    compile: bool = _opt(False, "torch.compile the model", "run")
+    deterministic: bool = _opt(
+        False,
+        "deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN deterministic, the cuBLAS "
+        "workspace setting; MXA crops use the separable method): two runs give bit-identical weights on one machine",
+        "run",
+    )
+    eval_bootstrap: int = _opt(0, "bootstrap resamples for per-epoch CIs", "run", min=0)
+    progress: bool = _opt(True, "progress bars", "run")
+
+    def __post_init__(self) -> None:
+        if self.rand_augment in ("none", "None", ""):
+            self.rand_augment = None
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _check(f, getattr(self, f.name)))
+        from mxa.data.spec import parse_data_spec
+
+        try:
+            parse_data_spec(self.data)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _kind(f: dataclasses.Field) -> str:
+    """bool, int, float, str or int_list, from the annotation text (annotations are strings here)."""
+    t = str(f.type)
+    for k in ("bool", "list[int]", "int", "float", "str"):
+        if t.startswith(k):
+            return "int_list" if k == "list[int]" else k
+    raise TypeError(f"TrainConfig.{f.name}: unsupported type {t}")
+
+
+def _check(f: dataclasses.Field, v: Any) -> Any:
+    """Type-check (ints are accepted for floats) and range-check one value; returns it normalised."""
+    name, meta, kind = f.name, f.metadata, _kind(f)
+    if v is None:
+        if "None" in str(f.type):
+            return None
+        raise ConfigError(f"{name} must be set (got nothing)")
+    if kind == "int_list":
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            raise ConfigError(f"{name} must be a list of integers, got {v!r}")
+        return [_number(name, x, "int", meta) for x in v]
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(f"{name} must be true or false, got {v!r}")
+        return v
+    if kind == "str":
+        if not isinstance(v, str):
+            raise ConfigError(f"{name} must be a string, got {v!r}")
+        if "choices" in meta and v not in meta["choices"]:
+            raise ConfigError(f"{name} must be one of {', '.join(meta['choices'])}, got {v!r}")
+        return v
+    return _number(name, v, kind, meta)
+
+
+def _number(name: str, v: Any, kind: str, meta: Any) -> int | float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+        raise ConfigError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}")
+    if kind == "float":
+        v = float(v)
+        if not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number, got {v}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (v < lo or (meta.get("exclusive_min") and v == lo)):
+        raise ConfigError(f"{name} must be {'>' if meta.get('exclusive_min') else '>='} {lo}, got {v}")
+    if hi is not None and (v > hi or (meta.get("exclusive_max") and v == hi)):
+        raise ConfigError(f"{name} must be {'<' if meta.get('exclusive_max') else '<='} {hi}, got {v}")
+    return v

@@ -1,0 +1,126 @@
+"""One description of an experiment (variants, seeds, teacher), run by ``mxa ablate`` and ``mxa demo``.
+
+An :class:`Experiment` trains, with identical settings but for the variable under study:
+
+1. a teacher, when asked: an MXA-free model of the same size on a longer schedule (``teacher="train"``);
+2. every :class:`Variant` (by default the paper's baseline, +MXA and +MXA+KD) for each seed, in
+   ``OUTPUT/<variant.folder>/seed<k>``; the KD variants distil from the teacher, online or from its
+   cached logits (``cache_teacher``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mxa.distill.cache import cache_teacher_logits
+from mxa.files.load import ModelSpec
+from mxa.train.config import TrainConfig
+from mxa.train.loop import train
+
+__all__ = ["PAPER_VARIANTS", "Experiment", "Variant", "run_experiment"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model of an experiment: its name in tables and JSON, its run folder, what it changes."""
+
+    name: str
+    folder: str
+    mxa: bool
+    distill: bool
+
+
+#: The paper's Tables 2-3: baseline, +MXA, +MXA+KD.
+PAPER_VARIANTS = (
+    Variant("baseline", "baseline", mxa=False, distill=False),
+    Variant("+MXA", "mxa", mxa=True, distill=False),
+    Variant("+MXA+KD", "mxa_kd", mxa=True, distill=True),
+)
+
+
+@dataclass
+class Experiment:
+    """Variants x seeds with one base config.
+
+    Attributes:
+        base: the settings every run shares (its ``seed`` is the first seed, its ``output`` ignored).
+        output: the experiment folder.
+        seeds: seeds per variant (``base.seed``, ``base.seed + 1``, ...).
+        teacher: ``"train"`` (train an MXA-free teacher first) or a teacher spec for ``--teacher``.
+        teacher_epochs: the trained teacher's epochs (default twice ``base.epochs``).
+        cache_teacher: distil from the teacher's cached logits (fast; the evaluation view of each image)
+            instead of running it online on the augmented batch.
+        variants: what to train.
+    """
+
+    base: TrainConfig
+    output: Path
+    seeds: int = 1
+    teacher: str = "train"
+    teacher_epochs: int | None = None
+    cache_teacher: bool = False
+    variants: tuple[Variant, ...] = PAPER_VARIANTS
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.output / "teacher"
+
+    def teacher_config(self) -> TrainConfig:
+        return dataclasses.replace(
+            self.base,
+            mxa=False,
+            teacher="none",
+            epochs=self.teacher_epochs or 2 * self.base.epochs,
+            output=str(self.teacher_dir),
+            seed=self.base.seed + 1000,
+        )
+
+    def run_dir(self, variant: Variant, seed_index: int) -> Path:
+        return self.output / variant.folder / f"seed{seed_index}"
+
+    def run_config(self, variant: Variant, seed_index: int, teacher_spec: str) -> TrainConfig:
+        return dataclasses.replace(
+            self.base,
+            seed=self.base.seed + seed_index,
+            output=str(self.run_dir(variant, seed_index)),
+            mxa=variant.mxa,
+            teacher=teacher_spec if variant.distill else "none",
+        )
+
+
+def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
+    """Train the teacher (if asked) and every variant for every seed; returns {variant name: run folders}."""
+    teacher = exp.teacher
+    if teacher == "train" and any(v.distill for v in exp.variants):
+        log.info("teacher: %s without MXA, %d epochs", exp.base.model, exp.teacher_config().epochs)
+        train(exp.teacher_config())
+        teacher = str(exp.teacher_dir / "best.pt")
+    runs: dict[str, list[Path]] = {v.name: [] for v in exp.variants}
+    for s in range(exp.seeds):
+        spec = _teacher_for_seed(exp, teacher, s)
+        for v in exp.variants:
+            log.info("%s, seed %d", v.name, exp.base.seed + s)
+            train(exp.run_config(v, s, spec))
+            runs[v.name].append(exp.run_dir(v, s))
+    return runs
+
+
+def _teacher_for_seed(exp: Experiment, teacher: str, seed_index: int) -> str:
+    """The ``--teacher`` of this seed's KD runs: the teacher itself, or its cached logits."""
+    if not exp.cache_teacher or teacher == "none":
+        return teacher
+    cfg = exp.base
+    # The cache holds the student's view of each image: its input size and normalization decide.
+    student = ModelSpec.for_training(cfg.model, cfg.img_size, mxa=False).build()
+    path = exp.output / f"teacher_logits_seed{seed_index}.safetensors"
+    log.info("caching the teacher's logits on the training images (evaluation view): %s", path)
+    cache_teacher_logits(
+        teacher, student, cfg.data, cfg.policy, cfg.train_samples, cfg.seed + seed_index,
+        batch_size=128, device=cfg.device, progress=cfg.progress, trust_pickle=cfg.trust_pickle, output=path,
+    )  # fmt: skip
+    return f"cache:{path}"

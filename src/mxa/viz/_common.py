@@ -1,0 +1,49 @@
+"""What every figure shares: the pyplot backend, the atomic PNG save, the disclaimer, short block names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mxa._optional import require
+
+DISCLAIMER = "Research software; not a medical device. Not for clinical use."
+
+
+def pyplot():
+    mpl = require("matplotlib", "Plotting")
+    mpl.use("Agg")
+    return require("matplotlib.pyplot", "Plotting")
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save atomically (a temporary PNG renamed into place), then close the figure."""
+    from mxa.utils.files import atomic_path
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        pyplot().close(fig)
+    return path
+
+
+def short_name(block: str) -> str:
+    """``stages.1.blocks.0`` -> ``s1.b0`` (timm-style names of other models are kept)."""
+    return block.replace("stages.", "s").replace(".blocks.", ".b")
+
+
+def display_image(image: torch.Tensor, max_side: int = 768) -> torch.Tensor:
+    """A (1, H, W) image down-scaled (area) so its longer side is at most ``max_side``, for drawing.
+
+    Boxes are relative coordinates, so they still fit the smaller picture.
+    """
+    h, w = image.shape[-2:]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")[0]

@@ -1,0 +1,206 @@
+"""Grad-CAM heatmaps drawn beside the MXA boxes: does the box go where the class evidence is?
+
+Grad-CAM comes from the ``grad-cam`` package (pytorch-grad-cam, the ``cam`` extra); nothing here
+re-implements it. The target layer is the output of one EfficientViT stage, ``model.stages[stage]``
+(NCHW, no reshape needed). The default is stage 1, as for the attention maps of :mod:`mxa.viz`: at 224 px
+its map is 7x7 (stride 32), while the last stage, Grad-CAM's textbook choice, is only 4x4 (stride 64;
+2x2 at 128 px, 1x1 at 64 px, where Grad-CAM is meaningless) and stage 0 is 14x14 but less class-specific.
+The score explained is the label's *logit*. Works the same for EfficientViT with and without MXA
+(``efficientvit_ml_*``, ``--no-mxa`` included, and timm's ``efficientvit_m*``).
+
+:func:`cam_box_agreement` puts a number on "do box and heatmap agree": the share of the heatmap's mass
+inside a block's box, against the box's share of the image (what a heatmap spread evenly would give).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mxa._optional import require
+from mxa.data.labels import CHEXPERT_LABELS
+from mxa.models.hooks import forward_with_rois
+
+__all__ = ["cam_box_agreement", "draw_gradcam", "gradcam", "plot_gradcam_overlay", "resolve_label"]
+
+
+def resolve_label(name: str, labels: Sequence[str], probs: torch.Tensor | None = None) -> int:
+    """The index of label ``name`` (case, spaces and underscores ignored), or of the most probable label
+    for ``top`` (``probs`` (C,) needed). Raises ``ValueError`` naming the labels."""
+    if name.strip().lower() == "top":
+        if probs is None:
+            raise ValueError("'top' needs the predicted probabilities")
+        return int(torch.as_tensor(probs).float().argmax())
+
+    def key(s: str) -> str:
+        return s.lower().replace("_", " ").replace("-", " ").strip()
+
+    for j, n in enumerate(labels):
+        if key(n) == key(name):
+            return j
+    raise ValueError(f"unknown label {name!r}; use 'top' or one of: {', '.join(labels)}")
+
+
+def _target_layer(model: torch.nn.Module, stage: int) -> torch.nn.Module:
+    stages = getattr(model, "stages", None)
+    if stages is None:
+        raise ValueError(
+            f"Grad-CAM here needs an EfficientViT (a model with .stages); {type(model).__name__} has none"
+        )
+    try:
+        return stages[stage]
+    except IndexError:
+        raise ValueError(f"stage {stage} out of range: the model has stages 0..{len(stages) - 1}") from None
+
+
+def gradcam(
+    model: torch.nn.Module, x: torch.Tensor, label: int | Sequence[int], stage: int = 1
+) -> torch.Tensor:
+    """Grad-CAM of the logit of ``label`` (one index, or one per image) at ``model.stages[stage]``.
+
+    Args:
+        x: (B, C, H, W) normalized model input.
+
+    Returns:
+        (B, H, W) heatmaps in [0, 1] (each scaled to its maximum by pytorch-grad-cam; all zero when no
+        region raises the logit).
+    """
+    cam_mod = require("pytorch_grad_cam", "Grad-CAM")
+    targets_mod = require("pytorch_grad_cam.utils.model_targets", "Grad-CAM")
+    idx = [int(label)] * x.shape[0] if isinstance(label, int) else [int(i) for i in label]
+    if len(idx) != x.shape[0]:
+        raise ValueError(f"{len(idx)} labels for {x.shape[0]} images")
+    was_training = model.training
+    try:
+        with (
+            torch.enable_grad(),
+            cam_mod.GradCAM(model=model, target_layers=[_target_layer(model, stage)]) as cam,
+        ):
+            out = cam(input_tensor=x, targets=[targets_mod.ClassifierOutputTarget(i) for i in idx])
+    finally:
+        model.zero_grad(set_to_none=True)  # Grad-CAM's backward leaves gradients on the weights
+        model.train(was_training)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+def cam_box_agreement(cam: torch.Tensor, box: torch.Tensor) -> dict[str, float]:
+    """Share of the (H, W) heatmap's mass inside a normalized xyxy ``box`` (pixel centres), and the box's
+    share of the pixels (what an even heatmap would give). ``cam_in_box`` is NaN for an all-zero heatmap."""
+    cam = torch.as_tensor(cam).float()
+    h, w = cam.shape
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+    x1, y1, x2, y2 = (float(v) for v in torch.as_tensor(box).float())
+    inside = ((ys >= y1) & (ys <= y2))[:, None] & ((xs >= x1) & (xs <= x2))[None, :]
+    total = float(cam.sum())
+    return {
+        "cam_in_box": float(cam[inside].sum()) / total if total > 0 else float("nan"),
+        "box_area": float(inside.float().mean()),
+    }
+
+
+def plot_gradcam_overlay(
+    image: torch.Tensor | np.ndarray,
+    cam: torch.Tensor,
+    path: str | Path,
+    boxes: dict[str, torch.Tensor] | None = None,
+    label: str = "",
+    prob: float | None = None,
+    decision: str | None = None,
+    title: str = "Grad-CAM and MXA boxes",
+) -> Path:
+    """The X-ray with the MXA boxes (left) and the Grad-CAM heatmap with the same boxes (right).
+
+    Args:
+        image: (H, W) or (1, H, W) display image (any range: rescaled for display).
+        cam: (h, w) heatmap in [0, 1] over the whole image (stretched to the image).
+        boxes: {block: (4,) normalized xyxy}; none for a model without MXA.
+    """
+    from mxa.viz._common import DISCLAIMER, pyplot, save_figure
+
+    plt = pyplot()
+    img = torch.as_tensor(image).detach().float().squeeze().numpy()
+    lo, hi = np.percentile(img, 0.5), np.percentile(img, 99.5)
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    h, w = img.shape
+    boxes = boxes or {}
+    cmap = plt.get_cmap("plasma")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    notes = []
+    for k, ax in enumerate(axes):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0))
+        if k == 1:
+            im = ax.imshow(cam.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(0, w, h, 0))
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="Grad-CAM (relative)")
+        for i, (name, b) in enumerate(boxes.items()):
+            x1, y1, x2, y2 = (torch.as_tensor(b).float() * torch.tensor([w, h, w, h])).tolist()
+            color = cmap(i / max(1, len(boxes) - 1))
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.5, color=color))
+            if k == 1:
+                a = cam_box_agreement(cam, b)
+                short = name.replace("stages.", "s").replace(".blocks.", ".b")
+                notes.append(f"{short}: {a['cam_in_box']:.0%} of the heatmap in a box of {a['box_area']:.0%}")
+        ax.set_axis_off()
+    axes[0].set_title("MXA boxes (colour = block)" if boxes else "input (model without MXA)", fontsize=9)
+    what = label + (f", p = {prob:.3f}" if prob is not None else "") + (f", {decision}" if decision else "")
+    axes[1].set_title(f"Grad-CAM: {what}", fontsize=9)
+    if notes:
+        axes[1].text(0, -0.01, "\n".join(notes), transform=axes[1].transAxes, fontsize=6.5, va="top",
+                     color="black", bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})  # fmt: skip
+    fig.suptitle(title, fontsize=10)
+    fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
+    fig.tight_layout(rect=(0, 0.03 + 0.022 * len(notes), 1, 0.93))
+    return save_figure(fig, path)
+
+
+def draw_gradcam(
+    files: Sequence[Path],
+    model: torch.nn.Module,
+    output: str | Path,
+    labels_wanted: Sequence[str] = ("top",),
+    stage: int = 1,
+) -> list[Path]:
+    """For each image and each wanted label (a name or ``top``), a Grad-CAM overlay beside the MXA boxes.
+
+    Writes ``<image>_gradcam_<label>.png`` in ``output``; probabilities and decisions use the model's
+    decision rule when it has one.
+    """
+    from mxa.data.io import load_xray, output_names
+    from mxa.data.transforms import build_transforms
+    from mxa.decision.rule import get_decision_rule
+    from mxa.viz._common import display_image
+
+    model.eval()
+    tf = build_transforms(model, train=False)
+    labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
+    rule = get_decision_rule(model)
+    for name in labels_wanted:  # fail before any work on an unknown label
+        if name.strip().lower() != "top":
+            resolve_label(name, labels)
+    names = output_names(list(files), "")
+    paths = []
+    for f in files:
+        raw = load_xray(f)
+        x = tf(raw)[None]
+        with torch.no_grad():
+            logits, boxes = forward_with_rois(model, x)
+        probs = rule.probabilities(logits)[0] if rule else torch.sigmoid(logits[0].float())
+        pos, defined = rule.decide(probs[None]) if rule else (None, None)
+        for wanted in labels_wanted:
+            j = resolve_label(wanted, labels, probs)
+            cam = gradcam(model, x, j, stage)[0]
+            dec = None
+            if defined is not None and bool(defined[0, j]):
+                dec = "positive" if bool(pos[0, j]) else "negative"
+            slug = labels[j].replace(" ", "_")
+            paths.append(
+                plot_gradcam_overlay(
+                    display_image(raw), cam, Path(output) / f"{names[f]}_gradcam_{slug}.png",
+                    {k: v[0] for k, v in boxes.items()}, labels[j], float(probs[j]), dec,
+                    title=f"{f.name}: Grad-CAM of {labels[j]} (stage {stage}) beside the MXA boxes",
+                )
+            )  # fmt: skip
+    return paths
