@@ -1,6 +1,6 @@
 """Does the MXA box find the finding? The study behind docs/localization.md, in one command.
 
-    python benchmarks/localization_study.py                      # 3 seeds (zoom+area: 1), about 40 min on 2 idle cores
+    python benchmarks/localization_study.py    # 3 seeds (zoom+area: 1), about 40 min on 2 idle cores
     python benchmarks/localization_study.py --variants zoom paste --seeds 1 --epochs 1   # a quick look
     python scripts/make_localization_docs.py                     # the tables in docs/localization.md
 
@@ -81,7 +81,9 @@ def run_one(name: str, seed: int, base: TrainConfig, output: Path) -> dict[str, 
     train(cfg)
     minutes = (time.perf_counter() - t0) / 60
     model = mxa.load_model(Path(cfg.output) / "last.pt")
-    ds = build_eval_dataset("phantom", model, cfg.policy, cfg.val_samples, seed=1001)  # one val set for all
+    ds = build_eval_dataset(
+        "phantom", model, policy=cfg.policy, samples=cfg.val_samples, seed=1001
+    )  # one val set for all
     metrics, preds = evaluate_model(model, ds, batch_size=64, n_bootstrap=200)
     loc = metrics.get("roi_localization", {})
     for v in loc.values():

@@ -1,6 +1,7 @@
 """Write docs/benchmarks.md (tables) and docs/img/latency_vs_params.png from benchmarks/results/*.json.
 
-Usage: python scripts/make_benchmark_docs.py [--check]   (--check: exit 1 if the page is out of step; the tests run it)
+Usage: python scripts/make_benchmark_docs.py [--check]
+(--check: exit 1 if the page is out of step; the tests run it)
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ GOALS = [
 def model_table(rep: dict) -> list[str]:
     lines = [
         f"Device: {rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, batch "
-        f"{rep['batch_size']}, {rep['img_size']} px, autocast {rep['amp']}, {rep['repeats']} interleaved repeats.",
+        f"{rep['batch_size']}, {rep['img_size']} px, autocast {rep['amp']}, {rep['repeats']} interleaved "
+        "repeats.",
         "",
-        "| model | variant | params (M) | GFLOPs | GMACs | latency ms, median [IQR] | images/s | train step ms |",
+        "| model | variant | params (M) | GFLOPs | GMACs | latency ms, median [IQR] | images/s | train "
+        "step ms |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in rep["results"].items():
@@ -68,7 +71,8 @@ def model_table(rep: dict) -> list[str]:
             tr = v.get("train_step", {}).get("median_ms")
             lines.append(
                 f"| {name} | {k} | {v['params'] / 1e6:.2f} | {v['gflops']:.3f} | {v['gmacs']:.3f} | "
-                f"{inf['median_ms']:.1f} [{inf['p25_ms']:.1f}–{inf['p75_ms']:.1f}] | {inf['images_per_s']:.0f} | "
+                f"{inf['median_ms']:.1f} [{inf['p25_ms']:.1f}–{inf['p75_ms']:.1f}] | "
+                f"{inf['images_per_s']:.0f} | "
                 f"{'' if tr is None else f'{tr:.0f}'} |"
             )
     lines += [
@@ -92,7 +96,8 @@ def model_table(rep: dict) -> list[str]:
             "| --- | --- | ---: | ---: |",
         ]
         lines += [
-            f"| {n} | {k.replace('_vs_baseline', '')} | {v['latency']:.3f} | {v.get('train_step', float('nan')):.3f} |"
+            f"| {n} | {k.replace('_vs_baseline', '')} | {v['latency']:.3f} | "
+            f"{v.get('train_step', float('nan')):.3f} |"
             for n, k, v in others
         ]
     return lines
@@ -109,7 +114,10 @@ def plot(reports: list[dict], path: Path) -> None:
         for variant, marker in (("baseline", "o"), ("mxa", "s")):
             xs = [r["variants"][variant]["params"] / 1e6 for r in rep["results"].values()]
             ys = [r["variants"][variant]["inference"]["median_ms"] for r in rep["results"].values()]
-            label = f"{'+MXA' if variant == 'mxa' else 'baseline'} ({rep['device_type']}, batch {rep['batch_size']})"
+            label = (
+                f"{'+MXA' if variant == 'mxa' else 'baseline'} ({rep['device_type']}, batch "
+                f"{rep['batch_size']})"
+            )
             ax.plot(xs, ys, marker=marker, label=label)
             if variant == "mxa":
                 for n, x, y in zip(rep["results"], xs, ys):
@@ -177,7 +185,8 @@ def main() -> int:
         "`bash benchmarks/run_cuda.sh` (CUDA), or any subset with `mxa bench` and",
         "`pytest benchmarks/ --benchmark-only`. Ratios are measured side by side in one run: `mxa bench`",
         "interleaves the variants (one repeat of each in turn) and reports the median of per-repeat ratios.",
-        "FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (1 multiply-add = 2 FLOPs; EfficientViT's",
+        "FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (1 multiply-add = 2 FLOPs; "
+        "EfficientViT's",
         'published "522M FLOPs" for M5 are MACs). Tests never assert timings.',
         "",
     ]
@@ -229,7 +238,8 @@ def main() -> int:
     if args.check:
         if page.read_text() != text:
             print(
-                "docs/benchmarks.md is out of step with benchmarks/results; run python scripts/make_benchmark_docs.py"
+                "docs/benchmarks.md is out of step with benchmarks/results; run python "
+                "scripts/make_benchmark_docs.py"
             )
             return 1
         return 0

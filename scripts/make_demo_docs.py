@@ -46,16 +46,20 @@ def blocks(summary: dict) -> dict[str, str]:
     ]
     for name, m in res.items():
         rows.append(
-            f"| {name} | {_cell(m, 'macro_auc')} | {_cell(m, 'micro_auc')} | {_cell(m, 'competition_auc')} | {_loc(m)} |"
+            f"| {name} | {_cell(m, 'macro_auc')} | {_cell(m, 'micro_auc')} | {_cell(m, 'competition_auc')} "
+            f"| {_loc(m)} |"
         )
     students = [res[k]["macro_auc"] for k in res if k != "teacher" and res[k].get("macro_auc") is not None]
     cfg = summary["runs"]["baseline"]["config"]
     teacher_cfg = summary["runs"]["teacher"]["config"]
     threads = summary.get("versions", {}).get("threads", "?")
     facts = (
-        f"{summary['minutes']:.1f} minutes on {threads} CPU threads; one seed, {cfg['train_samples']:,} training and "
-        f"{cfg['val_samples']} validation phantoms at {cfg['img_size']} px, {cfg['model'].replace('efficientvit_ml_', '').upper()} "
-        f"students trained for {cfg['epochs']} epochs, the teacher for {teacher_cfg['epochs']}; student macro AUC "
+        f"{summary['minutes']:.1f} minutes on {threads} CPU threads; one seed, {cfg['train_samples']:,} "
+        "training and "
+        f"{cfg['val_samples']} validation phantoms at {cfg['img_size']} px, "
+        f"{cfg['model'].replace('efficientvit_ml_', '').upper()} "
+        f"students trained for {cfg['epochs']} epochs, the teacher for {teacher_cfg['epochs']}; student "
+        "macro AUC "
         f"{min(students):.2f}-{max(students):.2f}, teacher {res['teacher']['macro_auc']:.2f}"
     )
     return {"table": "\n".join(rows), "facts": facts, "minutes": f"{summary['minutes']:.0f}"}

@@ -65,7 +65,8 @@ def tables(data: dict) -> dict[str, str]:
         runs.setdefault(r["variant"], []).append(run_summary(r))
     rows = [
         "| variant | seeds | macro AUC | best small-box hit margin (its area) | blocks with area <= 0.5 "
-        "| mean box area | IoU / chance (best block) | pointing / chance (best block) | single-finding IoU (best / mean block) |",
+        "| mean box area | IoU / chance (best block) | pointing / chance (best block) | single-finding IoU "
+        "(best / mean block) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in data["variants"]:
@@ -82,14 +83,17 @@ def tables(data: dict) -> dict[str, str]:
         margin = _ms(col("margin"))
         margin += f" ({_ms(col('margin_area'), 2)})" if any(v is not None for v in col("margin_area")) else ""
         rows.append(
-            f"| {name} | {len(rs)} | {_ms(col('auc'))} | {margin} | {_ms(col('n_small'), 1)} of 6 | {_ms(col('area'), 2)} "
-            f"| {_ms(col('iou'))} / {_ms(col('iou_chance'))} | {_ms(col('pointing'))} / {_ms(col('pointing_chance'))} "
+            f"| {name} | {len(rs)} | {_ms(col('auc'))} | {margin} | {_ms(col('n_small'), 1)} of 6 | "
+            f"{_ms(col('area'), 2)} "
+            f"| {_ms(col('iou'))} / {_ms(col('iou_chance'))} | {_ms(col('pointing'))} / "
+            f"{_ms(col('pointing_chance'))} "
             f"| {_ms(col('single_iou'))} / {_ms(col('single_iou_mean'))} |"
         )
     cfg = data["config"]
     setup = (
         f"{cfg['model']} at {cfg['img_size']} px on phantoms: {cfg['train_samples']} training images, "
-        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}; evaluated on 500 validation phantoms "
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}; evaluated on 500 validation "
+        "phantoms "
         "(seed 1001), the same for every run"
     )
     return {"table": "\n".join(rows), "setup": setup}
@@ -104,7 +108,8 @@ def main() -> int:
     if new != old:
         if args.check:
             print(
-                f"{PAGE.name} is out of step with {RESULTS.name}; run python scripts/make_localization_docs.py"
+                f"{PAGE.name} is out of step with {RESULTS.name}; run python "
+                "scripts/make_localization_docs.py"
             )
             return 1
         PAGE.write_text(new)

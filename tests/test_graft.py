@@ -14,7 +14,8 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 import mxa
-from mxa.models import GRAFTED_MODEL_NAMES, ModelSpec
+from mxa.files.spec import ModelSpec
+from mxa.models import GRAFTED_MODEL_NAMES
 from mxa.models.graft import known_blocks
 
 IMG = 64

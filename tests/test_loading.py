@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ import torch
 import mxa
 from mxa.cli import main
 from mxa.distill import TeacherCache, load_teacher
-from mxa.files.checkpoint import load_checkpoint, save_checkpoint
-from mxa.models import ModelSpec
+from mxa.files.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
+from mxa.files.spec import ModelSpec
 from mxa.train.loop import TrainConfig, train
 
 TINY = TrainConfig(
@@ -77,7 +78,8 @@ def test_model_kwargs_pass_an_allow_list(run: Path, tmp_path: Path) -> None:
         mxa.load_model(bad)
     ckpt["model_kwargs"] = {"img_size": 64}
     ckpt["model_name"] = "no_such_model"
-    with pytest.raises(ValueError, match="timm does not know"):
+    # regression: the message listed efficientvit_ml_m0 ... m5 only, never the grafted models
+    with pytest.raises(ValueError, match="unknown model.*'no_such_model'.*densenet121_mxa"):
         mxa.load_model(save_checkpoint(ckpt, tmp_path / "unknown.pt"))
 
 
@@ -88,3 +90,39 @@ def test_model_spec_for_training() -> None:
     model = spec.build()
     assert ModelSpec.from_model(model).architecture == "efficientvit_ml_m0"
     assert timm.is_model(spec.architecture)
+
+
+# one non-default value per MXABlock option; a new option without one here fails this test on purpose
+_MXA_VALUES = {
+    "reduction": 8,
+    "spatial_kernel": 3,
+    "min_size": 0.1,
+    "init_size": 0.9,
+    "init_scale": 0.5,
+    "mode": "paste",
+    "crop_size": 4,
+    "saliency_temperature": 0.5,
+    "crop_method": "separable",
+}
+
+
+@pytest.mark.parametrize("key", [p for p in inspect.signature(mxa.MXABlock).parameters if p != "dim"])
+@pytest.mark.parametrize("via", ["checkpoint", "safetensors"])
+def test_load_model_round_trips_every_mxa_cfg_key(key: str, via: str, tmp_path: Path) -> None:
+    # regression: crop_method was not in the allow-list, so such a model exported but did not load
+    cfg = {key: _MXA_VALUES[key], **({"mode": "paste"} if key == "crop_size" else {})}
+    model = timm.create_model("efficientvit_ml_m0", img_size=64, mxa_cfg=cfg).eval()
+    if via == "safetensors":
+        path = mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")
+    else:
+        spec = ModelSpec.from_model(model)
+        ckpt = TrainCheckpoint(
+            model_name=spec.architecture, model_kwargs=spec.kwargs, model=model.state_dict()
+        )
+        path = ckpt.save(tmp_path / "m.pt")
+    again = mxa.load_model(path)
+    assert again.mxa_cfg == cfg
+    block = next(iter(mxa.mxa_blocks(again).values()))
+    assert getattr(block, key, getattr(block.roi, key, None)) in (cfg[key], None)
+    x = torch.randn(2, 1, 64, 64)
+    torch.testing.assert_close(again(x), model(x))

@@ -16,7 +16,8 @@ def test_import_needs_only_core_dependencies() -> None:
         "import sys, torch, timm; before = set(sys.modules); import mxa; "
         "assert 'efficientvit_ml_m5' in timm.list_models('efficientvit_ml_*'); "
         "added = {m.split('.')[0] for m in set(sys.modules) - before}; "
-        "extras = {'pandas', 'matplotlib', 'torchxrayvision', 'torchmetrics', 'onnx', 'onnxruntime', 'onnxscript', "
+        "extras = {'pandas', 'matplotlib', 'torchxrayvision', 'torchmetrics', 'onnx', 'onnxruntime', "
+        "'onnxscript', "
         "'pydicom', 'yaml', 'tqdm', 'sklearn', 'scipy', 'PIL'}; "
         "assert not added & extras, sorted(added & extras)"
     )

@@ -137,7 +137,10 @@ def test_clear_errors(case: str, expect: str, done: Path, tmp_path: Path, capsys
         argv = ["train", *flags]
     else:  # a teacher cache built at another image size
         cache = tmp_path / "c.safetensors"
-        flags_c = f"--teacher {done / 'best.pt'} --model efficientvit_ml_m0 --img-size 96 --train-samples 32 --seed 2"
+        flags_c = (
+            f"--teacher {done / 'best.pt'} --model efficientvit_ml_m0 --img-size 96 --train-samples "
+            "32 --seed 2"
+        )
         assert main(["cache-teacher", *flags_c.split(), "--output", str(cache), "--device", "cpu"]) == 0
         capsys.readouterr()
         argv = ["train", *flags, "--teacher", f"cache:{cache}"]

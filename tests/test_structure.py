@@ -80,6 +80,87 @@ def test_no_import_cycles_in_src() -> None:
             visit(m)
 
 
+# One folder per question, in layers: a module may import its own layer and the ones below, never above
+# (lazy imports count). ``mxa`` itself (the public surface) and the 0.2 alias modules may import anything.
+LAYERS = (
+    ("mxa._optional", "mxa._compat", "mxa.utils"),
+    ("mxa.layers", "mxa.data"),
+    ("mxa.models",),
+    ("mxa.losses", "mxa.metrics"),
+    ("mxa.decision",),
+    ("mxa.files",),
+    ("mxa.distill",),
+    ("mxa.evaluate", "mxa.predict", "mxa.viz", "mxa.bench"),
+    ("mxa.train",),
+    ("mxa.demo",),
+    ("mxa.cli", "mxa.__main__"),
+)
+ALIASES = ("mxa.engine", "mxa.export", "mxa.viz_cam", "mxa.viz_calibration")
+
+
+def _layer(module: str) -> int | None:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def _is_alias(module: str) -> bool:
+    return module == "mxa.engine" or "alias_module(__name__" in _modules()[module].read_text()
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = [m for m in _modules() if m != "mxa" and _layer(m) is None and not _is_alias(m)]
+    assert missing == [], f"add these to LAYERS (docs/architecture.md says where): {missing}"
+
+
+def test_no_module_imports_a_layer_above_it() -> None:
+    mods = _modules()
+    bad = []
+    for m, p in mods.items():
+        if m == "mxa" or _is_alias(m):
+            continue
+        for t in _imports(m, p, set(mods)):
+            if t != "mxa" and not _is_alias(t) and (_layer(t) or 0) > (_layer(m) or 0):
+                bad.append(f"{m} -> {t}")
+    assert bad == []
+
+
+def _calls_outside(allowed: tuple[str, ...], needles: tuple[str, ...]) -> list[str]:
+    hits = []
+    for m, p in _modules().items():
+        if any(m == a or m.startswith(a + ".") for a in allowed):
+            continue
+        text = p.read_text()
+        hits += [f"{m}: {n}" for n in needles if n in text]
+    return hits
+
+
+def test_only_data_reads_dataset_files() -> None:
+    # CSV tables, images and DICOMs are read in mxa.data (load_xray, the dataset classes) and nowhere else
+    needles = ("read_csv(", "csv.reader(", "csv.DictReader(", "Image.open(", "dcmread(", "imread(")
+    assert _calls_outside(("mxa.data",), needles) == []
+
+
+def test_only_files_writes_model_formats() -> None:
+    # checkpoints, safetensors weights and ONNX are written in mxa.files; the teacher cache's own
+    # safetensors format lives with the cache (mxa.distill.cache)
+    needles = ("torch.save(", "save_file(", "onnx.save(", "torch.onnx.export(", "save_checkpoint({")
+    assert _calls_outside(("mxa.files", "mxa.distill.cache"), needles) == []
+
+
+def test_old_module_paths_still_import() -> None:
+    import importlib
+    import warnings
+
+    for m in sorted(_modules()):
+        if m.startswith(ALIASES) and m != "mxa.engine" and _is_alias(m):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                new = importlib.import_module(m)
+            assert new.__name__ != m and not _is_alias(new.__name__), m
+
+
 def test_only_the_cli_builds_argparse_parsers() -> None:
     offenders = [
         str(p.relative_to(SRC))
@@ -90,7 +171,7 @@ def test_only_the_cli_builds_argparse_parsers() -> None:
 
 
 def test_train_functions_are_short() -> None:
-    tree = ast.parse((SRC / "engine" / "train.py").read_text())
+    tree = ast.parse((SRC / "train" / "loop.py").read_text())
     long = [
         (n.name, n.end_lineno - n.lineno + 1)
         for n in ast.walk(tree)

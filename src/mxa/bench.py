@@ -2,8 +2,8 @@
 
 For every model asked for, three variants are measured in the same run, *interleaved* (one repeat of each
 in turn), so a noisy machine biases none of them: ours with MXA, ours without (``mxa=False``), and timm's
-own ``efficientvit_mX``. For a grafted model (``densenet121_mxa``...) the baseline, ``mxa=False``, is its plain
-timm parent. Ratios to the baseline are medians of the per-repeat ratios.
+own ``efficientvit_mX``. For a grafted model (``densenet121_mxa``...) the baseline, ``mxa=False``, is its
+plain timm parent. Ratios to the baseline are medians of the per-repeat ratios.
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2).
 """
 
@@ -21,6 +21,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mxa.data.labels import CHEXPERT_LABELS
 from mxa.utils.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def run_bench(
     for name in models:
         variants = _variants(name, img_size, crop_methods)
         x = torch.randn(batch_size, 1, img_size, img_size, device=dev).contiguous(memory_format=fmt)
-        y = torch.randint(0, 2, (batch_size, 14), device=dev).float()
+        y = torch.randint(0, 2, (batch_size, len(CHEXPERT_LABELS)), device=dev).float()
         info: dict[str, Any] = {}
         infer, trains, opts = {}, {}, {}
         for k, model in variants.items():

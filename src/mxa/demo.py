@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from mxa.data.combine import build_eval_dataset
+from mxa.data.transforms import PAPER_RAND_AUGMENT
 from mxa.evaluate import evaluate_model
 from mxa.files.load import load_model
 from mxa.train.config import TrainConfig
@@ -29,9 +30,16 @@ log = logging.getLogger(__name__)
 
 # What summary.json keeps of each model's metrics.
 _SUMMARY_KEYS = (
-    "macro_auc", "micro_auc", "competition_auc", "f1_macro", "accuracy", "ci", "per_label_auc",
-    "roi_localization", "undefined_labels",
-)  # fmt: skip
+    "macro_auc",
+    "micro_auc",
+    "competition_auc",
+    "f1_macro",
+    "accuracy",
+    "ci",
+    "per_label_auc",
+    "roi_localization",
+    "undefined_labels",
+)
 
 QUICK_NOTE = (
     "--quick trains for 2 epochs on 384 images: the models rank images within each label (macro AUC) "
@@ -61,7 +69,7 @@ def demo_experiment(
         tau=1.0,
         progress=progress,
         overwrite=overwrite,
-        rand_augment="rand-m5-mstd0.2-inc2",
+        rand_augment=PAPER_RAND_AUGMENT,
         # Plain BCE: the paper's class-balanced pos_weight inflates rare labels' probabilities, which
         # distorts the pooled micro AUC and every metric at threshold 0.5 (per-label AUCs are unaffected).
         class_balance=False,
@@ -83,8 +91,12 @@ def run_demo(
     cfg = exp.base
     log.info(
         "mxa demo%s: phantom chest X-rays at %dpx, %d training / %d validation images, %s",
-        " --quick" if quick else "", cfg.img_size, cfg.train_samples, cfg.val_samples, cfg.model,
-    )  # fmt: skip
+        " --quick" if quick else "",
+        cfg.img_size,
+        cfg.train_samples,
+        cfg.val_samples,
+        cfg.model,
+    )
     run_experiment(exp)
     log.info("evaluation on the validation phantoms (bootstrap 95% CIs)")
     dirs = {"teacher": exp.teacher_dir, **{v.name: exp.run_dir(v, 0) for v in exp.variants}}
@@ -115,7 +127,9 @@ def _evaluate_all(dirs: dict[str, Path], cfg: TrainConfig, n_bootstrap: int) -> 
     results, evaluated = {}, {}
     for name, run_dir in dirs.items():
         model = load_model(run_dir / "best.pt")
-        ds = build_eval_dataset("phantom", model, cfg.policy, cfg.val_samples, seed=cfg.seed + 1)
+        ds = build_eval_dataset(
+            "phantom", model, policy=cfg.policy, samples=cfg.val_samples, seed=cfg.seed + 1
+        )
         metrics, preds = evaluate_model(model, ds, batch_size=128, n_bootstrap=n_bootstrap)
         results[name], evaluated[name] = metrics, (model, ds, preds)
         plot_roc_curves(

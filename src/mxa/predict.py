@@ -28,6 +28,7 @@ from mxa.data.sanity import suppress_input_checks
 from mxa.data.transforms import build_transforms
 from mxa.decision.rule import DecisionRule, get_decision_rule
 from mxa.files.load import load_model
+from mxa.models import check_model_name
 from mxa.models.hooks import forward_with_rois
 from mxa.utils.files import atomic_path
 from mxa.utils.runtime import resolve_device
@@ -127,14 +128,32 @@ def predict_files(
                 )
                 if heatmap is not None:
                     result.heatmaps.append(
-                        _heatmap(model, x[i : i + 1], raw[i], {k: v[i].cpu() for k, v in boxes.items()}, probs[i],
-                                 decisions[i], labels, heatmap_label, cam_stage, Path(heatmap), names[f], f)
-                    )  # fmt: skip
+                        _heatmap(
+                            model,
+                            x[i : i + 1],
+                            raw[i],
+                            {k: v[i].cpu() for k, v in boxes.items()},
+                            probs[i],
+                            decisions[i],
+                            labels,
+                            heatmap_label,
+                            cam_stage,
+                            Path(heatmap),
+                            names[f],
+                            f,
+                        )
+                    )
                 if roi_overlay:
                     result.overlays.append(
-                        _overlay(raw[i], {k: v[i].cpu() for k, v in boxes.items()}, probs[i], labels,
-                                 Path(roi_overlay) / names[f], f)
-                    )  # fmt: skip
+                        _overlay(
+                            raw[i],
+                            {k: v[i].cpu() for k, v in boxes.items()},
+                            probs[i],
+                            labels,
+                            Path(roi_overlay) / names[f],
+                            f,
+                        )
+                    )
             result.n_predicted += len(ok)
         fh.flush()
     log.info("predictions for %d image(s): %s", result.n_predicted, out)
@@ -152,10 +171,12 @@ def _warn_constant(raw: list[torch.Tensor], files: list[Path], found: list[Path]
         if img.numel() and float(img.max() - img.min()) == 0.0:
             found.append(f)
             log.warning(
-                "%s is constant (every pixel %.4g): an empty image, a failed export or a wrong window; it gets "
+                "%s is constant (every pixel %.4g): an empty image, a failed export or a wrong window; it "
+                "gets "
                 "the same scores as any other blank image. Check the file",
-                f, float(img.flatten()[0]),
-            )  # fmt: skip
+                f,
+                float(img.flatten()[0]),
+            )
 
 
 def _heatmap(
@@ -180,9 +201,15 @@ def _heatmap(
         cam = gradcam(model, x, j, stage)[0]
     name = stem.removesuffix("_roi.png") + f"_gradcam_{labels[j].replace(' ', '_')}.png"
     return plot_gradcam_overlay(
-        display_image(raw), cam, folder / name, boxes, labels[j], float(probs[j]), decisions[j] or None,
+        display_image(raw),
+        cam,
+        folder / name,
+        boxes,
+        labels[j],
+        float(probs[j]),
+        decisions[j] or None,
         title=f"{src.name}: Grad-CAM of {labels[j]} (stage {stage}) beside the MXA boxes",
-    )  # fmt: skip
+    )
 
 
 def _resolve_model(
@@ -193,10 +220,7 @@ def _resolve_model(
     if checkpoint is not None:
         return load_model(checkpoint)
     if model_name is not None:
-        if not timm.is_model(model_name):
-            raise ValueError(
-                f"unknown model {model_name!r}; ours are efficientvit_ml_m0 ... efficientvit_ml_m5"
-            )
+        check_model_name(model_name, "model")
         return timm.create_model(model_name)
     raise ValueError("give a checkpoint or a model name")
 

@@ -19,9 +19,6 @@ __all__ = ["build_parser", "main", "train_config_from_args"]
 #: The command modules, in the order of ``mxa --help``.
 COMMAND_MODULES = (train, evaluate, predict, demo, export, bench, data)
 
-# kept for callers of 0.1.0
-_train_config = train_config_from_args
-
 
 def build_parser() -> argparse.ArgumentParser:
     from mxa import __version__
@@ -42,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C)."""
+    """Run one command; returns the exit status.
+
+    0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C.
+    """
     from mxa._optional import MissingExtraError
     from mxa.train.loop import NonFiniteLossError
     from mxa.utils.files import RunLockedError

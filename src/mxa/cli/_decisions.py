@@ -72,9 +72,16 @@ def eval_decisions(ns: argparse.Namespace, model: Any, metrics: dict[str, Any], 
 
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     found, rule, probs = decision_report(
-        preds["logits"], preds["targets"], preds["mask"], labels, ns.thresholds, ns.calibrate,
-        get_decision_rule(model), n_bootstrap=ns.bootstrap, seed=0,
-    )  # fmt: skip
+        preds["logits"],
+        preds["targets"],
+        preds["mask"],
+        labels,
+        ns.thresholds,
+        ns.calibrate,
+        get_decision_rule(model),
+        n_bootstrap=ns.bootstrap,
+        seed=0,
+    )
     metrics.setdefault("ci", {}).update(found.pop("ci", {}))
     metrics.update(found)
     return rule, probs
@@ -122,13 +129,19 @@ def reliability_figure(
     path = Path(ns.reliability) if ns.reliability else Path(ns.checkpoint).parent / "reliability.png"
     try:
         plot_reliability_diagram(
-            probs["before"], preds["targets"], preds["mask"], path, after=probs.get("after"), labels=labels,
+            probs["before"],
+            preds["targets"],
+            preds["mask"],
+            path,
+            after=probs.get("after"),
+            labels=labels,
             title=f"Reliability: {Path(ns.checkpoint).parent.name}",
-        )  # fmt: skip
+        )
     except OSError as e:
         log.warning(
             "the reliability diagram could not be written to %s (%s); choose another file with --reliability",
-            path, e.strerror or e,
-        )  # fmt: skip
+            path,
+            e.strerror or e,
+        )
         return
     print(f"reliability diagram: {path}")

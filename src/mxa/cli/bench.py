@@ -16,8 +16,10 @@ def add_parsers(sub: Any) -> None:
         help="parameters, FLOPs, latency, throughput vs the baseline and timm, side by side",
         description=(
             "For each model, three variants in the same run: 'mxa' (ours with MXA), 'baseline' (ours with "
-            "--no-mxa) and 'timm' (timm's own efficientvit_mX with 1 input channel and 14 outputs: the reference "
-            "our baseline must match). Timings are interleaved (one repeat of each variant in turn) and reported "
+            "--no-mxa) and 'timm' (timm's own efficientvit_mX with 1 input channel and 14 outputs: the "
+            "reference "
+            "our baseline must match). Timings are interleaved (one repeat of each variant in turn) and "
+            "reported "
             "as median [IQR]; a ratio to the baseline is the median of the per-repeat ratios, not a ratio of "
             "medians. FLOPs from torch's FlopCounterMode (MACs = FLOPs / 2)."
         ),
@@ -55,9 +57,18 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     from mxa.bench import run_bench
 
     rep = run_bench(
-        ns.model or ["efficientvit_ml_m5"], ns.device, ns.batch_size, ns.img_size, ns.amp, ns.channels_last,
-        ns.compile, ns.repeats, ns.warmup, not ns.no_train, crop_methods=ns.crop_method,
-    )  # fmt: skip
+        ns.model or ["efficientvit_ml_m5"],
+        ns.device,
+        ns.batch_size,
+        ns.img_size,
+        ns.amp,
+        ns.channels_last,
+        ns.compile,
+        ns.repeats,
+        ns.warmup,
+        not ns.no_train,
+        crop_methods=ns.crop_method,
+    )
     print_table(rep)
     if ns.json:
         print(f"\nresults: {write_json(ns.json, rep)}")
@@ -69,7 +80,10 @@ def print_table(rep: dict[str, Any]) -> None:
         f"\n{rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, "
         f"batch {rep['batch_size']}, {rep['img_size']}px, amp {rep['amp']}"
     )
-    head = f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms [IQR]':>26}{'img/s':>9}{'train ms':>10}"
+    head = (
+        f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms [IQR]':>26}"
+        f"{'img/s':>9}{'train ms':>10}"
+    )
     print(head + "\n" + "-" * len(head))
     for name, r in rep["results"].items():
         for k, v in r["variants"].items():
@@ -84,5 +98,6 @@ def print_table(rep: dict[str, Any]) -> None:
         for k, rr in r["ratios"].items():
             extra = f", train step x{rr['train_step']:.3f}" if "train_step" in rr else ""
             print(
-                f"{'':<20}{k}: params x{rr['params']:.4f}, FLOPs x{rr['flops']:.4f}, latency x{rr['latency']:.3f}{extra}"
+                f"{'':<20}{k}: params x{rr['params']:.4f}, FLOPs x{rr['flops']:.4f}, latency "
+                f"x{rr['latency']:.3f}{extra}"
             )

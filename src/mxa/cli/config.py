@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mxa.cli._common import checked
 from mxa.train.config import ConfigError, TrainConfig, _check, _kind
 
-__all__ = ["add_train_flags", "train_config_from_args"]
+__all__ = ["add_config_flags", "add_train_flags", "train_config_from_args"]
 
 _GROUPS = {
     "data": "data",
@@ -27,36 +28,50 @@ _GROUPS = {
 
 
 def _value_type(f: dataclasses.Field, kind: str) -> Any:
-    """An argparse type that converts the text and applies the field's own checks (one list item at a time)."""
+    """An argparse type that converts the text and applies the field's checks (a list item at a time)."""
     conv = float if kind == "float" else int if kind in ("int", "int_list") else str
     return checked(conv, (lambda v: _check(f, [v])[0]) if kind == "int_list" else (lambda v: _check(f, v)))
+
+
+def _add_flag(g: Any, f: dataclasses.Field, default: Any, suppress: bool) -> None:
+    meta, kind = f.metadata, _kind(f)
+    shown = "on" if default is True else "off" if default is False else default
+    text = f"{meta['help']} (default {shown})" if shown is not None else meta["help"]
+    flag = "--" + f.name.replace("_", "-")
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS if suppress else default, "help": text}
+    if kind == "bool":
+        g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    elif kind == "str" and "choices" in meta:
+        g.add_argument(flag, choices=list(meta["choices"]), **kw)
+    else:
+        if "nargs" in meta:
+            kw["nargs"] = meta["nargs"]
+        metavar = f.name.upper() if kind != "str" else None
+        g.add_argument(flag, type=_value_type(f, kind), metavar=metavar, **kw)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else None
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (``--name-with-dashes``), grouped, with its help and default."""
     groups = {k: p.add_argument_group(title) for k, title in _GROUPS.items()}
     for f in dataclasses.fields(TrainConfig):
-        meta, kind = f.metadata, _kind(f)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        shown = "on" if default is True else "off" if default is False else default
-        text = f"{meta['help']} (default {shown})" if shown is not None else meta["help"]
-        flag = "--" + f.name.replace("_", "-")
-        g = groups[meta["group"]]
-        if kind == "bool":
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        elif kind == "str" and "choices" in meta:
-            g.add_argument(flag, choices=list(meta["choices"]), default=argparse.SUPPRESS, help=text)
-        else:
-            kw: dict[str, Any] = {"nargs": meta["nargs"]} if "nargs" in meta else {}
-            metavar = f.name.upper() if kind != "str" else None
-            g.add_argument(
-                flag, type=_value_type(f, kind), default=argparse.SUPPRESS, help=text, metavar=metavar, **kw
-            )
+        _add_flag(groups[f.metadata["group"]], f, _default(f), suppress=True)
     p.add_argument(
         "--config",
         default=None,
         help="YAML file of settings (same names as the flags); flags given override it",
     )
+
+
+def add_config_flags(p: argparse.ArgumentParser, names: Sequence[str], **defaults: Any) -> None:
+    """The flags of the TrainConfig fields ``names`` for another command (``cache-teacher``), with the
+    same help, types and checks; ``defaults`` replaces a field's default for that command."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in names:
+        _add_flag(p, fields[name], defaults.get(name, _default(fields[name])), suppress=False)
 
 
 def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
@@ -80,17 +95,17 @@ def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:
 
     yaml = require("yaml", "--config")
     if not path.is_file():
-        raise SystemExit(f"error: config file not found: {path}")
+        raise ValueError(f"config file not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise SystemExit(f"error: {path} is not valid YAML: {e}") from None
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(loaded, dict):
-        raise SystemExit(f"error: {path} must hold a mapping of settings")
+        raise ValueError(f"{path} must hold a mapping of settings (flag names without --)")
     values = {}
     for k, v in loaded.items():
         key = str(k).replace("-", "_")
         if key not in fields:
-            raise SystemExit(f"error: {path}: unknown setting {k!r}; the settings are the `mxa train` flags")
+            raise ValueError(f"{path}: unknown setting {k!r}; the settings are the `mxa train` flags")
         values[key] = v
     return values

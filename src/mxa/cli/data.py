@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from mxa.cli._common import bounded
+from mxa.cli.config import add_config_flags
 
 __all__ = ["add_parsers"]
 
@@ -15,44 +16,32 @@ def add_parsers(sub: Any) -> None:
         "cache-teacher",
         help="compute teacher logits once over the training set (safetensors)",
         description=(
-            "Run a teacher over the training images a `mxa train` run with the same --data, --model, --img-size, "
-            "--train-samples, --seed and --policy sees (in the evaluation view, without augmentation), and save its "
-            "logits keyed by image id. Train with --teacher cache:OUTPUT; the run checks the cache's image size "
+            "Run a teacher over the training images a `mxa train` run with the same --data, --model, "
+            "--img-size, "
+            "--train-samples, --seed and --policy sees (in the evaluation view, without augmentation), and "
+            "save its "
+            "logits keyed by image id. Train with --teacher cache:OUTPUT; the run checks the cache's image "
+            "size "
             "and policy against its own."
         ),
     )
-    p.add_argument(
-        "--teacher", default="densenet121-res224-chex", help="teacher spec, as for `train --teacher`"
-    )
-    p.add_argument(
-        "--data",
-        default="phantom",
-        help="as for `train --data`: 'phantom', <scheme>:<root> or several joined by '+' (default phantom)",
-    )
-    p.add_argument(
-        "--model", default="efficientvit_ml_m5", help="the student model (its input size and normalization)"
-    )
-    p.add_argument(
-        "--img-size", type=bounded(int, 32, 2048), default=224, help="the student's input size (default 224)"
-    )
-    p.add_argument(
-        "--policy",
-        choices=["ones", "zeros", "ignore", "mixed"],
-        default="ones",
-        help="uncertainty policy of the run (default ones)",
-    )
-    p.add_argument(
-        "--train-samples", type=bounded(int, 1), default=2000, help="phantom training images (as for train)"
-    )
-    p.add_argument(
-        "--seed", type=bounded(int, 0), default=0, help="the training run's seed (phantom data depends on it)"
-    )
-    p.add_argument("--batch-size", type=bounded(int, 1), default=64, help="images per batch (default 64)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="allow unpickling a teacher weights file that cannot be read safely",
+    # the settings a run's cache must match: the same flags (help, checks) as `mxa train`
+    add_config_flags(
+        p,
+        (
+            "teacher",
+            "data",
+            "model",
+            "img_size",
+            "policy",
+            "train_samples",
+            "seed",
+            "batch_size",
+            "device",
+            "trust_pickle",
+        ),
+        teacher="densenet121-res224-chex",
+        batch_size=64,
     )
     p.add_argument(
         "--output", required=True, help="the .safetensors file to write; train with --teacher cache:<file>"
@@ -62,7 +51,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "make-phantom",
         help="write a phantom set in the CheXpert layout (PNGs + train.csv/valid.csv)",
-        description="Write phantom X-rays as PNGs with CheXpert-style CSVs and boxes_<split>.json, for --data chexpert:<folder>.",
+        description="Write phantom X-rays as PNGs with CheXpert-style CSVs and boxes_<split>.json, for "
+        "--data chexpert:<folder>.",
     )
     p.add_argument(
         "--output", required=True, help="folder to create (the set goes to OUTPUT/CheXpert-v1.0-small)"
@@ -76,7 +66,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "preresize",
         help="copy CheXpert with smaller images, once (decoding 3000px JPEGs is slow)",
-        description="Copy a CheXpert folder's CSVs and resize every image so its shorter side is --size pixels.",
+        description="Copy a CheXpert folder's CSVs and resize every image so its shorter side is --size "
+        "pixels.",
     )
     p.add_argument("--src", required=True, help="the CheXpert-v1.0 (or -small) folder with train.csv")
     p.add_argument("--dst", required=True, help="the folder to write (CSVs copied, images resized)")
@@ -89,13 +80,21 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_cache_teacher(ns: argparse.Namespace) -> int:
     from mxa.distill.cache import cache_teacher_logits
-    from mxa.files.load import ModelSpec
+    from mxa.files.spec import ModelSpec
 
     student = ModelSpec.for_training(ns.model, ns.img_size, mxa=False).build(source="--model")
     cache = cache_teacher_logits(
-        ns.teacher, student, ns.data, ns.policy, ns.train_samples, ns.seed,
-        batch_size=ns.batch_size, device=ns.device, trust_pickle=ns.trust_pickle, output=ns.output,
-    )  # fmt: skip
+        ns.teacher,
+        student,
+        data=ns.data,
+        policy=ns.policy,
+        train_samples=ns.train_samples,
+        seed=ns.seed,
+        batch_size=ns.batch_size,
+        device=ns.device,
+        trust_pickle=ns.trust_pickle,
+        output=ns.output,
+    )
     print(f"teacher logits of {len(cache)} images -> {ns.output}")
     return 0
 

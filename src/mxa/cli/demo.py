@@ -15,7 +15,8 @@ def add_parsers(sub: Any) -> None:
         help="the whole pipeline on built-in phantom data, no download (about 3 min on 2 CPU cores)",
         description=(
             "Train an MXA-free teacher, cache its logits, then the baseline, +MXA and +MXA+KD students with "
-            "identical settings on phantom chest X-rays (M0 at 128 px); print the AUC table with bootstrap 95%% "
+            "identical settings on phantom chest X-rays (M0 at 128 px); print the AUC table with bootstrap "
+            "95%% "
             "CIs and the ROI localization against chance; write ROI overlays, ROC curves, an attention "
             "comparison and summary.json to OUTPUT. Synthetic data: a demonstration, not a medical result."
         ),
@@ -60,5 +61,6 @@ def print_demo_table(results: dict[str, Any]) -> None:
         loc = summarize_localization(m.get("roi_localization") or {})
         loc_txt = f"{loc['hit_rate']:.2f} / {loc['random_hit_rate']:.2f}" if loc else "-"
         print(
-            f"{name:<10}{f(m, 'macro_auc'):>24}{f(m, 'micro_auc'):>24}{f(m, 'competition_auc'):>24}{loc_txt:>20}"
+            f"{name:<10}{f(m, 'macro_auc'):>24}{f(m, 'micro_auc'):>24}"
+            f"{f(m, 'competition_auc'):>24}{loc_txt:>20}"
         )

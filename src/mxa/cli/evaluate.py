@@ -9,6 +9,8 @@ from typing import Any
 
 from mxa.cli import _decisions
 from mxa.cli._common import bounded, write_json
+from mxa.data.labels import POLICIES
+from mxa.data.spec import SCHEMES
 from mxa.metrics.classification import SCALAR_METRICS
 from mxa.utils.format import fmt
 
@@ -31,12 +33,15 @@ def add_parsers(sub: Any) -> None:
         "eval",
         help="evaluate a checkpoint: AUC table, CIs, ROC curves, ROI localization",
         description=(
-            "Evaluate a model of ours on phantom validation images or CheXpert's valid.csv: per-label AUC with "
+            "Evaluate a model of ours on phantom validation images or CheXpert's valid.csv: per-label AUC "
+            "with "
             "bootstrap 95%% CIs, macro/micro/competition AUC, F1 and accuracy at 0.5, and for MXA models how "
             "often each block's box lands on a planted finding against area-matched chance. Writes the "
-            "--json first, then the ROC figure (a figure that cannot be written is a warning). Also ECE and Brier "
+            "--json first, then the ROC figure (a figure that cannot be written is a warning). Also ECE "
+            "and Brier "
             "score with a reliability diagram; --thresholds picks per-label operating points (sensitivity, "
-            "specificity, PPV, NPV with CIs), --calibrate fits temperature/Platt scaling, --save-model keeps both."
+            "specificity, PPV, NPV with CIs), --calibrate fits temperature/Platt scaling, --save-model "
+            "keeps both."
         ),
     )
     p.add_argument(
@@ -47,8 +52,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--data",
         default="phantom",
-        help="'phantom', <scheme>:<root> (chexpert, nih, mimic, padchest, vindr, rsna: each set's test split or "
-        "the run's held-out patients) or several joined by '+', reported per set and pooled (default phantom)",
+        help=f"'phantom', <scheme>:<root> ({', '.join(SCHEMES[1:])}: each set's test split or the run's "
+        "held-out patients) or several joined by '+', reported per set and pooled (default phantom)",
     )
     p.add_argument(
         "--val-samples", type=bounded(int, 1), default=500, help="phantom images to evaluate on (default 500)"
@@ -58,7 +63,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument(
         "--policy",
-        choices=["ones", "zeros", "ignore", "mixed"],
+        choices=POLICIES,
         default=None,
         help="uncertainty policy (default: the run's)",
     )
@@ -81,7 +86,8 @@ def add_parsers(sub: Any) -> None:
         "report",
         help="aggregate runs (seeds) into mean and 95%% CI per metric",
         description=(
-            "Read each run folder's metrics.jsonl, take its best epoch by validation macro AUC, and print the "
+            "Read each run folder's metrics.jsonl, take its best epoch by validation macro AUC, and print "
+            "the "
             "mean and Student-t 95%% CI over the runs of every metric and per-label AUC."
         ),
     )
@@ -107,7 +113,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     policy = ns.policy or run_cfg.get("policy", "ones")
     seed = run_cfg.get("seed", 0) + 1 if ns.seed is None else ns.seed
     ds = build_eval_dataset(
-        ns.data, model, policy, ns.val_samples, seed=seed, split_seed=run_cfg.get("seed", 0)
+        ns.data, model, policy=policy, samples=ns.val_samples, seed=seed, split_seed=run_cfg.get("seed", 0)
     )
     metrics, preds = evaluate_model(
         model.to(device), ds, ns.batch_size, device, n_bootstrap=ns.bootstrap, progress=not ns.no_progress
@@ -195,7 +201,10 @@ def print_eval_table(metrics: dict[str, Any], title: str) -> None:
 def print_localization(loc: dict[str, Any]) -> None:
     """Per MXA block: hit rate, IoU and pointing game, each beside its area-matched chance."""
     print("\nROI localization (each beside its chance: boxes of the same size placed at random)")
-    head = f"{'MXA block':<20} {'hit':>6} {'chance':>7} {'IoU':>6} {'chance':>7} {'area':>6} {'pointing':>9} {'chance':>7}"
+    head = (
+        f"{'MXA block':<20} {'hit':>6} {'chance':>7} {'IoU':>6} {'chance':>7} {'area':>6} "
+        f"{'pointing':>9} {'chance':>7}"
+    )
     print(head + "\n" + "-" * len(head))
     for name, v in loc.items():
         point = (
@@ -204,7 +213,8 @@ def print_localization(loc: dict[str, Any]) -> None:
             else f"{'-':>9} {'-':>7}"
         )
         print(
-            f"{name:<20} {v['hit_rate']:>6.3f} {v['random_hit_rate']:>7.3f} {v.get('mean_iou', float('nan')):>6.3f} "
+            f"{name:<20} {v['hit_rate']:>6.3f} {v['random_hit_rate']:>7.3f} "
+            f"{v.get('mean_iou', float('nan')):>6.3f} "
             f"{v.get('random_iou', float('nan')):>7.3f} {v['mean_box_area']:>6.3f} {point}"
         )
 

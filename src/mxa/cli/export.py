@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from mxa.cli._common import bounded
+from mxa.models import check_model_name
 
 __all__ = ["add_parsers"]
 
@@ -16,8 +17,10 @@ def add_parsers(sub: Any) -> None:
         help="export a model to ONNX (fused, verified) or safetensors (+ config)",
         description=(
             "ONNX: BatchNorms fused, exported with torch's dynamo exporter (opset 16-19) or TorchScript "
-            "(opset >= 20), then run in ONNX Runtime on random batches and compared with PyTorch; the file is "
-            "written only if they agree. safetensors: the weights plus config.json, loadable with mxa.load_model "
+            "(opset >= 20), then run in ONNX Runtime on random batches and compared with PyTorch; the file "
+            "is "
+            "written only if they agree. safetensors: the weights plus config.json, loadable with "
+            "mxa.load_model "
             "or timm.create_model(..., pretrained_cfg_overlay=dict(file=...))."
         ),
     )
@@ -58,10 +61,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
     if ns.checkpoint:
         model = load_model(ns.checkpoint)
     else:
-        if not timm.is_model(ns.model):
-            raise ValueError(
-                f"unknown --model {ns.model!r}; ours are efficientvit_ml_m0 ... efficientvit_ml_m5"
-            )
+        check_model_name(ns.model)
         model = timm.create_model(ns.model, **({"img_size": ns.img_size} if ns.img_size else {})).eval()
     if ns.format == "onnx":
         export_onnx(

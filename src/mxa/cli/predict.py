@@ -17,9 +17,12 @@ def add_parsers(sub: Any) -> None:
         "predict",
         help="predict the 14 labels for PNG, JPEG or DICOM images",
         description=(
-            "Write one CSV row per image (its path and one sigmoid probability per label). Folders are searched "
-            "recursively. An image that cannot be read is skipped and listed, the others are predicted, and the "
-            "command then exits with status 1. The CSV appears only when complete. A model saved by `mxa eval "
+            "Write one CSV row per image (its path and one sigmoid probability per label). Folders are "
+            "searched "
+            "recursively. An image that cannot be read is skipped and listed, the others are predicted, "
+            "and the "
+            "command then exits with status 1. The CSV appears only when complete. A model saved by `mxa "
+            "eval "
             "--calibrate/--thresholds --save-model` gives calibrated probabilities and a positive/negative "
             "decision per label (printed, and as '<label> decision' CSV columns)."
         ),
@@ -65,7 +68,8 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Draw, for each image, the box of every MXA block of --checkpoint over the X-ray with the top "
             "predictions beside it; with --baseline also the channel-mean activation maps of both models and "
-            "their difference (the paper's Figure 4). --phantom-grid N draws N phantoms with their planted boxes."
+            "their difference (the paper's Figure 4). --phantom-grid N draws N phantoms with their planted "
+            "boxes."
         ),
     )
     p.add_argument("inputs", nargs="*", help="image files or folders (PNG, JPEG, DICOM)")
@@ -93,7 +97,8 @@ def add_parsers(sub: Any) -> None:
         action="append",
         default=None,
         metavar="LABEL",
-        help="also draw the Grad-CAM heatmap of LABEL (a label name or 'top') beside the MXA boxes; repeatable",
+        help="also draw the Grad-CAM heatmap of LABEL (a label name or 'top') beside the MXA boxes; "
+        "repeatable",
     )
     p.add_argument(
         "--cam-stage",

@@ -19,9 +19,11 @@ def add_parsers(sub: Any) -> None:
         "train",
         help="train a model (baseline, +MXA or +MXA+KD)",
         description=(
-            "Train a multi-label model. Settings: the defaults below, then --config FILE.yaml, then the flags "
+            "Train a multi-label model. Settings: the defaults below, then --config FILE.yaml, then the "
+            "flags "
             "given. Writes OUTPUT/last.pt (every epoch), OUTPUT/best.pt (best validation macro AUC) and "
-            "OUTPUT/metrics.jsonl; a folder that already holds a run is refused unless --resume or --overwrite. "
+            "OUTPUT/metrics.jsonl; a folder that already holds a run is refused unless --resume or "
+            "--overwrite. "
             "Many GPUs: torchrun --nproc_per_node=N -m mxa train ..."
         ),
     )
@@ -32,7 +34,8 @@ def add_parsers(sub: Any) -> None:
         "ablate",
         help="baseline, +MXA, +MXA+KD with identical settings, over seeds (paper Tables 2-3)",
         description=(
-            "Train the paper's three variants with the same settings (the training flags below) for each seed, "
+            "Train the paper's three variants with the same settings (the training flags below) for each "
+            "seed, "
             "in ABLATE_OUTPUT/{baseline,mxa,mxa_kd}/seed<k>, and print the mean and 95%% CI of each metric "
             "(Tables 2 and 3). Without --teacher, an MXA-free teacher of the same model is trained first "
             "(ABLATE_OUTPUT/teacher) and the KD variant distils from it."
@@ -90,7 +93,7 @@ def print_train_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_ablate(ns: argparse.Namespace) -> int:
-    from mxa.metrics.report import run_ablation
+    from mxa.train.experiment import run_ablation
 
     cfg = train_config_from_args(ns)
     table = run_ablation(

@@ -43,7 +43,8 @@ def _resolve_csv(root: Path, csv: str | Path) -> Path:
             if cand.is_file():
                 return cand
         raise FileNotFoundError(
-            f"no {csv}.csv under {root} (looked in {root}, {root / 'CheXpert-v1.0-small'}, {root / 'CheXpert-v1.0'}); "
+            f"no {csv}.csv under {root} (looked in {root}, {root / 'CheXpert-v1.0-small'}, "
+            f"{root / 'CheXpert-v1.0'}); "
             "pass the dataset folder that holds train.csv, or csv=<path to the CSV>"
         )
     path = Path(csv)
@@ -144,15 +145,6 @@ class CheXpertDataset(Dataset):
         if self.has_boxes:
             return image, self.labels[index], self.label_mask[index], self.boxes[index]
         return image, self.labels[index], self.label_mask[index]
-
-    def subset(self, indices: Sequence[int]) -> torch.utils.data.Subset:
-        return torch.utils.data.Subset(self, list(indices))
-
-    def summary(self) -> str:
-        return (
-            f"{self.csv_path}: {len(self)} images of {len(set(self.patients))} patients "
-            f"(policy {self.policy}; {self.n_dropped} non-frontal rows dropped)"
-        )
 
 
 def boxes_file(csv_path: str | Path) -> Path:

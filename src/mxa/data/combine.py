@@ -21,7 +21,7 @@ from mxa.data.chexpert import CheXpertDataset, boxes_file, patient_split
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.data.phantom import PhantomCXR
 from mxa.data.spec import DataSpec, parse_data_spec
-from mxa.data.transforms import build_transforms
+from mxa.data.transforms import PAPER_RAND_AUGMENT, build_transforms
 from mxa.data.xray_sets import DATASETS
 
 __all__ = [
@@ -116,9 +116,15 @@ def _ids(ds: Dataset) -> list[str]:
 
 
 def _one_train_val(
-    d: DataSpec, policy: str, train_tf: Any, eval_tf: Any, size: int, n: tuple[int, int], seed: int,
+    d: DataSpec,
+    policy: str,
+    train_tf: Any,
+    eval_tf: Any,
+    size: int,
+    n: tuple[int, int],
+    seed: int,
     val_fraction: float,
-) -> tuple[Dataset, Dataset]:  # fmt: skip
+) -> tuple[Dataset, Dataset]:
     if d.kind == "phantom":
         # Phantoms are drawn at the model's size; the eval transform then only normalizes.
         return (
@@ -149,7 +155,7 @@ def _one_train_val(
 
 @dataclass
 class SetBundle:
-    """What :class:`mxa.data.combine.IndexedDataset` wraps: the dataset, its ids and where each item is from."""
+    """What :class:`IndexedDataset` wraps: the dataset, its ids and where each item is from."""
 
     base: Dataset
     ids: list[str]
@@ -170,9 +176,15 @@ def _combine(specs: tuple[DataSpec, ...], sets: list[Dataset], with_weights: boo
 
 
 def build_train_val(
-    d: DataSpec, policy: str, train_tf: Any, eval_tf: Any, size: int, n: tuple[int, int], seed: int,
+    d: DataSpec,
+    policy: str,
+    train_tf: Any,
+    eval_tf: Any,
+    size: int,
+    n: tuple[int, int],
+    seed: int,
     val_fraction: float,
-) -> tuple[SetBundle, SetBundle]:  # fmt: skip
+) -> tuple[SetBundle, SetBundle]:
     """(train, val) over every set of ``d``; see :func:`mxa.data.combine.build_datasets`."""
     pairs = [_one_train_val(s, policy, train_tf, eval_tf, size, n, seed, val_fraction) for s in d.sets]
     train = _combine(d.sets, [p[0] for p in pairs], with_weights=True)
@@ -183,9 +195,15 @@ def build_train_val(
 
 
 def build_eval_set(
-    d: DataSpec, policy: str, eval_tf: Any, size: int, samples: int, seed: int, split_seed: int,
+    d: DataSpec,
+    policy: str,
+    eval_tf: Any,
+    size: int,
+    samples: int,
+    seed: int,
+    split_seed: int,
     val_fraction: float = 0.05,
-) -> SetBundle:  # fmt: skip
+) -> SetBundle:
     """Every set's evaluation images: an official test split where the folder has one, else the
     patient-level validation part that training with ``split_seed`` held out."""
     sets: list[Dataset] = []
@@ -335,11 +353,12 @@ class ResumableSampler(Sampler[int]):
 def build_datasets(
     spec: str,
     model: torch.nn.Module,
+    *,
     policy: str = "ones",
     train_samples: int = 2000,
     val_samples: int = 500,
     seed: int = 0,
-    rand_augment: str | None = "rand-m5-mstd0.2-inc2",
+    rand_augment: str | None = PAPER_RAND_AUGMENT,
     val_fraction: float = 0.05,
     augment: bool = True,
     geometric: bool = True,
@@ -380,6 +399,7 @@ def _indexed(b: SetBundle) -> IndexedDataset:
 def build_eval_dataset(
     spec: str,
     model: torch.nn.Module,
+    *,
     policy: str = "ones",
     samples: int = 500,
     seed: int = 1,

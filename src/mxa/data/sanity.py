@@ -28,12 +28,15 @@ from typing import Any
 
 import torch
 
+from mxa.data.transforms import GRAY_MEAN, GRAY_STD
+
 __all__ = ["InputSanityWarning", "check_model_input", "input_problems", "suppress_input_checks"]
 
 _SUPPRESSED = contextvars.ContextVar("mxa_input_checks_suppressed", default=False)
 _MAX_CHECKS = 32
 _HOW = (
-    "prepare images with mxa.data.load_xray (gray, [0, 1]) then mxa.data.build_transforms(model, train=False) "
+    "prepare images with mxa.data.load_xray (gray, [0, 1]) then mxa.data.build_transforms(model, "
+    "train=False) "
     "(resize and (x - mean) / std)"
 )
 
@@ -43,7 +46,7 @@ class InputSanityWarning(UserWarning):
 
 
 def input_problems(
-    x: torch.Tensor, mean: Sequence[float] = (0.449,), std: Sequence[float] = (0.226,)
+    x: torch.Tensor, mean: Sequence[float] = GRAY_MEAN, std: Sequence[float] = GRAY_STD
 ) -> list[str]:
     """What looks wrong with a normalized (B, C, H, W) batch (empty list: nothing).
 
@@ -130,8 +133,8 @@ def check_model_input(model: torch.nn.Module, x: torch.Tensor) -> None:
         state["warned"] = True
         name = type(model).__name__
         warnings.warn(
-            f"{name}: this input batch does not look like a prepared chest X-ray batch (warned once per model): "
-            + " | ".join(problems),
+            f"{name}: this input batch does not look like a prepared chest X-ray batch (warned once per "
+            "model): " + " | ".join(problems),
             InputSanityWarning,
             stacklevel=4,
         )

@@ -1,4 +1,4 @@
-"""``--data``: ``phantom``, ``<scheme>:<root>`` (a scheme per dataset class) or several joined by ``+``, parsed once."""
+"""``--data``: ``phantom``, ``<scheme>:<root>`` (a scheme per dataset class) or several joined by ``+``."""
 
 from __future__ import annotations
 

@@ -166,8 +166,11 @@ class XRayDataset(Dataset):
         if self.n_missing:
             log.warning(
                 "%s: %d of %d labelled images are not under %s and are left out",
-                self.name, self.n_missing, len(ids), image_folder,
-            )  # fmt: skip
+                self.name,
+                self.n_missing,
+                len(ids),
+                image_folder,
+            )
         self.ids = [str(ids[i]) for i in keep]
         self.paths = list(paths)
         self.patients = [str(patients[i]) for i in keep]
@@ -200,35 +203,6 @@ class XRayDataset(Dataset):
             image = self.transform(image)
         item = (image, self.labels[index], self.label_mask[index])
         return (*item, boxes) if boxes is not None else item
-
-    def label_summary(self) -> dict[str, Any]:
-        """Per observation: labelled or masked, positives and labelled images; counts of images/patients."""
-        pos = ((self.labels > 0) & self.label_mask).sum(0)
-        return {
-            "dataset": self.name,
-            "csv": str(self.csv_path),
-            "n_images": len(self),
-            "n_patients": len(set(self.patients)),
-            "n_missing_images": int(self.n_missing),
-            "n_with_boxes": int((~torch.isnan(self.boxes_px[..., 0])).any(1).sum()) if self.has_boxes else 0,
-            "labels": {
-                name: {
-                    "labelled": bool(self.labelled[j]),
-                    "positives": int(pos[j]),
-                    "n_labelled": int(self.label_mask[:, j].sum()),
-                }
-                for j, name in enumerate(CHEXPERT_LABELS)
-            },
-        }
-
-    def summary(self) -> str:
-        s = self.label_summary()
-        masked = [n for n, v in s["labels"].items() if not v["labelled"]]
-        return (
-            f"{self.name} ({self.root}): {s['n_images']} images of {s['n_patients']} patients, policy {self.policy}; "
-            f"masked (not labelled): {', '.join(masked) or 'none'}"
-            + (f"; {s['n_with_boxes']} images with boxes" if self.has_boxes else "")
-        )
 
 
 def _box_table(
@@ -288,30 +262,48 @@ class NIHDataset(XRayDataset):
         if not root.is_dir():
             raise FileNotFoundError(f"nih: dataset folder {root} not found; {_LAYOUT_HINT}")
         d = _xrv_quietly(
-            _xrv().datasets.NIH_Dataset, imgpath=str(root), csvpath=str(csv), bbox_list_path=str(bbox),
-            views=["PA", "AP"], unique_patients=False,
-        )  # fmt: skip
+            _xrv().datasets.NIH_Dataset,
+            imgpath=str(root),
+            csvpath=str(csv),
+            bbox_list_path=str(bbox),
+            views=["PA", "AP"],
+            unique_patients=False,
+        )
         frame = d.csv
         sel = np.ones(len(frame), bool)
         if split != "all":
             listed = _first_file(root, [self.SPLIT_FILES[split]]) if split in self.SPLIT_FILES else None
             if listed is None:
                 raise FileNotFoundError(
-                    f"nih: split {split!r} needs {root / self.SPLIT_FILES.get(split, split)} (from the NIH release)"
+                    f"nih: split {split!r} needs {root / self.SPLIT_FILES.get(split, split)} (from the NIH "
+                    "release)"
                 )
             sel = frame["Image Index"].isin(_read_list(listed)).to_numpy()
         raw = _to_chexpert(d, {"No Finding": (frame["Finding Labels"] == "No Finding").to_numpy(np.float32)})
         ids = frame["Image Index"].astype(str).to_numpy()[sel]
         b = d.pathology_maskscsv
         rows = zip(
-            b["Image Index"], b["Finding Label"].map(lambda n: _chexpert_name(str(n)) or ""),
-            b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"],
-        )  # fmt: skip
+            b["Image Index"],
+            b["Finding Label"].map(lambda n: _chexpert_name(str(n)) or ""),
+            b["x"],
+            b["y"],
+            b["x"] + b["w"],
+            b["y"] + b["h"],
+        )
         boxes = _box_table(list(ids), rows)
         self._finish(
-            root, csv, ids, [Path(i).stem for i in ids], frame["Patient ID"].astype(str).to_numpy()[sel],
-            raw[sel], policy, transform, root, boxes, np.full((len(ids), 2), 1024.0),
-        )  # fmt: skip
+            root,
+            csv,
+            ids,
+            [Path(i).stem for i in ids],
+            frame["Patient ID"].astype(str).to_numpy()[sel],
+            raw[sel],
+            policy,
+            transform,
+            root,
+            boxes,
+            np.full((len(ids), 2), 1024.0),
+        )
 
     @classmethod
     def has_split(cls, root: str | Path, split: str) -> bool:
@@ -319,7 +311,7 @@ class NIHDataset(XRayDataset):
 
 
 class PadChestDataset(XRayDataset):
-    """PadChest: ``root`` holds the PNGs (flat, or in the numbered folders ``0/`` ... ``54/`` of the release)."""
+    """PadChest: ``root`` holds the PNGs (flat, or in the release's numbered folders ``0/`` ... ``54/``)."""
 
     name = "padchest"
     CSV_NAMES = (
@@ -341,17 +333,27 @@ class PadChestDataset(XRayDataset):
             raise FileNotFoundError(f"padchest: dataset folder {root} not found; {_LAYOUT_HINT}")
         csv = _first_file(root, self.CSV_NAMES) or _shipped(self.CSV_NAMES[1])
         d = _xrv_quietly(
-            _xrv().datasets.PC_Dataset, imgpath=str(root), csvpath=str(csv),
-            views=["PA", "AP", "AP Supine"], unique_patients=False,
-        )  # fmt: skip
+            _xrv().datasets.PC_Dataset,
+            imgpath=str(root),
+            csvpath=str(csv),
+            views=["PA", "AP", "AP Supine"],
+            unique_patients=False,
+        )
         frame = d.csv
         normal = frame["Labels"].astype(str).str.contains("'normal'", regex=False).to_numpy(np.float32)
         raw = _to_chexpert(d, {"No Finding": normal})
         ids = frame["ImageID"].astype(str).to_numpy()
         self._finish(
-            root, csv, ids, [Path(i).stem for i in ids], frame["PatientID"].astype(str).to_numpy(), raw,
-            policy, transform, root,
-        )  # fmt: skip
+            root,
+            csv,
+            ids,
+            [Path(i).stem for i in ids],
+            frame["PatientID"].astype(str).to_numpy(),
+            raw,
+            policy,
+            transform,
+            root,
+        )
 
     @classmethod
     def has_split(cls, root: str | Path, split: str) -> bool:
@@ -395,9 +397,13 @@ class VinDrDataset(XRayDataset):
         ids = frame["image_id"].astype(str).to_numpy()
         r = d.rawcsv
         rows = zip(
-            r["image_id"].astype(str), r["class_name"].map(lambda n: _chexpert_name(str(n)) or ""),
-            r["x_min"], r["y_min"], r["x_max"], r["y_max"],
-        )  # fmt: skip
+            r["image_id"].astype(str),
+            r["class_name"].map(lambda n: _chexpert_name(str(n)) or ""),
+            r["x_min"],
+            r["y_min"],
+            r["x_max"],
+            r["y_max"],
+        )
         boxes = _box_table(list(ids), rows)
         self._finish(root, csv, ids, list(ids), ids, raw, policy, transform, folder, boxes)
 
@@ -544,9 +550,17 @@ class MIMICDataset(XRayDataset):
         ids = [f"p{s}/s{t}/{d}" for s, t, d in zip(subj, study, df["dicom_id"])]
         sel = np.asarray(present, dtype=np.int64)
         self._finish(
-            root, files["chexpert"], [ids[i] for i in sel], [], subj.to_numpy()[sel], raw[sel], policy,
-            transform, root / "files", paths=[paths[i] for i in sel],
-        )  # fmt: skip
+            root,
+            files["chexpert"],
+            [ids[i] for i in sel],
+            [],
+            subj.to_numpy()[sel],
+            raw[sel],
+            policy,
+            transform,
+            root / "files",
+            paths=[paths[i] for i in sel],
+        )
         self.n_missing = len(paths) - len(present)
         self.labelled = torch.ones(len(CHEXPERT_LABELS), dtype=torch.bool)  # blanks are negatives
         self.labels, self.label_mask = apply_policy(self.raw_labels, policy)

@@ -1,4 +1,4 @@
-"""Decisions: the stored rule (calibration + per-label thresholds), choosing thresholds, fitting calibration."""
+"""Decisions: the stored rule (calibration + per-label thresholds), choosing thresholds, calibrating."""
 
 from mxa.decision.rule import CALIBRATION_METHODS, DecisionRule, get_decision_rule
 

@@ -1,4 +1,4 @@
-"""What ``mxa eval`` reports and stores about decisions: calibration before/after, thresholds, operating points."""
+"""What ``mxa eval`` reports and stores about decisions: calibration, thresholds, operating points."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def decision_report(
     Returns:
         (JSON-ready metrics: ``ece``/``brier`` as numbers, or ``{"before", "after"}`` when there is a
         calibration, ``per_label_ece``/``per_label_brier`` likewise, ``calibration``, ``thresholds``,
-        ``threshold_method``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``ci``, ``undefined_thresholds``;
+        ``threshold_method``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``ci``,
+        ``undefined_thresholds``;
         the rule to store or None; {"before": probs, "after": probs or absent} for the reliability diagram).
     """
     mask = torch.ones_like(logits, dtype=torch.bool) if mask is None else mask.bool()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mxa._optional import require
+from mxa.metrics.classification import roc_points
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ def _cut(thr: np.ndarray, i: int) -> float:
 
 
 def _choose_one(y: np.ndarray, s: np.ndarray, spec: ThresholdSpec) -> float:
-    skm = require("sklearn.metrics", "Choosing thresholds")
-    fpr, tpr, thr = skm.roc_curve(y, s, drop_intermediate=False)
+    fpr, tpr, thr = roc_points(s, y)
     if spec.method == "youden":
         i = int(np.argmax(tpr - fpr))
     elif spec.method == "f1":
@@ -200,9 +199,9 @@ def operating_points(
     """Sensitivity, specificity, PPV and NPV of "positive iff p >= threshold", per label, with CIs.
 
     Returns:
-        ``{"sensitivity": {label: v}, "specificity": ..., "ppv": ..., "npv": ..., "ci": {"sensitivity/<label>":
-        [lo, hi] or None, ...}}``; a value is None where its denominator is empty or the label has no
-        threshold, a CI is None unless 90% of the resamples define it.
+        ``{"sensitivity": {label: v}, "specificity": ..., "ppv": ..., "npv": ...,
+        "ci": {"sensitivity/<label>": [lo, hi] or None, ...}}``; a value is None where its denominator is
+        empty or the label has no threshold, a CI is None unless 90% of the resamples define it.
     """
     mask = torch.ones_like(probs, dtype=torch.bool) if mask is None else mask.bool()
     th = torch.tensor([math.nan if thresholds.get(n) is None else float(thresholds[n]) for n in labels])

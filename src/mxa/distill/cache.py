@@ -321,7 +321,14 @@ def cache_teacher_logits(
 
     dev = resolve_device(device)
     train_ds, _ = build_datasets(
-        data, student, policy, train_samples, 1, seed, rand_augment=None, augment=False
+        data,
+        student,
+        policy=policy,
+        train_samples=train_samples,
+        val_samples=1,
+        seed=seed,
+        rand_augment=None,
+        augment=False,
     )
     if isinstance(teacher, str):
         name = teacher

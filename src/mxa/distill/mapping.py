@@ -53,7 +53,8 @@ def xrv_to_chexpert(
     """
     if teacher_logits.ndim != 2 or teacher_logits.shape[1] != len(teacher_labels):
         raise ValueError(
-            f"teacher_logits must be (B, {len(teacher_labels)}) to match teacher_labels, got {tuple(teacher_logits.shape)}"
+            f"teacher_logits must be (B, {len(teacher_labels)}) to match teacher_labels, got "
+            f"{tuple(teacher_logits.shape)}"
         )
     index = {name: i for i, name in enumerate(teacher_labels) if name}
     b = teacher_logits.shape[0]

@@ -21,6 +21,7 @@ from torch import nn
 
 from mxa._optional import require
 from mxa.data.labels import CHEXPERT_LABELS
+from mxa.data.transforms import GRAY_MEAN, GRAY_STD
 from mxa.distill.mapping import xrv_to_chexpert
 from mxa.files.load import load_model
 
@@ -85,8 +86,8 @@ class XRVTeacher(Teacher):
         cache_dir: str | Path | None = None,
         weights_file: str | Path | None = None,
         labels: Sequence[str] | None = None,
-        student_mean: Sequence[float] = (0.449,),
-        student_std: Sequence[float] = (0.226,),
+        student_mean: Sequence[float] = GRAY_MEAN,
+        student_std: Sequence[float] = GRAY_STD,
         trust_pickle: bool = False,
     ) -> None:
         super().__init__(student_mean, student_std)
@@ -207,8 +208,8 @@ class ModelTeacher(Teacher):
     def __init__(
         self,
         model: nn.Module,
-        student_mean: Sequence[float] = (0.449,),
-        student_std: Sequence[float] = (0.226,),
+        student_mean: Sequence[float] = GRAY_MEAN,
+        student_std: Sequence[float] = GRAY_STD,
         teacher_mean: Sequence[float] | None = None,
         teacher_std: Sequence[float] | None = None,
         teacher_size: tuple[int, int] | None = None,
@@ -253,8 +254,8 @@ class ModelTeacher(Teacher):
 
 def load_teacher(
     spec: str,
-    student_mean: Sequence[float] = (0.449,),
-    student_std: Sequence[float] = (0.226,),
+    student_mean: Sequence[float] = GRAY_MEAN,
+    student_std: Sequence[float] = GRAY_STD,
     cache_dir: str | Path | None = None,
     trust_pickle: bool = False,
 ) -> Teacher:

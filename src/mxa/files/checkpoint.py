@@ -8,10 +8,13 @@ digest, so a flipped byte in the weights is an error naming the file, never a si
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import math
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import torch
 
 from mxa.utils.files import atomic_path
 
-__all__ = ["CorruptCheckpointError", "load_checkpoint", "save_checkpoint", "tensor_digest"]
+__all__ = ["CorruptCheckpointError", "TrainCheckpoint", "load_checkpoint", "save_checkpoint", "tensor_digest"]
 
 log = logging.getLogger(__name__)
 _ALGORITHM = "blake2b-tensors-v1"
@@ -113,3 +116,59 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "(the file changed after it was saved); use an earlier checkpoint"
         )
     return obj
+
+
+@dataclass(kw_only=True)
+class TrainCheckpoint:
+    """What ``mxa train`` writes to ``last.pt``/``best.pt``: the one description of that file's keys.
+
+    ``model_name`` + ``model_kwargs`` are the :class:`~mxa.files.spec.ModelSpec`; ``model``/``ema`` state
+    dicts; the optimizer, scheduler, scaler and RNG states and the position (``epoch`` done, then
+    ``batch_in_epoch`` batches of the next) for an exact resume; ``config`` the run's ``TrainConfig``;
+    ``decision`` the stored decision rule (``mxa eval --save-model``). Files of 0.1 lack the last keys.
+    """
+
+    model_name: str
+    model: dict[str, torch.Tensor]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    ema: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: Any = None
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_update: int = 0
+    best: float = -math.inf
+    world_size: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)
+    decision: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["decision"] is None:
+            del out["decision"]  # files without a rule keep the 0.2 key set
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Atomically, with the integrity record (see :func:`save_checkpoint`)."""
+        return save_checkpoint(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> TrainCheckpoint:
+        """Read and verify ``path``; a ``ValueError`` names the file when it is not a training checkpoint."""
+        obj = load_checkpoint(path, map_location)
+        obj.pop("integrity", None)
+        if not isinstance(obj.get("model_name"), str) or not isinstance(obj.get("model"), dict):
+            raise CorruptCheckpointError(
+                f"{path} is not a checkpoint written by `mxa train` (no model_name/model)"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            log.warning("%s has keys this version does not know (ignored): %s", path, unknown)
+        values = {k: v for k, v in obj.items() if k in known and v is not None}
+        if not isinstance(values.get("model_kwargs", {}), dict):
+            raise CorruptCheckpointError(f"{path}: model_kwargs must be a mapping")
+        return cls(**values)

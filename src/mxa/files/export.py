@@ -26,7 +26,7 @@ from timm.utils import reparameterize_model
 
 from mxa._optional import require
 from mxa.decision.rule import DecisionRule, get_decision_rule
-from mxa.files.checkpoint import load_checkpoint, save_checkpoint
+from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.load import load_exported
 from mxa.files.spec import export_config
 from mxa.models.hooks import forward_with_rois
@@ -146,9 +146,13 @@ def export_onnx(
                 )
     if verify:
         log.info(
-            "exported %s (opset %d, %s exporter, BN fused); ONNX Runtime vs PyTorch: max |diff| of logits %.2e",
-            path, opset, exporter, diff,
-        )  # fmt: skip
+            "exported %s (opset %d, %s exporter, BN fused); ONNX Runtime vs PyTorch: max |diff| of logits "
+            "%.2e",
+            path,
+            opset,
+            exporter,
+            diff,
+        )
     return path
 
 
@@ -241,16 +245,16 @@ def save_with_decision(source: str | Path, out: str | Path, rule: DecisionRule, 
         src_dir = source if source.is_dir() else source.parent
         if out.parent.resolve() == src_dir.resolve():
             raise ValueError(
-                f"{out} is in the folder of {source}, whose config.json it would replace; choose another folder"
+                f"{out} is in the folder of {source}, whose config.json it would replace; choose another "
+                "folder"
             )
         model = load_exported(source)
         rule.check_labels(list(getattr(model, "label_names", None) or rule.labels), f"the rule for {source}")
         model.decision_rule = rule
         return export_safetensors(model, out)
-    ckpt = load_checkpoint(source)
-    ckpt.pop("integrity", None)
-    ckpt["decision"] = rule.to_dict()
-    save_checkpoint(ckpt, out)
+    ckpt = TrainCheckpoint.load(source)
+    ckpt.decision = rule.to_dict()
+    ckpt.save(out)
     log.info("wrote %s: %s with thresholds/calibration", out, source)
     return out
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mxa.decision.rule import DecisionRule
-from mxa.files.checkpoint import load_checkpoint
+from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.spec import ModelSpec
 
 __all__ = [
@@ -40,17 +40,12 @@ def attach_decision_rule(model: nn.Module, data: Any, source: str) -> nn.Module:
 def load_model_from_checkpoint(
     path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Rebuild the model a ``mxa train`` checkpoint describes and load its (EMA, if any) weights, in eval mode."""
-    ckpt = load_checkpoint(path, map_location)
-    if "model_name" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint written by `mxa train` (no model_name/model)")
-    kwargs = ckpt.get("model_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"{path}: model_kwargs must be a mapping, got {type(kwargs).__name__}")
-    model = ModelSpec(ckpt["model_name"], dict(kwargs)).build(source=f"checkpoint {path}")
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    """Rebuild the model a ``mxa train`` checkpoint describes, with its (EMA) weights, in eval mode."""
+    ckpt = TrainCheckpoint.load(path, map_location)
+    model = ModelSpec(ckpt.model_name, dict(ckpt.model_kwargs)).build(source=f"checkpoint {path}")
+    state = ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model
     _load_state(model, state, path)
-    attach_decision_rule(model, ckpt.get("decision"), str(path))
+    attach_decision_rule(model, ckpt.decision, str(path))
     return model.eval()
 
 

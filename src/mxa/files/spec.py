@@ -16,6 +16,7 @@ from torch import nn
 
 from mxa.decision.rule import DecisionRule
 from mxa.layers.mxa_block import MXABlock
+from mxa.models import check_model_name
 from mxa.models.grafted import GRAFTED_MODEL_NAMES
 
 __all__ = ["ALLOWED_MODEL_KWARGS", "ALLOWED_MXA_CFG", "PREPROCESSING", "ModelSpec", "export_config"]
@@ -57,7 +58,7 @@ class ModelSpec:
         mxa_stages: list[int] | None = None,
         mxa_cfg: dict[str, Any] | None = None,
     ) -> ModelSpec:
-        """The spec ``mxa train`` builds: MXA options only for our ``efficientvit_ml_*`` and ``*_mxa`` models."""
+        """The spec ``mxa train`` builds: MXA options only for ``efficientvit_ml_*`` and ``*_mxa`` models."""
         kw: dict[str, Any] = {"img_size": int(img_size)}
         if model.startswith("efficientvit_ml_") or model in GRAFTED_MODEL_NAMES:
             kw["mxa"] = bool(mxa)
@@ -94,11 +95,7 @@ class ModelSpec:
 
     def validate(self, source: str = "the model description") -> ModelSpec:
         """Raise ``ValueError`` unless the architecture is registered and every argument is allowed."""
-        if not isinstance(self.architecture, str) or not timm.is_model(self.architecture):
-            raise ValueError(
-                f"{source} names the model {self.architecture!r}, which timm does not know "
-                "(did you `import mxa`?; `timm.list_models('efficientvit_ml_*')` lists ours)"
-            )
+        check_model_name(self.architecture, f"model in {source}")
         bad = sorted(set(self.kwargs) - ALLOWED_MODEL_KWARGS)
         mxa_cfg = self.kwargs.get("mxa_cfg") or {}
         bad += sorted(f"mxa_cfg.{k}" for k in set(mxa_cfg) - ALLOWED_MXA_CFG)
@@ -140,5 +137,6 @@ PREPROCESSING = (
     "slope/intercept, MONOCHROME1 inverted); resized to input_size[-2:] (H, W) with antialiased bicubic "
     "interpolation (PIL BICUBIC on a float32 image), clamped to [0, 1]; (x - mean) / std; float32 NCHW, "
     "C = input_size[0]. Outputs are logits: probability = sigmoid(slope * logit + intercept) per label "
-    "(decision.calibration; sigmoid(logit) without one), positive iff probability >= decision.thresholds[label]"
+    "(decision.calibration; sigmoid(logit) without one), positive iff probability >= "
+    "decision.thresholds[label]"
 )

@@ -39,10 +39,8 @@ class MXABlock(nn.Module):
     Attributes:
         roi: the :class:`DynamicROIPool`; ``roi.predict_boxes(x)`` or a forward hook on it gives the boxes.
 
-    Under ``torch.no_grad``/``inference_mode`` the crop is gated in place (:meth:`CBAM.forward_`), with
-    the same result bit for bit. ``torch.fx.symbolic_trace`` keeps the path of the grad mode it traced
-    under (an in-place graph fails in backward), so trace with grad enabled for training. A non-finite box (the head's weights or ``x`` are NaN/inf) makes the
-    output NaN for that image (see :class:`DynamicROIPool`), never an error.
+    Under ``no_grad``/``inference_mode`` the crop is gated in place, bit-identical; a non-finite box makes
+    that image's output NaN, never an error.
 
     Shapes: (B, C, H, W) -> (B, C, H, W), in x's dtype.
     """
@@ -69,9 +67,13 @@ class MXABlock(nn.Module):
             )
         self.dim, self.mode = dim, mode
         self.roi = DynamicROIPool(
-            dim, min_size=min_size, init_size=init_size, output_size=crop_size,
-            saliency_temperature=saliency_temperature, crop_method=crop_method,
-        )  # fmt: skip
+            dim,
+            min_size=min_size,
+            init_size=init_size,
+            output_size=crop_size,
+            saliency_temperature=saliency_temperature,
+            crop_method=crop_method,
+        )
         self.cbam = CBAM(dim, reduction=reduction, spatial_kernel=spatial_kernel)
         self.scale = nn.Parameter(torch.full((dim,), float(init_scale)))
 

@@ -342,7 +342,7 @@ class DynamicROIPool(nn.Module):
         return torch.stack([(prob.sum(1) * us).sum(1), (prob.sum(2) * vs).sum(1)], dim=1)
 
     def predict_boxes(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 4) normalized xyxy boxes, computed in the head's dtype (fp32 under autocast)."""
+        """(B, C, H, W) -> (B, 4) normalized xyxy boxes, in the head's dtype (fp32 under autocast)."""
         check_nchw(x, self.dim)
         # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
         # FX records no context manager (and a Proxy has no device type): a symbolic_trace graph runs the

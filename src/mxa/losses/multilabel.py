@@ -27,7 +27,8 @@ def expand_mask(mask: torch.Tensor | None, like: torch.Tensor, name: str) -> tor
     if mask.shape == like.shape:
         return mask
     raise ValueError(
-        f"{name} must have shape (C,)={tuple(like.shape[1:])} or (B, C)={tuple(like.shape)}, got {tuple(mask.shape)}"
+        f"{name} must have shape (C,)={tuple(like.shape[1:])} or (B, C)={tuple(like.shape)}, got "
+        f"{tuple(mask.shape)}"
     )
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "calibration_metrics",
     "compute_metrics",
     "expected_calibration_error",
+    "roc_points",
 ]
 
 SCALAR_METRICS = ("macro_auc", "micro_auc", "competition_auc", "f1_micro", "f1_macro", "accuracy")
@@ -58,6 +59,14 @@ def auroc(scores: torch.Tensor, targets: torch.Tensor) -> float | None:
     tmf = require("torchmetrics.functional.classification", "AUROC")
     # torchmetrics integrates in float32 and can return 1.0000001 for a perfect ranking
     return min(1.0, max(0.0, float(tmf.binary_auroc(scores.float(), targets))))
+
+
+def roc_points(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) of 1-D scores at every distinct score (``sklearn.metrics.roc_curve`` without
+    dropping points), highest threshold first: the one ROC curve behind thresholds and the ROC figure."""
+    skm = require("sklearn.metrics", "ROC curves")
+    fpr, tpr, thr = skm.roc_curve(targets, scores, drop_intermediate=False)
+    return fpr, tpr, thr
 
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float | None:

@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from mxa.metrics.classification import SCALAR_METRICS
-from mxa.utils.files import atomic_write_text
 
-__all__ = ["aggregate_runs", "mean_ci", "read_run", "run_ablation"]
+__all__ = ["aggregate_runs", "mean_ci", "read_run"]
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict[str, Any]:
@@ -64,27 +63,3 @@ def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]
     labels = list(runs[0]["per_label_auc"]) if runs else []
     per_label = {n: mean_ci([r["per_label_auc"].get(n) for r in runs]) for n in labels}
     return {"runs": [str(d) for d in run_dirs], "metrics": agg, "per_label_auc": per_label}
-
-
-def run_ablation(
-    cfg: Any, seeds: int, output: Path, teacher_epochs: int | None = None, json_path: str | None = None
-) -> dict[str, Any]:
-    """Train baseline, +MXA and +MXA+KD with identical settings over ``seeds`` seeds (the paper's Tables
-    2-3, see :class:`~mxa.train.experiment.Experiment`); returns {variant: aggregate}, also written to
-    ``output/ablation.json`` (and ``json_path``).
-
-    ``cfg.teacher`` decides the KD teacher; ``none`` trains an MXA-free teacher of the same model first
-    (``teacher_epochs``, default 2x the epochs) and distils from it online.
-    """
-    from mxa.train.experiment import Experiment, run_experiment
-
-    exp = Experiment(
-        cfg, Path(output), seeds, "train" if cfg.teacher == "none" else cfg.teacher, teacher_epochs
-    )
-    runs = run_experiment(exp)
-    table = {name: aggregate_runs(dirs) for name, dirs in runs.items()}
-    text = json.dumps(table, indent=2)
-    atomic_write_text(Path(output) / "ablation.json", text)
-    if json_path:
-        atomic_write_text(json_path, text)
-    return table

@@ -23,6 +23,19 @@ from mxa.models.hooks import forward_with_rois, has_rois, mxa_blocks
 #: Every model this package registers in timm, from the architecture table (never typed by hand).
 MODEL_NAMES = tuple(f"efficientvit_ml_{size}" for size in _ARCH)
 
+
+def check_model_name(name: str, what: str = "--model") -> str:
+    """``name`` if timm knows it (after ``import mxa``), else a ``ValueError`` that lists ours."""
+    import timm
+
+    if isinstance(name, str) and timm.is_model(name):
+        return name
+    raise ValueError(
+        f"unknown {what} {name!r}; ours are {', '.join(MODEL_NAMES)} and the grafted "
+        f"{', '.join(GRAFTED_MODEL_NAMES)} (any timm model name works too, with mxa.add_mxa for MXA)"
+    )
+
+
 # 0.2 exported these from here; they live in mxa.decision and mxa.files (a layer above the models) now
 __getattr__ = lazy_names(
     __name__,
@@ -48,6 +61,7 @@ __all__ = [
     "ModelSpec",
     "MultiLabelEfficientViT",
     "add_mxa",
+    "check_model_name",
     "checkpoint_filter_fn",
     "efficientvit_ml_m0",
     "efficientvit_ml_m1",

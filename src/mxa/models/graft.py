@@ -386,22 +386,36 @@ def _register_builtins() -> None:
         for t in (resnet.BasicBlock, resnet.Bottleneck):
             register_block(t, _graft_resnet, **_RESNET)
         register_block(
-            densenet.DenseBlock, partial(_graft_dense, mixin=_DenseBlockMXA), family="densenet",
-            stage_pattern=r"denseblock(\d+)", stage_base=1,
-        )  # fmt: skip
+            densenet.DenseBlock,
+            partial(_graft_dense, mixin=_DenseBlockMXA),
+            family="densenet",
+            stage_pattern=r"denseblock(\d+)",
+            stage_base=1,
+        )
         register_block(
-            convnext.ConvNeXtBlock, _graft_residual, family="convnext", stage_pattern=r"stages[._](\d+)",
-            default="last", applies=lambda b, m: isinstance(b.shortcut, nn.Identity),
-        )  # fmt: skip
+            convnext.ConvNeXtBlock,
+            _graft_residual,
+            family="convnext",
+            stage_pattern=r"stages[._](\d+)",
+            default="last",
+            applies=lambda b, m: isinstance(b.shortcut, nn.Identity),
+        )
         for t in (eb.InvertedResidual, eb.DepthwiseSeparableConv, eb.UniversalInvertedResidual):
             register_block(
-                t, _graft_residual, family="efficientnet", stage_pattern=r"blocks[._](\d+)", default="last",
+                t,
+                _graft_residual,
+                family="efficientnet",
+                stage_pattern=r"blocks[._](\d+)",
+                default="last",
                 applies=_has_skip,
-            )  # fmt: skip
+            )
         register_block(
-            vision_transformer.Block, _graft_vit, family="vit", stage_pattern=r"blocks[._](\d+)",
+            vision_transformer.Block,
+            _graft_vit,
+            family="vit",
+            stage_pattern=r"blocks[._](\d+)",
             applies=_vit_reaches_output,
-        )  # fmt: skip
+        )
         register_block(
             swin_transformer.SwinTransformerBlock,
             _graft_swin,
@@ -409,13 +423,17 @@ def _register_builtins() -> None:
             stage_pattern=r"layers[._](\d+)",
         )
         register_block(
-            efficientvit_mit.EfficientVitBlock, _graft_mit, family="efficientvit_mit",
+            efficientvit_mit.EfficientVitBlock,
+            _graft_mit,
+            family="efficientvit_mit",
             stage_pattern=r"stages[._](\d+)",
-        )  # fmt: skip
+        )
         register_block(
-            efficientvit_msra.EfficientVitBlock, _graft_msra, family="efficientvit_msra",
+            efficientvit_msra.EfficientVitBlock,
+            _graft_msra,
+            family="efficientvit_msra",
             stage_pattern=r"stages[._](\d+)",
-        )  # fmt: skip
+        )
         _BUILTINS_FOR.add("timm")
     if "torchvision" not in _BUILTINS_FOR and importlib.util.find_spec("torchvision") is not None:
         from torchvision.models import densenet as tv_densenet
@@ -424,16 +442,22 @@ def _register_builtins() -> None:
         for t in (tv_resnet.BasicBlock, tv_resnet.Bottleneck):
             register_block(t, _graft_resnet, **_RESNET)
         register_block(
-            tv_densenet._DenseBlock, partial(_graft_dense, mixin=_DenseBlockMXA), family="densenet",
-            stage_pattern=r"denseblock(\d+)", stage_base=1,
-        )  # fmt: skip
+            tv_densenet._DenseBlock,
+            partial(_graft_dense, mixin=_DenseBlockMXA),
+            family="densenet",
+            stage_pattern=r"denseblock(\d+)",
+            stage_base=1,
+        )
         _BUILTINS_FOR.add("torchvision")
     if "torchxrayvision" not in _BUILTINS_FOR and "torchxrayvision.models" in sys.modules:
         xrv_models = sys.modules["torchxrayvision.models"]
         register_block(
-            xrv_models._DenseBlock, partial(_graft_dense, mixin=_SeqDenseBlockMXA), family="densenet",
-            stage_pattern=r"denseblock(\d+)", stage_base=1,
-        )  # fmt: skip
+            xrv_models._DenseBlock,
+            partial(_graft_dense, mixin=_SeqDenseBlockMXA),
+            family="densenet",
+            stage_pattern=r"denseblock(\d+)",
+            stage_base=1,
+        )
         _BUILTINS_FOR.add("torchxrayvision")
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxa.data.labels import POLICIES
+from mxa.data.spec import SCHEMES
+from mxa.data.transforms import PAPER_RAND_AUGMENT
 from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT
 from mxa.utils.runtime import AMP_CHOICES
 
@@ -37,32 +39,38 @@ class TrainConfig:
 
     data: str = _opt(
         "phantom",
-        "'phantom' (built-in synthetic X-rays, no download) or <scheme>:<root> with scheme chexpert, nih, mimic, "
-        "padchest, vindr or rsna; several joined by '+' (each set split by patient, validated per set and "
+        "'phantom' (built-in synthetic X-rays, no download) or <scheme>:<root> with scheme "
+        f"{', '.join(SCHEMES[1:])}; several joined by '+' (each set split by patient, validated per set and "
         "pooled), each optionally weighted with *<w> (drawn w times as often per image)",
         "data",
+        fixed=True,
     )
-    train_samples: int = _opt(2000, "phantom training images", "data", min=1)
+    train_samples: int = _opt(2000, "phantom training images", "data", min=1, fixed=True)
     val_samples: int = _opt(500, "phantom validation images", "data", min=1)
     policy: str = _opt(
         "ones",
         "what an uncertain (-1) CheXpert label becomes; 'ones' is the paper's U-1",
         "data",
         choices=POLICIES,
+        fixed=True,
     )
-    rand_augment: str | None = _opt("rand-m5-mstd0.2-inc2", "timm RandAugment string, or 'none'", "data")
+    rand_augment: str | None = _opt(PAPER_RAND_AUGMENT, "timm RandAugment string, or 'none'", "data")
     workers: int = _opt(0, "data-loading processes", "data", min=0)
     model: str = _opt(
         "efficientvit_ml_m5",
         "timm model name: efficientvit_ml_m0 ... efficientvit_ml_m5, or a grafted densenet121_mxa, "
         "resnet50_mxa, convnext_tiny_mxa, deit_small_patch16_224_mxa",
         "model",
+        fixed=True,
     )
     mxa: bool = _opt(
-        True, "add MXA blocks beside the attention (--no-mxa: the plain multi-label baseline)", "model"
+        True,
+        "add MXA blocks beside the attention (--no-mxa: the plain multi-label baseline)",
+        "model",
+        fixed=True,
     )
     mxa_stages: list[int] | None = _opt(  # noqa: RUF009  (_opt returns a dataclasses.field)
-        None, "stages that get MXA (default: all)", "model", min=0, nargs="+"
+        None, "stages that get MXA (default: all)", "model", min=0, nargs="+", fixed=True
     )
     mxa_mode: str = _opt(
         "zoom",
@@ -70,6 +78,7 @@ class TrainConfig:
         "(the gated crop put back where the box is; see docs/localization.md)",
         "model",
         choices=("zoom", "paste"),
+        fixed=True,
     )
     pretrained: bool = _opt(
         False, "start from timm's ImageNet EfficientViT weights (downloads once)", "model"
@@ -77,29 +86,40 @@ class TrainConfig:
     pretrained_file: str | None = _opt(
         None, "local file with those (or our own) weights: works offline", "model"
     )
-    img_size: int = _opt(224, "input size in pixels", "model", min=32, max=2048)
-    epochs: int = _opt(50, "total epochs, warm-up and cool-down included", "optimization", min=1)
-    batch_size: int = _opt(512, "images per step per process", "optimization", min=1)
-    lr: float = _opt(1e-3, "peak learning rate", "optimization", min=0.0, exclusive_min=True, max=10.0)
-    min_lr: float = _opt(1e-5, "cosine floor and cool-down learning rate", "optimization", min=0.0, max=10.0)
-    weight_decay: float = _opt(0.025, "AdamW weight decay", "optimization", min=0.0, max=10.0)
+    img_size: int = _opt(224, "input size in pixels", "model", min=32, max=2048, fixed=True)
+    epochs: int = _opt(50, "total epochs, warm-up and cool-down included", "optimization", min=1, fixed=True)
+    batch_size: int = _opt(512, "images per step per process", "optimization", min=1, fixed=True)
+    lr: float = _opt(
+        1e-3, "peak learning rate", "optimization", min=0.0, exclusive_min=True, max=10.0, fixed=True
+    )
+    min_lr: float = _opt(
+        1e-5, "cosine floor and cool-down learning rate", "optimization", min=0.0, max=10.0, fixed=True
+    )
+    weight_decay: float = _opt(0.025, "AdamW weight decay", "optimization", min=0.0, max=10.0, fixed=True)
     warmup_epochs: int = _opt(
         5,
         "linear warm-up epochs (scaled down when warm-up and cool-down take over half the run)",
         "optimization",
         min=0,
+        fixed=True,
     )
     cooldown_epochs: int = _opt(
-        10, "epochs at --min-lr at the end (scaled like --warmup-epochs)", "optimization", min=0
+        10, "epochs at --min-lr at the end (scaled like --warmup-epochs)", "optimization", min=0, fixed=True
     )
     warmup_lr: float = _opt(
-        1e-6, "learning rate at the start of the warm-up", "optimization", min=0.0, max=10.0
+        1e-6, "learning rate at the start of the warm-up", "optimization", min=0.0, max=10.0, fixed=True
     )
     agc: float = _opt(0.02, "adaptive gradient clipping factor, 0 = off", "optimization", min=0.0)
     ema_decay: float = _opt(
-        0.99996, "EMA decay per update, 0 = no EMA", "optimization", min=0.0, max=1.0, exclusive_max=True
+        0.99996,
+        "EMA decay per update, 0 = no EMA",
+        "optimization",
+        min=0.0,
+        max=1.0,
+        exclusive_max=True,
+        fixed=True,
     )
-    accum_steps: int = _opt(1, "gradient accumulation steps", "optimization", min=1)
+    accum_steps: int = _opt(1, "gradient accumulation steps", "optimization", min=1, fixed=True)
     class_balance: bool = _opt(
         True,
         "class-balanced BCE (pos_weight = negatives/positives, capped at --max-pos-weight), as the paper",
@@ -109,7 +129,7 @@ class TrainConfig:
         DEFAULT_MAX_POS_WEIGHT, "cap of the class-balanced pos_weight", "optimization", min=1.0, max=1e6
     )
     max_steps_per_epoch: int | None = _opt(
-        None, "cap the steps of an epoch (quick experiments)", "optimization", min=1
+        None, "cap the steps of an epoch (quick experiments)", "optimization", min=1, fixed=True
     )
     stop_after_epoch: int | None = _opt(
         None,
@@ -122,10 +142,11 @@ class TrainConfig:
         "none | densenet121-res224-chex (torchxrayvision) | a model of ours (checkpoint .pt or exported "
         ".safetensors) | cache:<file> (teacher logits precomputed by `mxa cache-teacher`)",
         "distillation",
+        fixed=True,
     )
-    alpha: float = _opt(0.5, "weight of the distillation term", "distillation", min=0.0, max=1.0)
+    alpha: float = _opt(0.5, "weight of the distillation term", "distillation", min=0.0, max=1.0, fixed=True)
     tau: float = _opt(
-        1.0, "distillation temperature T", "distillation", min=0.0, exclusive_min=True, max=100.0
+        1.0, "distillation temperature T", "distillation", min=0.0, exclusive_min=True, max=100.0, fixed=True
     )
     dynamic_weights: bool = _opt(True, "per-label dynamic KD weights w_j = 1 - mean p_j", "distillation")
     trust_pickle: bool = _opt(
@@ -137,10 +158,12 @@ class TrainConfig:
     box_loss: float = _opt(
         0.0,
         "weight of a GIoU loss between every MXA box and the best-matching true box of its image, for images "
-        "that have boxes (phantoms; 0 = off); augmentation then leaves out rotations, shears and translations",
+        "that have boxes (phantom, NIH, VinDr, RSNA, or a boxes_<split>.json; 0 = off); augmentation then "
+        "leaves out rotations, shears and translations",
         "localization",
         min=0.0,
         max=1e3,
+        fixed=True,
     )
     box_area_penalty: float = _opt(
         0.0,
@@ -148,8 +171,11 @@ class TrainConfig:
         "localization",
         min=0.0,
         max=1e3,
+        fixed=True,
     )
-    seed: int = _opt(0, "random seed", "run", min=0, max=2**31 - 1)  # NumPy takes seeds below 2**32
+    seed: int = _opt(
+        0, "random seed", "run", min=0, max=2**31 - 1, fixed=True
+    )  # NumPy takes seeds below 2**32
     output: str = _opt("runs/mxa", "run folder: last.pt, best.pt, metrics.jsonl", "run")
     resume: str | None = _opt(None, "continue a run from its last.pt exactly where it stopped", "run")
     overwrite: bool = _opt(
@@ -167,7 +193,8 @@ class TrainConfig:
     deterministic: bool = _opt(
         False,
         "deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN deterministic, the cuBLAS "
-        "workspace setting; MXA crops use the separable method): two runs give bit-identical weights on one machine",
+        "workspace setting; MXA crops use the separable method): two runs give bit-identical weights on "
+        "one machine",
         "run",
     )
     eval_bootstrap: int = _opt(0, "bootstrap resamples for per-epoch CIs", "run", min=0)

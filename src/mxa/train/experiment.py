@@ -11,16 +11,20 @@ An :class:`Experiment` trains, with identical settings but for the variable unde
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mxa.distill.cache import cache_teacher_logits
-from mxa.files.load import ModelSpec
+from mxa.files.spec import ModelSpec
+from mxa.metrics.report import aggregate_runs
 from mxa.train.config import TrainConfig
 from mxa.train.loop import train
+from mxa.utils.files import atomic_write_text
 
-__all__ = ["PAPER_VARIANTS", "Experiment", "Variant", "run_experiment"]
+__all__ = ["PAPER_VARIANTS", "Experiment", "Variant", "run_ablation", "run_experiment"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,42 @@ def _teacher_for_seed(exp: Experiment, teacher: str, seed_index: int) -> str:
     path = exp.output / f"teacher_logits_seed{seed_index}.safetensors"
     log.info("caching the teacher's logits on the training images (evaluation view): %s", path)
     cache_teacher_logits(
-        teacher, student, cfg.data, cfg.policy, cfg.train_samples, cfg.seed + seed_index,
-        batch_size=128, device=cfg.device, progress=cfg.progress, trust_pickle=cfg.trust_pickle, output=path,
-    )  # fmt: skip
+        teacher,
+        student,
+        cfg.data,
+        cfg.policy,
+        cfg.train_samples,
+        cfg.seed + seed_index,
+        batch_size=128,
+        device=cfg.device,
+        progress=cfg.progress,
+        trust_pickle=cfg.trust_pickle,
+        output=path,
+    )
     return f"cache:{path}"
+
+
+def run_ablation(
+    cfg: Any, seeds: int, output: Path, teacher_epochs: int | None = None, json_path: str | None = None
+) -> dict[str, Any]:
+    """Train baseline, +MXA and +MXA+KD with identical settings over ``seeds`` seeds (the paper's Tables
+    2-3, see :class:`~mxa.train.experiment.Experiment`); returns {variant: aggregate}, also written to
+    ``output/ablation.json`` (and ``json_path``).
+
+    ``cfg.teacher`` decides the KD teacher; ``none`` trains an MXA-free teacher of the same model first
+    (``teacher_epochs``, default 2x the epochs) and distils from it online.
+    """
+    exp = Experiment(
+        cfg,
+        Path(output),
+        seeds,
+        "train" if cfg.teacher == "none" else cfg.teacher,
+        teacher_epochs,
+    )
+    runs = run_experiment(exp)
+    table = {name: aggregate_runs(dirs) for name, dirs in runs.items()}
+    text = json.dumps(table, indent=2)
+    atomic_write_text(Path(output) / "ablation.json", text)
+    if json_path:
+        atomic_write_text(json_path, text)
+    return table

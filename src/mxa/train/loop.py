@@ -9,6 +9,7 @@ Layout follows timm's ``train.py``: :func:`train` sets up a :class:`Run`, then a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -32,11 +33,12 @@ from mxa.data.combine import IndexedDataset, ResumableSampler, build_datasets
 from mxa.distill.cache import TeacherCache
 from mxa.distill.teacher import load_teacher
 from mxa.evaluate import metrics_by_source, predict, roi_localization, summarize_localization
-from mxa.files.checkpoint import load_checkpoint, save_checkpoint
-from mxa.files.load import ModelSpec
+from mxa.files.checkpoint import TrainCheckpoint
+from mxa.files.spec import ModelSpec
 from mxa.losses import DistillationLoss, class_balanced_pos_weight
 from mxa.losses.box import best_match_giou_loss, box_area
 from mxa.metrics.classification import SCALAR_METRICS, compute_metrics
+from mxa.models import check_model_name
 from mxa.models.hooks import BoxCapture
 from mxa.train.config import TrainConfig
 from mxa.train.distributed import agree, all_ranks, dist_info, gather_predictions, process_group
@@ -49,13 +51,8 @@ __all__ = ["CheckpointSaver", "NonFiniteLossError", "TrainConfig", "model_spec",
 
 log = logging.getLogger(__name__)
 
-# Settings that fix a run's schedule, data order or model: a resumed run must keep them.
-_FIXED_ON_RESUME = (
-    "data", "train_samples", "policy", "model", "mxa", "mxa_stages", "img_size", "epochs", "batch_size",
-    "lr", "min_lr", "weight_decay", "warmup_epochs", "cooldown_epochs", "warmup_lr", "accum_steps",
-    "max_steps_per_epoch", "teacher", "alpha", "tau", "seed", "ema_decay", "mxa_mode", "box_loss",
-    "box_area_penalty",
-)  # fmt: skip
+# Settings that fix a run's schedule, data or model (``fixed=True`` in TrainConfig): a resumed run keeps them.
+_FIXED_ON_RESUME = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("fixed"))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -111,7 +108,7 @@ def _all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """Everything a training run holds between epochs."""
 
@@ -154,29 +151,29 @@ class Run:
     def use_kd(self) -> bool:
         return self.teacher is not None or self.cache is not None
 
-    def state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+    def state(self, epoch: int, batch_in_epoch: int) -> TrainCheckpoint:
         """The checkpoint of this moment (call on every rank: the RNG states are gathered)."""
         rng: Any = capture_rng_state()
         if self.distributed:
             rng = all_ranks(rng)
         spec = model_spec(self.cfg)
-        return {
-            "model_name": spec.architecture,
-            "model_kwargs": spec.kwargs,
-            "model": self.model.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "global_update": self.global_update,
-            "best": self.best,
-            "world_size": self.world,
-            "config": json.loads(json.dumps(self.cfg.to_dict(), default=str)),
-            "label_names": list(getattr(self.model, "label_names", []) or []),
-        }
+        return TrainCheckpoint(
+            model_name=spec.architecture,
+            model_kwargs=spec.kwargs,
+            model=self.model.state_dict(),
+            ema=self.ema.module.state_dict() if self.ema is not None else None,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            rng=rng,
+            epoch=epoch,
+            batch_in_epoch=batch_in_epoch,
+            global_update=self.global_update,
+            best=self.best,
+            world_size=self.world,
+            config=json.loads(json.dumps(self.cfg.to_dict(), default=str)),
+            label_names=list(getattr(self.model, "label_names", []) or []),
+        )
 
 
 class CheckpointSaver:
@@ -189,13 +186,13 @@ class CheckpointSaver:
         self.last, self.best = out_dir / "last.pt", out_dir / "best.pt"
         self.metrics = out_dir / "metrics.jsonl"
 
-    def save(self, state: dict[str, Any], improved: bool, record: dict[str, Any] | None) -> None:
+    def save(self, state: TrainCheckpoint, improved: bool, record: dict[str, Any] | None) -> None:
         if not self.is_main:
             return
-        save_checkpoint(state, self.last)
+        state.save(self.last)
         self.last_good = self.last
         if improved:
-            save_checkpoint(state, self.best)
+            state.save(self.best)
         if record is not None:
             with open(self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -278,9 +275,15 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     random_seed(cfg.seed, rank)  # timm: Python, NumPy's global RNG and torch
     model = _build_model(cfg, device)
     train_ds, val_ds = build_datasets(
-        cfg.data, model, cfg.policy, cfg.train_samples, cfg.val_samples, cfg.seed, cfg.rand_augment,
+        cfg.data,
+        model,
+        policy=cfg.policy,
+        train_samples=cfg.train_samples,
+        val_samples=cfg.val_samples,
+        seed=cfg.seed,
+        rand_augment=cfg.rand_augment,
         geometric=cfg.box_loss == 0,  # box supervision needs boxes that still fit the augmented image
-    )  # fmt: skip
+    )
     if len(train_ds) < cfg.batch_size * world:
         raise ValueError(
             f"the training set has {len(train_ds)} images, fewer than one batch ({cfg.batch_size} x {world} "
@@ -307,14 +310,34 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     if phases[3] and rank == 0:
         log.warning(
             "warm-up (%d) and cool-down (%d) epochs would take most of a %d-epoch run: scaled to %d and %d",
-            cfg.warmup_epochs, cfg.cooldown_epochs, cfg.epochs, phases[0], phases[2],
-        )  # fmt: skip
+            cfg.warmup_epochs,
+            cfg.cooldown_epochs,
+            cfg.epochs,
+            phases[0],
+            phases[2],
+        )
     run = Run(
-        cfg, device, amp, rank, world, out_dir, model, model, train_ds, val_ds, criterion, optimizer, scheduler,
-        ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None,
-        torch.amp.GradScaler("cuda") if amp == "fp16" else None,
-        ResumableSampler(train_ds, cfg.seed, rank, world), steps, phases, teacher, cache,
-    )  # fmt: skip
+        cfg=cfg,
+        device=device,
+        amp=amp,
+        rank=rank,
+        world=world,
+        out_dir=out_dir,
+        model=model,
+        train_model=model,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        criterion=criterion,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        ema=ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None,
+        scaler=torch.amp.GradScaler("cuda") if amp == "fp16" else None,
+        sampler=ResumableSampler(train_ds, cfg.seed, rank, world),
+        steps_per_epoch=steps,
+        phases=phases,
+        teacher=teacher,
+        cache=cache,
+    )
     if cfg.box_loss > 0 or cfg.box_area_penalty > 0:
         run.boxes = BoxCapture(model)
     if cfg.resume:
@@ -325,11 +348,7 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
 
 def _build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     spec = model_spec(cfg)
-    if not timm.is_model(spec.architecture):
-        raise ValueError(
-            f"unknown --model {cfg.model!r}; ours are efficientvit_ml_m0 ... efficientvit_ml_m5 "
-            "(`python -c \"import mxa, timm; print(timm.list_models('efficientvit_ml_*'))\"`)"
-        )
+    check_model_name(spec.architecture)
     model = timm.create_model(
         spec.architecture,
         pretrained=cfg.pretrained or cfg.pretrained_file is not None,
@@ -370,8 +389,8 @@ def _build_criterion(cfg: TrainConfig, train_ds: IndexedDataset, use_kd: bool) -
 
 def _resume(run: Run, path: str) -> None:
     """Restore weights, optimizer, schedule, EMA, RNG and position; refuse a checkpoint of another run."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    old = ckpt.get("config") or {}
+    ckpt = TrainCheckpoint.load(path, map_location="cpu")
+    old = ckpt.config
     changed = [
         f"{k} ({old[k]!r} -> {getattr(run.cfg, k)!r})"
         for k in _FIXED_ON_RESUME
@@ -379,26 +398,30 @@ def _resume(run: Run, path: str) -> None:
     ]
     if changed:
         raise ValueError(
-            f"--resume {path}: that run was started with other settings: {', '.join(changed)}. A run's schedule, "
-            "data and model are fixed when it starts: resume with its settings, or start a new run from its "
-            "weights with --pretrained-file"
+            f"--resume {path}: that run was started with other settings: {', '.join(changed)}. A run's "
+            "schedule, data and model are fixed when it starts: resume with its settings, or start a new run "
+            "from its weights with --pretrained-file"
         )
-    if int(ckpt["epoch"]) >= run.cfg.epochs and not ckpt.get("batch_in_epoch"):
+    if ckpt.optimizer is None or ckpt.scheduler is None or ckpt.rng is None:
+        raise ValueError(
+            f"--resume {path}: it holds weights only (no optimizer/schedule state) to resume from"
+        )
+    if ckpt.epoch >= run.cfg.epochs and not ckpt.batch_in_epoch:
         raise ValueError(f"--resume {path}: that run already finished all {run.cfg.epochs} epochs")
     try:
-        run.model.load_state_dict(ckpt["model"])
+        run.model.load_state_dict(ckpt.model)
     except RuntimeError as e:
         raise ValueError(f"--resume {path}: its weights do not fit --model {run.cfg.model} ({e})") from None
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    if run.ema is not None and ckpt.get("ema") is not None:
-        run.ema.module.load_state_dict(ckpt["ema"])
-    if run.scaler is not None and ckpt.get("scaler"):
-        run.scaler.load_state_dict(ckpt["scaler"])
-    run.start_epoch, run.skip_batches = int(ckpt["epoch"]), int(ckpt.get("batch_in_epoch", 0))
-    run.best, run.global_update = float(ckpt.get("best", -math.inf)), int(ckpt.get("global_update", 0))
-    if ckpt.get("world_size", 1) == run.world:
-        restore_rng_state(ckpt["rng"][run.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+    run.optimizer.load_state_dict(ckpt.optimizer)
+    run.scheduler.load_state_dict(ckpt.scheduler)
+    if run.ema is not None and ckpt.ema is not None:
+        run.ema.module.load_state_dict(ckpt.ema)
+    if run.scaler is not None and ckpt.scaler:
+        run.scaler.load_state_dict(ckpt.scaler)
+    run.start_epoch, run.skip_batches = int(ckpt.epoch), int(ckpt.batch_in_epoch)
+    run.best, run.global_update = float(ckpt.best), int(ckpt.global_update)
+    if ckpt.world_size == run.world:
+        restore_rng_state(ckpt.rng[run.rank] if isinstance(ckpt.rng, list) else ckpt.rng)
     if run.is_main:
         trim_metrics(run.out_dir / "metrics.jsonl", run.start_epoch)
         where = f"epoch {run.start_epoch + 1}" + (
@@ -454,7 +477,8 @@ def _check_finite_state(run: Run, saver: CheckpointSaver, epoch: int, record: di
         raise NonFiniteLossError(
             f"after epoch {epoch + 1}, {' and '.join(bad) or 'another process'} are not finite (NaN/inf), "
             f"although the loss was (lr {run.optimizer.param_groups[0]['lr']:.3g}). Training stopped without "
-            f"saving this epoch; {saver.where_good()}. Lower --lr or --weight-decay, or raise --warmup-epochs."
+            f"saving this epoch; {saver.where_good()}. Lower --lr or --weight-decay, or raise "
+            "--warmup-epochs."
         )
 
 
@@ -464,9 +488,14 @@ def _log_epoch(run: Run, record: dict[str, Any], improved: bool) -> None:
     ema_txt = f", EMA {fmt(record['val_ema']['macro_auc'])}" if "val_ema" in record else ""
     log.info(
         "epoch %d/%d: loss %.4f, val macro AUC %s%s, %.0f img/s%s",
-        record["epoch"], run.cfg.epochs, record["train_loss"], fmt(record["val"]["macro_auc"]), ema_txt,
-        record["train_images_per_s"], " (best)" if improved else "",
-    )  # fmt: skip
+        record["epoch"],
+        run.cfg.epochs,
+        record["train_loss"],
+        fmt(record["val"]["macro_auc"]),
+        ema_txt,
+        record["train_images_per_s"],
+        " (best)" if improved else "",
+    )
 
 
 def train_one_epoch(

@@ -66,8 +66,10 @@ def plot_reliability_diagram(
         ok = count > 0
         ax.plot(conf[ok], freq[ok], "o-", color=color, ms=4, label=f"{name} (pooled ECE {ece:.3f})")
         hist.bar(edges[:-1] + k * width, count, width=width, align="edge", color=color, alpha=0.7, label=name)
-        per = [expected_calibration_error(p[mask[:, j], j].float(), targets[mask[:, j], j].float(), n_bins)
-               for j in range(len(labels))]  # fmt: skip
+        per = [
+            expected_calibration_error(p[mask[:, j], j].float(), targets[mask[:, j], j].float(), n_bins)
+            for j in range(len(labels))
+        ]
         y = np.arange(len(labels)) + (0.2 if k == 0 else -0.2) * (len(series) > 1)
         side.barh(y, [np.nan if v is None else v for v in per], height=0.4, color=color, label=name)
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency of positives", title="pooled over labels")

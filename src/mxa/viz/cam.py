@@ -148,8 +148,16 @@ def plot_gradcam_overlay(
     what = label + (f", p = {prob:.3f}" if prob is not None else "") + (f", {decision}" if decision else "")
     axes[1].set_title(f"Grad-CAM: {what}", fontsize=9)
     if notes:
-        axes[1].text(0, -0.01, "\n".join(notes), transform=axes[1].transAxes, fontsize=6.5, va="top",
-                     color="black", bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})  # fmt: skip
+        axes[1].text(
+            0,
+            -0.01,
+            "\n".join(notes),
+            transform=axes[1].transAxes,
+            fontsize=6.5,
+            va="top",
+            color="black",
+            bbox={"facecolor": "white", "alpha": 0.7, "lw": 0},
+        )
     fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
     fig.tight_layout(rect=(0, 0.03 + 0.022 * len(notes), 1, 0.93))
@@ -198,9 +206,14 @@ def draw_gradcam(
             slug = labels[j].replace(" ", "_")
             paths.append(
                 plot_gradcam_overlay(
-                    display_image(raw), cam, Path(output) / f"{names[f]}_gradcam_{slug}.png",
-                    {k: v[0] for k, v in boxes.items()}, labels[j], float(probs[j]), dec,
+                    display_image(raw),
+                    cam,
+                    Path(output) / f"{names[f]}_gradcam_{slug}.png",
+                    {k: v[0] for k, v in boxes.items()},
+                    labels[j],
+                    float(probs[j]),
+                    dec,
                     title=f"{f.name}: Grad-CAM of {labels[j]} (stage {stage}) beside the MXA boxes",
                 )
-            )  # fmt: skip
+            )
     return paths

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from mxa._optional import require
 from mxa.data.labels import CHEXPERT_LABELS
+from mxa.metrics.classification import auroc, roc_points
 from mxa.viz._common import pyplot, save_figure
 
 __all__ = ["plot_roc_curves"]
@@ -24,7 +24,6 @@ def plot_roc_curves(
 ) -> Path:
     """One ROC curve per label with both classes (AUC in the legend), on a single PNG."""
     plt = pyplot()
-    tmf = require("torchmetrics.functional.classification", "ROC curves")
     mask = torch.ones_like(probs, dtype=torch.bool) if mask is None else mask.bool()
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     cmap = plt.get_cmap("tab20")
@@ -33,9 +32,9 @@ def plot_roc_curves(
         t = targets[m, j].long()
         if t.numel() == 0 or t.min() == t.max():
             continue
-        fpr, tpr, _ = tmf.binary_roc(probs[m, j].float(), t)
-        auc = float(tmf.binary_auroc(probs[m, j].float(), t))
-        ax.plot(fpr.numpy(), tpr.numpy(), color=cmap(j % 20), lw=1.4, label=f"{name} ({auc:.3f})")
+        fpr, tpr, _ = roc_points(probs[m, j].float().numpy(), t.numpy())
+        auc = auroc(probs[m, j].float(), t)
+        ax.plot(fpr, tpr, color=cmap(j % 20), lw=1.4, label=f"{name} ({auc:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(
         xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title

@@ -73,13 +73,25 @@ def plot_roi_overlay(
             ax.add_patch(_frame_rect(plt, b, w, h, lw=1.2, ls="--", color="lime"))
             x1, y1 = float(b[0]) * w, float(b[1]) * h
             ax.text(
-                x1 + 2, y1 + 2, labels[j], color="lime", fontsize=7, va="top",
+                x1 + 2,
+                y1 + 2,
+                labels[j],
+                color="lime",
+                fontsize=7,
+                va="top",
                 bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0),
-            )  # fmt: skip
+            )
     ax.set_axis_off()
     if handles:
-        ax.legend(handles=handles, title="MXA block (box area)", fontsize=7, title_fontsize=7,
-                  loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # fmt: skip
+        ax.legend(
+            handles=handles,
+            title="MXA block (box area)",
+            fontsize=7,
+            title_fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
+        )
     fig.suptitle(title, fontsize=10)
     side.set_axis_off()
     if probs is not None:
