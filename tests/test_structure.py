@@ -225,3 +225,26 @@ def test_public_names_exist() -> None:
         assert hasattr(mxa, name), name
     assert tuple(f"efficientvit_ml_m{i}" for i in range(6)) == MODEL_NAMES
     assert ChannelAttention is not None
+
+
+# the modules mypy does not check yet (pyproject.toml); the list may shrink, never grow
+TYPING_DEBT = {
+    "mxa.data.combine",
+    "mxa.data.xray_sets",
+    "mxa.distill.cache",
+    "mxa.distill.teacher",
+    "mxa.models.efficientvit_ml",
+    "mxa.models.graft",
+    "mxa.models.grafted",
+    "mxa.train.loop",
+}
+
+
+def test_typing_debt_only_shrinks() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    cfg = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["tool"]["mypy"]
+    ignored = {m for o in cfg["overrides"] if o.get("ignore_errors") for m in o["module"]}
+    assert ignored <= TYPING_DEBT, f"new modules without type checking: {sorted(ignored - TYPING_DEBT)}"
+    strict = next(o for o in cfg["overrides"] if "mxa.layers" in o["module"])
+    assert strict["disallow_untyped_defs"] and strict["warn_return_any"]

@@ -56,7 +56,7 @@ def _timer(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def measure(
-    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int = 3, repeats: int = 10
+    fns: dict[str, Callable[..., Any]], device: torch.device, warmup: int = 3, repeats: int = 10
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, interleaved: repeat r runs every function once, in turn."""
     for _ in range(warmup):

@@ -52,7 +52,7 @@ def demo_experiment(
     quick: bool, output: Path, seed: int = 0, progress: bool = True, overwrite: bool = False
 ) -> Experiment:
     """The demo's experiment: M0 on phantoms, a teacher on a longer schedule, cached teacher logits."""
-    common = dict(
+    common: dict[str, Any] = dict(
         data="phantom",
         model="efficientvit_ml_m0",
         policy="ones",

@@ -68,7 +68,7 @@ def predict(
         out["mask"].append(mask)
         if len(batch) > 4:
             out["true_boxes"].append(batch[4])
-    result = {k: torch.cat(v) for k, v in out.items() if v}
+    result: dict[str, Any] = {k: torch.cat(v) for k, v in out.items() if v}
     if rois:
         result["rois"] = {k: torch.cat(v) for k, v in rois.items()}
     if points:

@@ -116,7 +116,7 @@ def predict_files(
             with suppress_input_checks():  # the images were prepared here; constant ones are named above
                 logits, boxes = forward_with_rois(model, x)
             probs = (rule.probabilities(logits) if rule else torch.sigmoid(logits.float())).cpu()
-            decisions = _decisions(rule, probs) if with_decisions else [[""] * len(labels)] * len(ok)
+            decisions = _decisions(rule, probs) if with_decisions and rule else [[""] * len(labels)] * len(ok)
             for i, f in enumerate(ok):
                 result.rows.append((f, probs[i].tolist(), decisions[i]))
                 writer.writerow(

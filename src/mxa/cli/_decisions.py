@@ -89,7 +89,7 @@ def eval_decisions(ns: argparse.Namespace, model: Any, metrics: dict[str, Any], 
 
 def print_decisions(metrics: dict[str, Any]) -> None:
     ece, brier = metrics.get("ece"), metrics.get("brier")
-    if isinstance(ece, dict):
+    if isinstance(ece, dict) and isinstance(brier, dict):
         cal = metrics.get("calibration") or {}
         print(f"\ncalibration ({cal.get('method', '?')} scaling): before -> after")
         print(f"  ECE (15 bins, mean over labels)   {fmt(ece['before'])} -> {fmt(ece['after'])}")

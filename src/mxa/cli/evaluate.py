@@ -119,7 +119,9 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         model.to(device), ds, ns.batch_size, device, n_bootstrap=ns.bootstrap, progress=not ns.no_progress
     )
     metrics.update(
-        checkpoint=str(ns.checkpoint), data=ns.data, model=model.pretrained_cfg.get("architecture")
+        checkpoint=str(ns.checkpoint),
+        data=ns.data,
+        model=getattr(model, "pretrained_cfg", {}).get("architecture"),
     )
     _per_dataset(metrics, preds, ds, ns.bootstrap)
     rule, cal_probs = _decisions.eval_decisions(ns, model, metrics, preds)

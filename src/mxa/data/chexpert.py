@@ -192,7 +192,8 @@ def patient_split(
     order = np.random.default_rng(seed).permutation(len(unique))
     n_val = max(1, round(len(unique) * val_fraction)) if len(unique) > 1 else 0
     val_patients = {unique[i] for i in order[:n_val]}
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for i, p in enumerate(patients):
         (val if p in val_patients else train).append(i)
     return train, val

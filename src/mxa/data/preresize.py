@@ -54,7 +54,7 @@ def preresize_chexpert(
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
 
-        def tqdm(x, **_):  # type: ignore[no-redef]
+        def tqdm(x, **_):
             return x
 
     errors = []

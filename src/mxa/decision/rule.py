@@ -100,7 +100,7 @@ class DecisionRule:
     def threshold_tensor(self) -> torch.Tensor:
         """(C,) thresholds, NaN where a label has none (or no thresholds at all)."""
         th = self.thresholds or {}
-        return torch.tensor([math.nan if th.get(n) is None else float(th[n]) for n in self.labels])
+        return torch.tensor([math.nan if (v := th.get(n)) is None else float(v) for n in self.labels])
 
     def decide(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C) probabilities -> (positive, defined): two (B, C) bool tensors; ``positive`` is False where

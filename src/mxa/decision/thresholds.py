@@ -122,8 +122,10 @@ def _choose_one(y: np.ndarray, s: np.ndarray, spec: ThresholdSpec) -> float:
         tp, fp = tpr * p, fpr * n
         i = int(np.argmax(2 * tp / np.maximum(2 * tp + fp + (p - tp), 1e-12)))
     elif spec.method == "sensitivity":
+        assert spec.target is not None  # parse_threshold_spec sets it for this method
         i = int(np.argmax(tpr >= spec.target - 1e-12))  # first (highest) cut reaching it
     elif spec.method == "specificity":
+        assert spec.target is not None
         i = int(np.nonzero(1 - fpr >= spec.target - 1e-12)[0][-1])  # last (lowest) cut keeping it
     else:
         raise ValueError(f"unknown threshold method {spec.method!r}")
@@ -204,7 +206,7 @@ def operating_points(
         empty or the label has no threshold, a CI is None unless 90% of the resamples define it.
     """
     mask = torch.ones_like(probs, dtype=torch.bool) if mask is None else mask.bool()
-    th = torch.tensor([math.nan if thresholds.get(n) is None else float(thresholds[n]) for n in labels])
+    th = torch.tensor([math.nan if (v := thresholds.get(n)) is None else float(v) for n in labels])
     valid = torch.isfinite(th)
     pred, t = probs.double() >= th.double(), targets >= 0.5
     rates = _rates(pred, t, mask)
@@ -219,9 +221,9 @@ def operating_points(
         idx = torch.randint(0, n, (n_bootstrap, n), generator=g)
         boot = _rates(pred[idx], t[idx], mask[idx])  # each (B, C)
         lo, hi = (1 - level) / 2, (1 + level) / 2
-        for k, v in boot.items():
+        for k, b in boot.items():
             for j, name in enumerate(labels):
-                col = v[:, j][~torch.isnan(v[:, j])]
+                col = b[:, j][~torch.isnan(b[:, j])]
                 ok = bool(valid[j]) and col.numel() >= 0.9 * n_bootstrap
                 ci[f"{k}/{name}"] = (
                     [float(torch.quantile(col, lo)), float(torch.quantile(col, hi))] if ok else None

@@ -70,7 +70,8 @@ class _WithRois(torch.nn.Module):
 
 
 def _input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
-    hw = getattr(model, "input_hw", None) or tuple(model.pretrained_cfg.get("input_size", (1, 224, 224))[-2:])
+    cfg = getattr(model, "pretrained_cfg", {})
+    hw = getattr(model, "input_hw", None) or tuple(cfg.get("input_size", (1, 224, 224))[-2:])
     return int(getattr(model, "in_chans", 1)), int(hw[0]), int(hw[1])
 
 
@@ -184,6 +185,7 @@ def _export(
             output_names=names,
             verbose=False,
         )
+        assert prog is not None  # dynamo=True always returns a program
         prog.save(str(path))
     else:
         axes = {"x": {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else None
@@ -250,7 +252,7 @@ def save_with_decision(source: str | Path, out: str | Path, rule: DecisionRule, 
             )
         model = load_exported(source)
         rule.check_labels(list(getattr(model, "label_names", None) or rule.labels), f"the rule for {source}")
-        model.decision_rule = rule
+        model.decision_rule = rule  # type: ignore[assignment]  # (nn.Module types attributes as Tensor | Module)
         return export_safetensors(model, out)
     ckpt = TrainCheckpoint.load(source)
     ckpt.decision = rule.to_dict()

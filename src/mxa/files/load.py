@@ -27,13 +27,13 @@ log = logging.getLogger(__name__)
 
 def attach_decision_rule(model: nn.Module, data: Any, source: str) -> nn.Module:
     """Set ``model.decision_rule`` from a stored :meth:`DecisionRule.to_dict` (None: leave it unset)."""
-    model.decision_rule = None
+    model.decision_rule = None  # type: ignore[assignment]  # (nn.Module types attributes as Tensor | Module)
     if data is not None:
         rule = DecisionRule.from_dict(data, source=f"the decision rule in {source}")
         labels = getattr(model, "label_names", None)
         if labels is not None:
             rule.check_labels(labels, f"the decision rule in {source}")
-        model.decision_rule = rule
+        model.decision_rule = rule  # type: ignore[assignment]
     return model
 
 

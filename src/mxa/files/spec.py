@@ -82,15 +82,17 @@ class ModelSpec:
             "in_chans": int(getattr(model, "in_chans", 1)),
         }
         if hasattr(model, "input_hw"):
-            kw["img_size"] = int(model.input_hw[0])
+            kw["img_size"] = int(getattr(model, "input_hw")[0])  # noqa: B009
         # MXA options are constructor arguments of ours only (a timm model grafted by add_mxa has none)
         ours = arch.startswith("efficientvit_ml_") or arch in GRAFTED_MODEL_NAMES
-        if hasattr(model, "mxa_stages") and ours:
-            kw["mxa"] = bool(model.mxa_stages)
-            if model.mxa_stages:
-                kw["mxa_stages"] = list(model.mxa_stages)
-            if getattr(model, "mxa_cfg", None):
-                kw["mxa_cfg"] = dict(model.mxa_cfg)
+        stages = getattr(model, "mxa_stages", None)
+        mxa_cfg = getattr(model, "mxa_cfg", None)
+        if stages is not None and ours:
+            kw["mxa"] = bool(stages)
+            if stages:
+                kw["mxa_stages"] = list(stages)
+            if mxa_cfg:
+                kw["mxa_cfg"] = dict(mxa_cfg)
         return cls(arch, kw)
 
     def validate(self, source: str = "the model description") -> ModelSpec:

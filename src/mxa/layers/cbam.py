@@ -30,7 +30,8 @@ class ChannelAttention(ChannelAttn):
         return out[:b] + out[b:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.gate_logits(x))[:, :, None, None]
+        out: torch.Tensor = x * self.gate(self.gate_logits(x))[:, :, None, None]
+        return out
 
 
 class SpatialAttention(nn.Module):

@@ -91,7 +91,8 @@ class MXABlock(nn.Module):
             method = resolve_crop_method(self.roi.crop_method, x.device)
             gated = _paste(gated, boxes.nan_to_num(nan=0.5), (x.shape[-2], x.shape[-1]), method)
         out = gated * scale if torch.is_grad_enabled() else gated.mul_(scale.to(gated.dtype))
-        return out.to(x.dtype)
+        result: torch.Tensor = out.to(x.dtype)
+        return result
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}" if self.mode != "zoom" else ""

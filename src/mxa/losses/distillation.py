@@ -99,7 +99,8 @@ class DistillationLoss(nn.Module):
         teacher_mask: torch.Tensor | None = None,
         target_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        bce = masked_bce_with_logits(student_logits.float(), targets, target_mask, self.pos_weight)
+        pos_weight: torch.Tensor | None = self.pos_weight  # type: ignore[assignment]  # (a buffer or None)
+        bce = masked_bce_with_logits(student_logits.float(), targets, target_mask, pos_weight)
         if teacher_logits is None:
             return bce
         kd = self.kd(student_logits, teacher_logits, teacher_mask)

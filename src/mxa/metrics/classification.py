@@ -126,7 +126,7 @@ def _point_metrics(
             reasons[name] = "one class only"
     defined = [v for v in per_label.values() if v is not None]
     comp_names = [n for n in COMPETITION_LABELS if n in per_label]
-    comp = [per_label[n] for n in comp_names if per_label[n] is not None]
+    comp = [v for n in comp_names if (v := per_label[n]) is not None]
     pred = probs >= 0.5
     t = targets >= 0.5
     tp = (pred & t & mask).sum(0).double()

@@ -179,9 +179,9 @@ def summarize_localization(loc: dict[str, dict[str, Any]]) -> dict[str, float]:
     if not loc:
         return {}
     keys = [k for k, v in next(iter(loc.values())).items() if isinstance(v, float)]
-    out = {k: float(np.mean([v[k] for v in loc.values() if k in v])) for k in keys}
+    out: dict[str, Any] = {k: float(np.mean([v[k] for v in loc.values() if k in v])) for k in keys}
     margins = {name: v["hit_rate"] - v["random_hit_rate"] for name, v in loc.items()}
-    best = max(margins, key=margins.get)
+    best = max(margins, key=lambda k: margins[k])
     out.update(
         best_block=best, best_hit_margin=float(margins[best]), best_block_area=loc[best]["mean_box_area"]
     )

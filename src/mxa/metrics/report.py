@@ -14,7 +14,7 @@ from mxa.metrics.classification import SCALAR_METRICS
 __all__ = ["aggregate_runs", "mean_ci", "read_run"]
 
 
-def mean_ci(values: list[float], level: float = 0.95) -> dict[str, Any]:
+def mean_ci(values: list[float | None], level: float = 0.95) -> dict[str, Any]:
     """Mean and Student-t confidence interval of the mean (the paper's protocol over seeds)."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     n = len(v)

@@ -13,7 +13,7 @@ __all__ = ["capture_rng_state", "restore_rng_state"]
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states, as plain tensors and ints (safe to load with weights_only)."""
-    np_state = np.random.get_state()  # noqa: NPY002  (the legacy global RNG, used by third-party code)
+    np_state: Any = np.random.get_state()  # noqa: NPY002  (the legacy global RNG, used by third-party code)
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "python": (py_version, list(py_state), py_gauss),

