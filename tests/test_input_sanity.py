@@ -88,8 +88,7 @@ def test_training_mode_suppression_and_tracing_skip_the_check(model) -> None:
     model.eval()
     with suppress_input_checks():
         assert _caught(model, bad) == []
-    from timm.models import get_graph_node_names
-    from timm.models._features_fx import GraphExtractNet
+    from timm.models import GraphExtractNet, get_graph_node_names
 
     net = GraphExtractNet(model, [get_graph_node_names(model)[1][-1]])  # FX-traced: no data-dependent branch
     assert _caught(net, torch.randn(2, 1, 64, 64)) == []

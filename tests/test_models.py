@@ -243,8 +243,7 @@ def test_torch_compile() -> None:
 
 
 def test_fx_trace() -> None:
-    from timm.models import get_graph_node_names
-    from timm.models._features_fx import GraphExtractNet
+    from timm.models import GraphExtractNet, get_graph_node_names
 
     m = timm.create_model("efficientvit_ml_m0", img_size=SMALL).eval()
     _, eval_nodes = get_graph_node_names(m)

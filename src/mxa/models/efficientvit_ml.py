@@ -21,10 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import to_2tuple
-from timm.layers._fx import register_notrace_function, register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._manipulate import adapt_input_conv
+from timm.layers import register_notrace_function, register_notrace_module, to_2tuple
+from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.efficientvit_msra import (
     CascadedGroupAttention,
     EfficientVitMsra,

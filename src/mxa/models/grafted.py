@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import timm
-from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model, resolve_pretrained_cfg
 from torch import nn
 
 from mxa.data.labels import CHEXPERT_LABELS
