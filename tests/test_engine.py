@@ -127,7 +127,7 @@ def _sigint_while_loading(cfg: TrainConfig, epoch: int, batch: int) -> None:
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "nan"
     cfg = dataclasses.replace(TINY, output=str(out))
-    from mxa.distill import losses
+    from mxa.losses import distillation as losses
 
     orig = losses.DistillationLoss.forward
     calls = {"n": 0}

@@ -102,6 +102,13 @@ def export_onnx(
 
     Returns:
         ``path``. Raises ``ValueError`` if ONNX Runtime disagrees with PyTorch by more than ``atol``.
+
+    Examples:
+        >>> import tempfile, timm, mxa
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=64).eval()
+        >>> path = mxa.export_onnx(model, tempfile.mkdtemp() + "/m.onnx", opset=17)  # checked in ONNX Runtime
+        >>> path.suffix
+        '.onnx'
     """
     if opset < 13:
         raise ValueError(f"opset {opset} is not supported: use opset >= 13 (default 18)")
@@ -286,6 +293,13 @@ def export_safetensors(model: torch.nn.Module, path: str | Path) -> Path:
     Load back with :func:`mxa.load_model` / :func:`load_exported`, or with
     ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=path), **model_kwargs)``.
     Both files are written atomically.
+
+    Examples:
+        >>> import tempfile, timm, mxa
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=64)
+        >>> path = mxa.export_safetensors(model, tempfile.mkdtemp() + "/m.safetensors")
+        >>> sorted(p.name for p in path.parent.iterdir())
+        ['config.json', 'm.safetensors']
     """
     from safetensors.torch import save_file
 

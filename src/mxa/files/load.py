@@ -62,6 +62,14 @@ def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
     """Rebuild a model from a file written by :func:`mxa.export_safetensors` (or its folder), in eval mode.
 
     ``overrides`` replace constructor arguments (the allow-list applies to them too).
+
+    Examples:
+        >>> import tempfile, timm, mxa
+        >>> folder = tempfile.mkdtemp()
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=64)
+        >>> _ = mxa.export_safetensors(model, f"{folder}/m.safetensors")
+        >>> mxa.load_exported(folder, num_classes=14).input_hw
+        (64, 64)
     """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
@@ -111,6 +119,16 @@ def load_model(path: str | Path, use_ema: bool = True, map_location: str | torch
         FileNotFoundError: nothing at ``path``.
         ValueError: the file is corrupt, not ours, or describes a model we may not build (see
             :class:`ModelSpec`).
+
+    Examples:
+        >>> import tempfile, timm, torch, mxa
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=64).eval()
+        >>> folder = tempfile.mkdtemp()
+        >>> path = mxa.export_safetensors(model, f"{folder}/model.safetensors")
+        >>> again = mxa.load_model(folder)
+        >>> x = torch.randn(1, 1, 64, 64)
+        >>> torch.equal(again(x), model(x))
+        True
     """
     path = Path(path)
     if path.is_dir() or path.suffix == ".safetensors":

@@ -13,12 +13,15 @@ __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 
 
 class ChannelAttention(ChannelAttn):
-    """timm's ``ChannelAttn`` (same parameters, same result), with the shared MLP run once.
-
-    timm applies its 1x1 convolutions separately to the average- and the max-pooled vector; here both go
-    through the same weights as one (2B, C) matrix product, several times faster on the CPU.
+    """timm's ``ChannelAttn`` (same parameters and result) with its two MLP passes run as one.
 
     Shapes: (B, C, H, W) -> (B, C, H, W)
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers import ChannelAttention
+        >>> ChannelAttention(16, rd_ratio=1 / 4)(torch.randn(2, 16, 5, 5)).shape
+        torch.Size([2, 16, 5, 5])
     """
 
     def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,12 +38,15 @@ class ChannelAttention(ChannelAttn):
 
 
 class SpatialAttention(nn.Module):
-    """``x * sigmoid(conv_k([max_c(x), mean_c(x)]))``.
-
-    Written here rather than reusing timm's ``SpatialAttn``: that one puts a BatchNorm after the conv,
-    which is not the paper's formula.
+    """``x * sigmoid(conv_k([max_c(x), mean_c(x)]))`` (timm's ``SpatialAttn`` adds a BatchNorm).
 
     Shapes: (B, C, H, W) -> (B, C, H, W)
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers import SpatialAttention
+        >>> SpatialAttention(7).gate(torch.randn(2, 16, 5, 5)).shape
+        torch.Size([2, 1, 5, 5])
     """
 
     def __init__(self, kernel_size: int = 7) -> None:
@@ -59,19 +65,19 @@ class SpatialAttention(nn.Module):
 
 
 class CBAM(nn.Module):
-    """Convolutional Block Attention Module, channel first, then spatial.
-
-    Channel attention is ``sigmoid(MLP(GAP(x)) + MLP(GMP(x)))`` with one shared bias-free MLP
-    (C -> C/reduction -> C, ReLU): timm's ``ChannelAttn`` computes exactly this and is reused
-    (:class:`ChannelAttention` only batches its two MLP passes into one).
-    Spatial attention is :class:`SpatialAttention`.
+    """Convolutional Block Attention Module: :class:`ChannelAttention`, then :class:`SpatialAttention`.
 
     Args:
         dim: channels C.
-        reduction: MLP reduction ratio (hidden width ``max(1, round(C / reduction))``).
-        spatial_kernel: odd kernel size of the spatial attention conv.
+        reduction: channel-MLP reduction ratio (hidden width ``max(1, round(C / reduction))``).
+        spatial_kernel: odd kernel size of the spatial conv.
 
     Shapes: (B, C, H, W) -> (B, C, H, W)
+
+    Examples:
+        >>> import torch, mxa
+        >>> mxa.CBAM(32)(torch.randn(2, 32, 7, 7)).shape
+        torch.Size([2, 32, 7, 7])
     """
 
     def __init__(self, dim: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
@@ -87,12 +93,9 @@ class CBAM(nn.Module):
         return self._gated(x, inplace=False)
 
     def forward_(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward`, but multiplies ``x`` in place by both gates and returns ``x``.
+        """:meth:`forward` in place: multiplies ``x`` by both gates and returns it (bit-identical values).
 
-        Bit-for-bit the same values as ``forward`` without a second feature map: for inference
-        (``torch.no_grad``/``inference_mode``) on a tensor the caller owns, such as a fresh crop. It
-        overwrites ``x``, so never pass a tensor someone else still reads; under autograd the backward
-        pass fails (the gates need the ``x`` that was overwritten).
+        For inference on a tensor the caller owns (a fresh crop); under autograd the backward pass fails.
 
         Shapes: (B, C, H, W) -> the same tensor.
         """

@@ -12,12 +12,10 @@ __all__ = ["MXABlock"]
 
 
 class MXABlock(nn.Module):
-    """``scale * CBAM(DynamicROIPool(x))``, meant to run in parallel with an attention layer.
+    """``scale * CBAM(DynamicROIPool(x))``, added in parallel with an attention: ``x + attn(x) + mxa(x)``.
 
-    In a network it is added beside the attention: ``x + attn(x) + mxa(x)``. The learnable per-channel
-    ``scale`` starts at ``init_scale`` (0 by default), so adding the block leaves a network's function
-    unchanged at initialisation (the scale gets gradient from the first step; the rest follows once it
-    is non-zero).
+    ``scale`` (per channel) starts at ``init_scale`` = 0, so adding the block leaves a network's function
+    unchanged at initialisation (docs/mxa-block.md).
 
     Args:
         dim: channels C.
@@ -26,23 +24,24 @@ class MXABlock(nn.Module):
         min_size: smallest ROI side, as a fraction of the map side.
         init_size: ROI side at initialisation.
         init_scale: initial value of the output scale.
-        mode: ``"zoom"`` (the paper's; the crop is resized to the whole map, so the block's output at a
-            position comes from the box's corresponding relative position) or ``"paste"`` (the gated crop is
-            put back where the box is and the block adds nothing outside it, so its output is spatially
-            aligned with ``x`` for any box; see docs/localization.md).
-        crop_size: the crop's side in ``"paste"`` mode (default: the map's size); a smaller crop makes
-            CBAM cheaper.
-        saliency_temperature: of the box head's soft-argmax (:class:`DynamicROIPool`).
-        crop_method: ``auto``, ``grid_sample`` or ``separable``: how the box is cropped (and pasted); see
-            :func:`mxa.roi_crop`.
+        mode: ``"zoom"`` (the paper's: the crop resized to the whole map) or ``"paste"`` (the gated crop put
+            back where the box is, so the output stays aligned with ``x``; docs/localization.md).
+        crop_size: the crop's side in ``"paste"`` mode (default the map's size).
+        saliency_temperature: of the box head's soft-argmax.
+        crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`mxa.roi_crop`).
 
     Attributes:
-        roi: the :class:`DynamicROIPool`; ``roi.predict_boxes(x)`` or a forward hook on it gives the boxes.
-
-    Under ``no_grad``/``inference_mode`` the crop is gated in place, bit-identical; a non-finite box makes
-    that image's output NaN, never an error.
+        roi: the :class:`DynamicROIPool`; ``roi.predict_boxes(x)`` gives the boxes.
 
     Shapes: (B, C, H, W) -> (B, C, H, W), in x's dtype.
+
+    Examples:
+        >>> import torch, mxa
+        >>> block = mxa.MXABlock(64)
+        >>> x = torch.randn(2, 64, 14, 14)
+        >>> y = block(x)
+        >>> y.shape, bool(y.abs().max() == 0)  # zero at initialisation
+        (torch.Size([2, 64, 14, 14]), True)
     """
 
     def __init__(

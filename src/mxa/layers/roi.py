@@ -1,9 +1,6 @@
-"""Differentiable region-of-interest cropping and the dynamic ROI pooling layer.
+"""Differentiable ROI crop and paste, and the dynamic ROI pooling layer (docs/mxa-block.md).
 
-``roi_crop`` is the function, ``DynamicROIPool`` the module that predicts the box and crops with it
-(torchvision ``ops`` style). The crop is bilinear through ``affine_grid`` + ``grid_sample``, so the loss
-reaches the box coordinates; the paper's public code truncated boxes to integers, which gave the box
-predictor no gradient at all.
+``roi_crop``/``roi_paste`` are the functions, ``DynamicROIPool`` the module (torchvision ``ops`` style).
 """
 
 from __future__ import annotations
@@ -92,17 +89,17 @@ def _separable(x: torch.Tensor, my: torch.Tensor, mx: torch.Tensor) -> torch.Ten
 
 
 def boxes_to_theta(boxes: torch.Tensor) -> torch.Tensor:
-    """Affine matrices that map ``affine_grid``'s output grid onto the boxes.
+    """(B, 4) normalized xyxy boxes -> (B, 2, 3) ``affine_grid`` matrices (``align_corners=False``).
 
-    Args:
-        boxes: (B, 4) normalized ``x1, y1, x2, y2`` in [0, 1] relative to the map.
+    Output column ``j`` of ``w`` lands on pixel ``x1 * W - 0.5 + (j + 0.5) * (x2 - x1) * W / w``, roi_align's
+    (``aligned=True``) sample point.
 
-    Returns:
-        (B, 2, 3) matrices for ``F.affine_grid(..., align_corners=False)``.
-
-    With ``align_corners=False`` output column ``j`` of ``w`` sits at ``u_j = (2j + 1) / w - 1``;
-    ``a * u_j + t`` with ``a = x2 - x1`` and ``t = x1 + x2 - 1`` lands on pixel
-    ``x1 * W - 0.5 + (j + 0.5) * (x2 - x1) * W / w``: exactly roi_align's (aligned=True) sample point.
+    Examples:
+        >>> import torch
+        >>> from mxa.layers import boxes_to_theta
+        >>> boxes_to_theta(torch.tensor([[0.0, 0.0, 1.0, 1.0]]))  # the whole map: the identity
+        tensor([[[1., 0., 0.],
+                 [0., 1., 0.]]])
     """
     x1, y1, x2, y2 = boxes.unbind(-1)
     zero = torch.zeros_like(x1)
@@ -119,33 +116,28 @@ def roi_crop(
 ) -> torch.Tensor:
     """Crop one box per image with bilinear sampling, differentiable in ``x`` and in ``boxes``.
 
+    For boxes inside [0, 1] this equals ``torchvision.ops.roi_align(x, boxes * [W, H, W, H], (h, w),
+    aligned=True, sampling_ratio=1)``; outside it, edge pixels are replicated (docs/mxa-block.md).
+
     Args:
         x: (B, C, H, W) feature map.
-        boxes: (B, 4) normalized ``x1, y1, x2, y2``, in [0, 1] relative to the map (0 is the left/top
-            edge of the first pixel, 1 the right/bottom edge of the last); finite, with ``x1 < x2`` and
-            ``y1 < y2``.
-        output_size: (h, w) or an int for a square output; default (H, W).
-        method: ``grid_sample``, ``separable`` or ``auto`` (see :data:`CROP_METHODS`); both compute the
-            same crop (tested to 1e-5 in float32, 1e-10 in float64, values and both gradients).
+        boxes: (B, 4) normalized ``x1, y1, x2, y2`` (0 and 1 are the map's outer edges); finite, with
+            ``x1 < x2`` and ``y1 < y2``.
+        output_size: (h, w), or an int for a square crop; default (H, W).
+        method: ``grid_sample``, ``separable`` or ``auto`` (:data:`CROP_METHODS`): the same crop either way.
 
     Returns:
-        (B, C, h, w) crops, in ``x``'s dtype (computed in at least float32); always new memory, never a
-        view of ``x`` (:class:`MXABlock` gates it in place during inference).
+        (B, C, h, w) in ``x``'s dtype (computed in at least float32), always new memory.
 
     Raises:
-        ValueError: a box is NaN/inf, inverted or of zero size (``x2 <= x1`` or ``y2 <= y1``); the message
-            names the rows. ``grid_sample`` would read edge pixels for them (a silently wrong crop, and its
-            CPU backward crashes on NaN grids). The check is one small reduction over the boxes, but on
-            CUDA reading its answer syncs with the device, and under ``torch.compile`` it is a graph
-            break; :class:`DynamicROIPool` skips it (its boxes are valid by construction).
+        ValueError: a box is NaN/inf, inverted or empty (the message names the rows).
 
-    For boxes inside [0, 1] the result equals torchvision's
-    ``roi_align(x, boxes * [W, H, W, H], (h, w), aligned=True, sampling_ratio=1)``.
-
-    Border: sample points closer than half a pixel to the edge read the edge pixel (``grid_sample``'s
-    ``padding_mode='border'``), as roi_align does. A box that reaches outside [0, 1] keeps reading the
-    edge pixel (replicate padding), whereas roi_align returns zeros beyond one pixel outside; the box
-    gradient of such clamped sample points is zero. ``DynamicROIPool`` never produces such boxes.
+    Examples:
+        >>> import torch, mxa
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> mxa.roi_crop(x, torch.tensor([[0.0, 0.0, 0.5, 0.5]]), output_size=2)
+        tensor([[[[0., 1.],
+                  [4., 5.]]]])
     """
     check_nchw(x)
     check_boxes(boxes, x.shape[0])
@@ -220,19 +212,25 @@ def _paste(
 def roi_paste(
     crop: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], method: str = "auto"
 ) -> torch.Tensor:
-    """Put each crop back where its box is: the inverse of :func:`roi_crop`, zero outside the box.
+    """Put each crop back where its box is: the inverse warp of :func:`roi_crop`, zero outside the box.
 
     Args:
-        crop: (B, C, h, w) crops, e.g. ``roi_crop(x, boxes)`` after some processing.
-        boxes: (B, 4) normalized ``x1, y1, x2, y2`` (the boxes the crops were taken with).
+        crop: (B, C, h, w) crops.
+        boxes: (B, 4) normalized xyxy boxes the crops were taken with.
         size: (H, W) of the map to paste into.
-        method: ``grid_sample``, ``separable`` or ``auto``, as for :func:`roi_crop`.
+        method: as for :func:`roi_crop`.
 
     Returns:
-        (B, C, H, W): bilinear resampling of each crop into its box (sample points are the map's pixel
-        centres; a pixel outside the box, by more than half a crop pixel, is 0). Differentiable in
-        ``crop`` and ``boxes``. ``roi_paste(roi_crop(x, b), b, x.shape[-2:])`` is ``x`` inside the box,
-        up to the resampling of the two bilinear steps.
+        (B, C, H, W), differentiable in ``crop`` and ``boxes``.
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers import roi_paste
+        >>> roi_paste(torch.ones(1, 1, 2, 2), torch.tensor([[0.0, 0.0, 0.5, 0.5]]), (4, 4))[0, 0]
+        tensor([[1., 1., 0., 0.],
+                [1., 1., 0., 0.],
+                [0., 0., 0., 0.],
+                [0., 0., 0., 0.]])
     """
     check_nchw(crop, name="crop")
     check_boxes(boxes, crop.shape[0])
@@ -241,44 +239,31 @@ def roi_paste(
 
 
 class DynamicROIPool(nn.Module):
-    """Predict one box per image from the feature map and crop it back to the map's size.
+    """Predict one box per image from the feature map and crop it (bilinear, to the map's size).
 
-    The predictor is light (``9 C + 6`` parameters, pointwise ops and pooling only; the paper's code spends
-    a full 3x3 C -> C/2 convolution, 4M parameters on M5) and knows *where* to look:
-
-    * the **centre** follows a spatial soft-argmax: a pointwise conv (C -> 1) gives a saliency map, its
-      softmax over positions gives expected coordinates ``(c_x, c_y)`` in (0, 1);
-    * the **size** (and a centre offset) come from one linear layer on global average and max pooling.
-
-    Decoding keeps every box valid: side ``w = min_size + (1 - min_size) * sigmoid(a_w)``, left edge
-    ``x1 = (1 - w) * sigmoid(b_x + g_x * logit(c_x))``, ``x2 = x1 + w`` (same for y), with a learnable gain
-    ``g`` (1 at start: the centre is the soft-argmax, pulled inside the map). So ``0 <= x1 < x2 <= 1`` and
-    ``x2 - x1 >= min_size`` always hold. At initialisation every box covers ``init_size`` of each side, so
-    training starts from (almost) the identity crop.
-
-    That holds while the head's weights and ``x`` are finite, so the boxes skip :func:`roi_crop`'s
-    validation (no device sync). If a weight or the input is NaN/inf (a diverged run), the affected boxes
-    are NaN: their crops come out all NaN, in forward, without an error or a sync, so the NaN reaches the
-    block output, the logits and the loss, and the trainer's non-finite-loss guard stops before any
-    backward pass. The sampling grid is built from a NaN-free copy of the boxes, so even a backward pass
-    through such a crop gives NaN gradients rather than a crash.
-
-    Works with ``torch.fx.symbolic_trace`` (the crop is one leaf call, shapes are read at run time) and
-    ``torch.compile(fullgraph=True)``. An FX graph has no autocast region: called under autocast it runs
-    the head in the autocast dtype.
+    The centre is the soft-argmax of a pointwise saliency map, the size a linear layer on pooled features;
+    decoding keeps every box inside the map with sides of at least ``min_size``. Boxes start at ``init_size``
+    (about the identity crop). A NaN/inf weight or input gives NaN boxes and NaN crops, never an error or a
+    device sync (docs/mxa-block.md).
 
     Args:
-        dim: channels C of the input.
+        dim: channels C.
         min_size: smallest box side, as a fraction of the map side, in (0, 1).
         init_size: box side at initialisation, in (min_size, 1).
         output_size: size of the crop; default the input's (H, W).
-        saliency_temperature: divides the saliency logits before the softmax; below 1 the soft-argmax
-            is sharper (closer to the arg-max), above 1 smoother.
-        crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`roi_crop`); resolved on every
-            call, so ``auto`` follows the device and ``torch.use_deterministic_algorithms``.
+        saliency_temperature: of the soft-argmax (below 1 sharper).
+        crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`roi_crop`).
 
     Shapes:
-        forward(x: (B, C, H, W)) -> (pooled (B, C, H, W), boxes (B, 4) normalized xyxy)
+        (B, C, H, W) -> (pooled (B, C, H', W'), boxes (B, 4) normalized xyxy)
+
+    Examples:
+        >>> import torch, mxa
+        >>> pooled, boxes = mxa.DynamicROIPool(8)(torch.randn(2, 8, 14, 14))
+        >>> pooled.shape, boxes.shape
+        (torch.Size([2, 8, 14, 14]), torch.Size([2, 4]))
+        >>> bool(((boxes[:, 2] - boxes[:, 0]) > 0.9).all())  # ~ the identity crop at initialisation
+        True
     """
 
     def __init__(

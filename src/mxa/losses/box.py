@@ -22,6 +22,14 @@ def best_match_giou_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor
     Returns:
         A scalar in [0, 2]: 0 for a perfect box. Images without any true box contribute nothing (the
         result stays connected to ``pred`` with a zero gradient, so every step has the same graph).
+
+    Examples:
+        >>> import torch
+        >>> from mxa.losses import best_match_giou_loss
+        >>> true = torch.full((1, 14, 4), float("nan"))
+        >>> true[0, 3] = torch.tensor([0.1, 0.1, 0.4, 0.4])
+        >>> round(float(best_match_giou_loss(torch.tensor([[0.1, 0.1, 0.4, 0.4]]), true)), 4)
+        0.0
     """
     present = ~torch.isnan(true[..., 0])  # (B, K)
     safe = torch.where(present[..., None], true, torch.tensor([0.0, 0.0, 1.0, 1.0], device=true.device))
@@ -34,5 +42,12 @@ def best_match_giou_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """(B, 4) normalized xyxy -> (B,) fraction of the map."""
+    """(B, 4) normalized xyxy -> (B,) fraction of the map.
+
+    Examples:
+        >>> import torch
+        >>> from mxa.losses import box_area
+        >>> box_area(torch.tensor([[0.0, 0.0, 0.5, 0.5]]))
+        tensor([0.2500])
+    """
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])

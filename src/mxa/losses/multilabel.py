@@ -42,6 +42,14 @@ def masked_bce_with_logits(
 
     Shapes: logits, targets (B, C); mask (C,) or (B, C) bool; pos_weight (C,). Returns a scalar;
     0 (with gradient) when nothing is selected.
+
+    Examples:
+        >>> import torch
+        >>> from mxa.losses import masked_bce_with_logits
+        >>> logits, targets = torch.zeros(2, 3), torch.ones(2, 3)
+        >>> mask = torch.tensor([True, False, True])  # label 1 is not provided: left out, not a negative
+        >>> round(float(masked_bce_with_logits(logits, targets, mask)), 4)
+        0.6931
     """
     check_pair(logits, targets, ("logits", "targets"))
     if pos_weight is not None:
@@ -71,6 +79,12 @@ def class_balanced_pos_weight(
 
     Returns:
         (C,) float32 weights in [min(1, ...), max_weight].
+
+    Examples:
+        >>> import torch
+        >>> from mxa.losses import class_balanced_pos_weight
+        >>> class_balanced_pos_weight(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+        tensor([ 2., 10.])
     """
     if labels.ndim != 2:
         raise ValueError(f"labels must be (N, C), got {tuple(labels.shape)}")

@@ -167,6 +167,14 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         label_names: names of the outputs, kept as ``model.label_names``.
 
     Shapes: forward((B, in_chans, H, W)) -> (B, num_classes) logits.
+
+    Examples:
+        >>> import timm, torch, mxa
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=128).eval()
+        >>> model(torch.randn(2, 1, 128, 128)).shape
+        torch.Size([2, 14])
+        >>> len(model.mxa_blocks()), model.label_names[:2]
+        (6, ('No Finding', 'Enlarged Cardiomediastinum'))
     """
 
     def __init__(

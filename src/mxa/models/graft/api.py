@@ -19,7 +19,14 @@ log = logging.getLogger("mxa.models.graft")
 
 
 def known_blocks() -> dict[str, list[str]]:
-    """``{family: [block types]}`` that :func:`add_mxa` knows (those of the imported libraries)."""
+    """``{family: [block types]}`` that :func:`add_mxa` knows (those of the imported libraries).
+
+    Examples:
+        >>> import mxa
+        >>> from mxa.models import known_blocks
+        >>> "resnet" in known_blocks() and "vit" in known_blocks()
+        True
+    """
     register_builtins()
     out: dict[str, list[str]] = {}
     for t, rule in RULES.items():
@@ -52,6 +59,15 @@ def add_mxa(model: nn.Module, where: Where = None, **mxa_cfg: Any) -> nn.Module:
     Raises:
         ValueError: no known block in ``model`` (the message lists the known types and how to register
             yours), ``where`` selects nothing, or the model already has MXA.
+
+    Examples:
+        >>> import timm, torch, mxa
+        >>> model = mxa.add_mxa(timm.create_model("resnet18", in_chans=1, num_classes=14))
+        >>> list(mxa.mxa_blocks(model))
+        ['layer1.1', 'layer2.1', 'layer3.1', 'layer4.1']
+        >>> logits, rois = mxa.forward_with_rois(model.eval(), torch.randn(1, 1, 64, 64))
+        >>> rois["layer4.1"].shape
+        torch.Size([1, 4])
     """
     register_builtins()
     sites = find_sites(model)

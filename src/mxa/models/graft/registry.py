@@ -72,6 +72,20 @@ def register_block(
         default: ``"all"`` or ``"last"``: the blocks ``where=None`` selects.
         applies: ``applies(block, model) -> bool``, excluding blocks that cannot take MXA.
         mxa_defaults: this family's :class:`MXABlock` arguments (the caller's ``mxa_cfg`` wins).
+
+    Examples:
+        >>> import torch, mxa
+        >>> from torch import nn
+        >>> class MyBlock(nn.Module):  # x + f(x), shape unchanged
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        ...     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ...         return x + self.conv(x)
+        >>> mxa.register_block(MyBlock, "residual", family="mine")
+        >>> net = mxa.add_mxa(nn.Sequential(MyBlock(), MyBlock()))
+        >>> list(mxa.mxa_blocks(net))
+        ['0', '1']
     """
     if default not in ("all", "last"):
         raise ValueError(f"default must be 'all' or 'last', got {default!r}")

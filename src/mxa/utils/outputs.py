@@ -1,0 +1,75 @@
+"""The one output guard: nothing we write replaces an input, and nothing replaces an earlier result unasked.
+
+Every command declares which of its options name inputs and which name outputs (``cli/_common.io``); the
+CLI checks them all with :func:`check_outputs` before the command runs. Files whose names we generate
+(overlays, heatmaps, default figures) go through :func:`check_output` where they are named.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["OutputError", "check_output", "check_outputs", "same_file"]
+
+
+class OutputError(ValueError):
+    """An output would replace an input, or an existing file without ``--overwrite``."""
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same path after resolving symlinks, or a hard link."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | Path,
+    inputs: Iterable[str | Path] = (),
+    *,
+    what: str = "output",
+    overwrite: bool = False,
+) -> Path:
+    """Return ``path`` if writing it loses nothing; else raise :class:`OutputError` naming the fix.
+
+    Refused: ``path`` is one of ``inputs`` (the same file, a symlink or a hard link to it), whatever
+    ``overwrite`` says; an existing file without ``overwrite``. A folder passes (the files written into it
+    are checked one by one where they are named).
+    """
+    path = Path(path)
+    for src in inputs:
+        src = Path(src)
+        if same_file(path, src):
+            raise OutputError(
+                f"{what} {path} is the input {src}: writing it would destroy the input; choose another path"
+            )
+    if path.is_dir():
+        return path  # folders: each generated file is checked where it is named
+    if path.exists() and not overwrite:
+        raise OutputError(
+            f"{what} {path} already exists: pass --overwrite to replace it, or choose another path"
+        )
+    return path
+
+
+def check_outputs(
+    outputs: dict[str, str | Path | None],
+    inputs: Iterable[str | Path],
+    overwrite: bool = False,
+) -> None:
+    """:func:`check_output` for every named output (``{"--json": path}``), also against each other."""
+    given = {k: Path(v) for k, v in outputs.items() if v is not None}
+    ins = [Path(p) for p in inputs]
+    for flag, path in given.items():
+        check_output(path, ins, what=flag, overwrite=overwrite)
+    flags = list(given)
+    for i, a in enumerate(flags):
+        for b in flags[i + 1 :]:
+            if same_file(given[a], given[b]):
+                raise OutputError(f"{a} and {b} name the same file {given[a]}; give each its own path")
