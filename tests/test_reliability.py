@@ -6,6 +6,7 @@ every command now ends with one clear ``error:`` line, a warning, or a refusal t
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import os
@@ -251,7 +252,7 @@ def test_predict_refuses_to_write_over_an_input(images: Path, capsys) -> None:
     target = images / "a" / "x.png"
     before = target.read_bytes()
     assert main(["predict", str(images), "--model", "efficientvit_ml_m0", "--out", str(target)]) == 2
-    assert "is one of the input images" in capsys.readouterr().err
+    assert "is the input" in capsys.readouterr().err
     assert target.read_bytes() == before
 
 
@@ -313,7 +314,7 @@ def test_a_failed_predict_leaves_no_partial_csv(images: Path, tmp_path: Path, mo
     from mxa.predict import predict_files
 
     with pytest.raises(RuntimeError):
-        predict_files([images], out=out, model_name="efficientvit_ml_m0", batch_size=1)
+        predict_files([images], out=out, model_name="efficientvit_ml_m0", batch_size=1, overwrite=True)
     assert out.read_text() == "earlier results\n"
 
 
@@ -323,7 +324,8 @@ def test_eval_writes_json_first_and_survives_an_unwritable_figure(done: Path, tm
     argv = ["eval", "--checkpoint", str(done / "best.pt"), "--val-samples", "16", "--bootstrap", "0"]
     assert main([*argv, "--json", str(js), "--roc", str(tmp_path / "file" / "roc.png"), "--no-progress"]) == 0
     assert js.is_file()
-    assert "ROC figure could not be written" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "roc.png was not written" in err and "choose another file with --roc" in err
 
 
 # --- nothing unpickled that we did not write -------------------------------------------------------------
@@ -344,3 +346,170 @@ def test_xrv_weights_read_without_running_pickled_code(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="trust_pickle=True"):
         XRVTeacher(weights=None, weights_file=crafted)
     XRVTeacher(weights=None, weights_file=crafted, trust_pickle=True)  # the user's explicit choice
+
+
+# --- the output guard: every command, every output option pointed at every input ------------------------
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    from mxa.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def _io(p: argparse.ArgumentParser) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return p.get_default("io_inputs") or (), p.get_default("io_outputs") or ()
+
+
+def _flag(p: argparse.ArgumentParser, dest: str) -> str | None:
+    """The option string of ``dest`` (None for a positional)."""
+    action = next(a for a in p._actions if a.dest == dest)
+    return action.option_strings[0] if action.option_strings else None
+
+
+#: the least each command needs to parse (required options), with placeholders for the files
+_REQUIRED = {
+    "eval": ["--checkpoint", "{ckpt}"],
+    "predict": ["{img}", "--model", "efficientvit_ml_m0"],
+    "viz": ["{img}"],
+    "export": ["--model", "efficientvit_ml_m0"],
+    "cache-teacher": ["--output", "{fresh}/c.safetensors"],
+    "make-phantom": ["--output", "{fresh}/ph"],
+    "preresize": ["--src", "{data}", "--dst", "{fresh}/pre"],
+    "report": ["{run}"],
+}
+
+
+def _pairs() -> list[tuple[str, str, str]]:
+    out = []
+    for name, p in _commands().items():
+        ins, outs = _io(p)
+        out += [(name, o, i) for o in outs for i in ins]
+    return out
+
+
+def test_every_command_declares_its_files() -> None:
+    # a command that writes files without declaring them would bypass the guard
+    writers = {n for n, p in _commands().items() if _io(p)[1]}
+    assert writers == set(_commands())
+
+
+@pytest.mark.parametrize(("command", "out_dest", "in_dest"), _pairs())
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_no_output_may_be_an_input(
+    command: str, out_dest: str, in_dest: str, overwrite: bool, tmp_path: Path, capsys
+) -> None:
+    p = _commands()[command]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("Path\n")
+    img = tmp_path / "x.png"
+    img.write_bytes(b"not really a png")
+    target = {  # the input file the output option is pointed at
+        "checkpoint": tmp_path / "model.pt",
+        "baseline": tmp_path / "base.pt",
+        "teacher": tmp_path / "teacher.pt",
+        "pretrained_file": tmp_path / "weights.pt",
+        "resume": tmp_path / "last.pt",
+        "config": tmp_path / "cfg.yaml",
+        "thresholds": tmp_path / "th.json",
+        "runs": run / "metrics.jsonl",
+        "inputs": img,
+        "data": data / "train.csv",
+        "src": data,
+    }[in_dest]
+    if not target.exists():
+        target.write_text("precious\n")
+    before = target.read_bytes() if target.is_file() else None
+    value = {"runs": str(run), "inputs": str(img), "data": f"chexpert:{data}", "src": str(data)}.get(
+        in_dest, str(target)
+    )
+    subs = {"ckpt": str(target if in_dest == "checkpoint" else tmp_path / "other.pt"), "img": str(img),
+            "data": str(data), "run": str(run), "fresh": str(tmp_path / "fresh")}  # fmt: skip
+    (tmp_path / "other.pt").write_text("x")
+    argv = [command] + [a.format(**subs) for a in _REQUIRED.get(command, [])]
+    if in_dest == "checkpoint" and "--model" in argv:  # one or the other
+        del argv[argv.index("--model") : argv.index("--model") + 2]
+    in_flag = _flag(p, in_dest)
+    if in_flag and in_flag not in argv:
+        argv += [in_flag, value]
+    elif in_flag and in_flag in argv:
+        argv[argv.index(in_flag) + 1] = value
+    out_flag = _flag(p, out_dest)
+    assert out_flag is not None
+    if out_flag in argv:
+        argv[argv.index(out_flag) + 1] = str(target)
+    else:
+        argv += [out_flag, str(target)]
+    if overwrite:
+        argv.append("--overwrite")
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert "error:" in err and ("is the input" in err or "already exists" in err), err
+    if before is not None:
+        assert target.read_bytes() == before
+
+
+def test_a_hard_link_or_symlink_to_an_input_is_the_input(done: Path, tmp_path: Path, capsys) -> None:
+    ckpt = done / "best.pt"
+    before = ckpt.read_bytes()
+    hard, soft = tmp_path / "hard.json", tmp_path / "soft.json"
+    os.link(ckpt, hard)
+    soft.symlink_to(ckpt)
+    for out in (hard, soft):
+        assert main(["eval", "--checkpoint", str(ckpt), "--json", str(out), "--overwrite"]) == 2
+        assert "is the input" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["eval", "report", "bench", "export"])
+def test_existing_results_are_kept_without_overwrite(
+    command: str, done: Path, tmp_path: Path, capsys
+) -> None:
+    old = tmp_path / "old.json"
+    old.write_text("earlier results\n")
+    argv = {
+        "eval": ["eval", "--checkpoint", str(done / "best.pt"), "--json", str(old)],
+        "report": ["report", str(done), "--json", str(old)],
+        "bench": ["bench", "--model", "efficientvit_ml_m0", "--json", str(old)],
+        "export": ["export", "--checkpoint", str(done / "best.pt"), "--output", str(old)],
+    }[command]
+    assert main(argv) == 2
+    assert "already exists: pass --overwrite" in capsys.readouterr().err
+    assert old.read_text() == "earlier results\n"
+
+
+def test_generated_overlay_names_never_replace_an_input(
+    images: Path, done: Path, tmp_path: Path, capsys
+) -> None:
+    # an input that happens to be named like the overlay of another input
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(sorted(images.rglob("*.png"))[0], flat / "x.png")
+    trap = flat / "x_roi.png"
+    shutil.copy(flat / "x.png", trap)
+    before = trap.read_bytes()
+    argv = ["predict", str(flat), "--checkpoint", str(done / "best.pt"), "--out", str(tmp_path / "p.csv")]
+    assert main([*argv, "--roi-overlay", str(flat), "--overwrite"]) == 2
+    assert "ROI overlay" in capsys.readouterr().err
+    assert trap.read_bytes() == before
+    assert (
+        main(["viz", str(flat), "--checkpoint", str(done / "best.pt"), "--output", str(flat), "--overwrite"])
+        == 2
+    )
+    assert trap.read_bytes() == before
+
+
+def test_make_phantom_keeps_an_existing_set(tmp_path: Path, capsys) -> None:
+    argv = ["make-phantom", "--output", str(tmp_path), "--train", "4", "--valid", "2", "--img-size", "32"]
+    assert main(argv) == 0
+    csv = tmp_path / "CheXpert-v1.0-small" / "train.csv"
+    before = csv.read_text()
+    assert main([*argv, "--seed", "3"]) == 2
+    assert "already exists: pass --overwrite" in capsys.readouterr().err
+    assert csv.read_text() == before
+    assert main([*argv, "--seed", "3", "--overwrite"]) == 0
+    assert csv.read_text() != before

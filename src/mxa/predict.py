@@ -31,6 +31,7 @@ from mxa.files.load import load_model
 from mxa.models import check_model_name
 from mxa.models.hooks import forward_with_rois
 from mxa.utils.files import atomic_path
+from mxa.utils.outputs import check_output
 from mxa.utils.runtime import resolve_device
 
 __all__ = ["PredictResult", "predict_files"]
@@ -69,6 +70,7 @@ def predict_files(
     heatmap: str | Path | None = None,
     heatmap_label: str = "top",
     cam_stage: int = 1,
+    overwrite: bool = False,
 ) -> PredictResult:
     """Write a CSV with one row per readable image (path + one probability per label, + one decision per
     label when the model has thresholds); optionally ROI overlays and Grad-CAM heatmaps.
@@ -80,6 +82,7 @@ def predict_files(
         heatmap: folder for one ``<image>_gradcam_<label>.png`` per image (Grad-CAM beside the MXA boxes).
         heatmap_label: the label the heatmap explains: a name, or ``top`` (the most probable per image).
         cam_stage: the EfficientViT stage Grad-CAM looks at (see :mod:`mxa.viz.cam`).
+        overwrite: replace existing outputs (the CSV, overlays, heatmaps); an input is never replaced.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -88,8 +91,7 @@ def predict_files(
     model = model.eval().to(dev)
     files = collect_images(inputs)
     out = Path(out)
-    if out.resolve() in {f.resolve() for f in files}:
-        raise ValueError(f"--out {out} is one of the input images; choose another file for the CSV")
+    check_output(out, files, what="--out", overwrite=overwrite)
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     rule = get_decision_rule(model)
     if rule is not None:
@@ -101,6 +103,9 @@ def predict_files(
     with_decisions = rule is not None and rule.thresholds is not None
     tf = build_transforms(model, train=False)
     names = output_names(files, "_roi.png")
+    if roi_overlay:  # every generated name is checked before any work
+        for f in files:
+            check_output(Path(roi_overlay) / names[f], files, what="ROI overlay", overwrite=overwrite)
     result = PredictResult(out, 0, labels=labels, decision_rule=rule)
     if rule is not None and rule.calibration:
         log.info("probabilities are calibrated (%s scaling stored with the model)", rule.calibration)
@@ -141,6 +146,8 @@ def predict_files(
                             Path(heatmap),
                             names[f],
                             f,
+                            files,
+                            overwrite,
                         )
                     )
                 if roi_overlay:
@@ -192,6 +199,8 @@ def _heatmap(
     folder: Path,
     stem: str,
     src: Path,
+    inputs: Sequence[Path],
+    overwrite: bool,
 ) -> Path:
     from mxa.viz import display_image
     from mxa.viz.cam import gradcam, plot_gradcam_overlay, resolve_label
@@ -203,7 +212,7 @@ def _heatmap(
     return plot_gradcam_overlay(
         display_image(raw),
         cam,
-        folder / name,
+        check_output(folder / name, inputs, what="heatmap", overwrite=overwrite),
         boxes,
         labels[j],
         float(probs[j]),

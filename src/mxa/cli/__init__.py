@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from mxa.cli import bench, data, demo, evaluate, export, predict, train
-from mxa.cli._common import setup_logging
+from mxa.cli._common import guard_io, setup_logging
 from mxa.cli.config import train_config_from_args
 
 __all__ = ["build_parser", "main", "train_config_from_args"]
@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(ns.verbose)
     try:
+        guard_io(ns)
         return int(ns.func(ns) or 0)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)

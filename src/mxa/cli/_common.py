@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -13,7 +14,9 @@ from typing import Any
 
 from mxa.utils.files import atomic_write_text
 
-__all__ = ["bounded", "checked", "print_rows", "setup_logging", "write_json"]
+__all__ = ["bounded", "checked", "figure_beside", "print_rows", "setup_logging", "write_json"]
+
+log = logging.getLogger("mxa.cli")
 
 
 def checked(conv: type, check: Callable[[Any], Any] | None = None) -> Callable[[str], Any]:
@@ -96,3 +99,86 @@ def json_ready(obj: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(json_ready(obj), indent=2, default=str))
+
+
+def figure_beside(ns: argparse.Namespace, flag: str, default_name: str, draw: Callable[[Path], Any]) -> None:
+    """A figure of ``mxa eval``: at ``--flag``, else ``default_name`` beside the checkpoint.
+
+    It never stops the command: a file it may not replace, or a failed write, is a warning naming the flag.
+    """
+    from mxa.utils.outputs import OutputError, check_output
+
+    given = getattr(ns, flag.removeprefix("--").replace("-", "_"))
+    path = Path(given) if given else Path(ns.checkpoint).parent / default_name
+    try:
+        check_output(path, [ns.checkpoint], what=flag, overwrite=bool(given) or ns.overwrite)
+        draw(path)
+    except (OutputError, OSError) as e:
+        why = str(e) if isinstance(e, OutputError) else f"{e.strerror or e}"
+        log.warning("%s was not written (%s); choose another file with %s", path, why, flag)
+        return
+    print(f"{flag.removeprefix('--')}: {path}")
+
+
+def declare_io(
+    p: argparse.ArgumentParser,
+    *,
+    inputs: tuple[str, ...] = (),
+    outputs: tuple[str, ...] = (),
+    folders: tuple[str, ...] = (),
+    overwrite: bool = True,
+) -> None:
+    """Name the options of a command that read files (``inputs``) and write them (``outputs``; those of
+    them that are folders also in ``folders``), by dest.
+
+    :func:`guard_io` checks them all before the command runs (no output is an input; no existing file is
+    replaced without ``--overwrite``, which this adds unless the command has its own).
+    """
+    if overwrite:
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace output files that exist (never one of the inputs)",
+        )
+    p.set_defaults(io_inputs=inputs, io_outputs=outputs, io_folders=folders)
+
+
+def _input_paths(value: Any) -> list[Path]:
+    """The files an input option names: paths (a folder's own files too), ``cache:<file>``, and a ``--data``
+    spec's label files."""
+    if value is None or isinstance(value, bool | int | float):
+        return []
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in _input_paths(v)]
+    text = str(value).removeprefix("cache:")
+    paths = [Path(text)]
+    from mxa.data.spec import parse_data_spec
+
+    try:
+        spec = parse_data_spec(text)
+    except ValueError:
+        spec = None
+    if spec is not None:
+        for s in spec.sets:
+            if s.root:
+                root = Path(s.root)
+                paths += [f for pat in ("*.csv", "*.json", "*/*.csv", "*/*.json") for f in root.glob(pat)]
+    for p in list(paths):
+        if p.is_dir():  # a folder we read from (images, a run): the files directly in it
+            paths += [f for f in p.iterdir() if f.is_file()]
+    return [p for p in paths if p.exists()]
+
+
+def guard_io(ns: argparse.Namespace) -> None:
+    """The CLI's one output guard (:mod:`mxa.utils.outputs`) over the options :func:`declare_io` named."""
+    from mxa.utils.outputs import check_outputs
+
+    inputs = [p for dest in getattr(ns, "io_inputs", ()) for p in _input_paths(getattr(ns, dest, None))]
+    if "inputs" in getattr(ns, "io_inputs", ()):  # images to predict or draw: every file the command reads
+        from mxa.data.io import collect_images
+
+        with contextlib.suppress(ValueError, OSError):  # the command reports missing inputs itself
+            inputs += collect_images(ns.inputs)
+    outputs = {"--" + d.replace("_", "-"): getattr(ns, d, None) for d in getattr(ns, "io_outputs", ())}
+    folders = ["--" + d.replace("_", "-") for d in getattr(ns, "io_folders", ())]
+    check_outputs(outputs, inputs, overwrite=bool(getattr(ns, "overwrite", False)), folders=folders)

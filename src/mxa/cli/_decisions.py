@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mxa.cli._common import figure_beside
 from mxa.utils.format import fmt
 
 __all__ = [
@@ -126,22 +127,18 @@ def reliability_figure(
 ) -> None:
     from mxa.viz.calibration import plot_reliability_diagram
 
-    path = Path(ns.reliability) if ns.reliability else Path(ns.checkpoint).parent / "reliability.png"
-    try:
-        plot_reliability_diagram(
+    title = f"Reliability: {Path(ns.checkpoint).parent.name}"
+    figure_beside(
+        ns,
+        "--reliability",
+        "reliability.png",
+        lambda p: plot_reliability_diagram(
             probs["before"],
             preds["targets"],
             preds["mask"],
-            path,
+            p,
             after=probs.get("after"),
             labels=labels,
-            title=f"Reliability: {Path(ns.checkpoint).parent.name}",
-        )
-    except OSError as e:
-        log.warning(
-            "the reliability diagram could not be written to %s (%s); choose another file with --reliability",
-            path,
-            e.strerror or e,
-        )
-        return
-    print(f"reliability diagram: {path}")
+            title=title,
+        ),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mxa.cli._common import bounded, write_json
+from mxa.cli._common import bounded, declare_io, write_json
 
 __all__ = ["add_parsers"]
 
@@ -50,6 +50,7 @@ def add_parsers(sub: Any) -> None:
         help="also time our MXA model with this ROI-crop method (variant 'mxa-<method>'); repeatable",
     )
     p.add_argument("--json", default=None, help="write every number, with device and versions, to this file")
+    declare_io(p, outputs=("json",))
     p.set_defaults(func=cmd_bench)
 
 

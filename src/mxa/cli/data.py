@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mxa.cli._common import bounded
+from mxa.cli._common import bounded, declare_io
 from mxa.cli.config import add_config_flags
 
 __all__ = ["add_parsers"]
@@ -46,6 +46,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--output", required=True, help="the .safetensors file to write; train with --teacher cache:<file>"
     )
+    declare_io(p, inputs=("teacher", "data"), outputs=("output",))
     p.set_defaults(func=cmd_cache_teacher)
 
     p = sub.add_parser(
@@ -61,6 +62,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--valid", type=bounded(int, 1), default=50, help="validation images (default 50)")
     p.add_argument("--img-size", type=bounded(int, 32, 2048), default=224, help="image size (default 224)")
     p.add_argument("--seed", type=bounded(int, 0), default=0, help="seed (default 0)")
+    declare_io(p, outputs=("output",), folders=("output",))
     p.set_defaults(func=cmd_make_phantom)
 
     p = sub.add_parser(
@@ -75,6 +77,7 @@ def add_parsers(sub: Any) -> None:
         "--size", type=bounded(int, 32, 4096), default=320, help="shorter side in pixels (default 320)"
     )
     p.add_argument("--workers", type=bounded(int, 1, 256), default=8, help="processes (default 8)")
+    declare_io(p, inputs=("src",), outputs=("dst",), folders=("dst",))
     p.set_defaults(func=cmd_preresize)
 
 
@@ -102,14 +105,24 @@ def cmd_cache_teacher(ns: argparse.Namespace) -> int:
 def cmd_make_phantom(ns: argparse.Namespace) -> int:
     from mxa.data.writer import write_phantom_chexpert
 
-    base = write_phantom_chexpert(ns.output, ns.train, ns.valid, ns.img_size, ns.seed)
+    base = write_phantom_chexpert(
+        ns.output,
+        n_train=ns.train,
+        n_valid=ns.valid,
+        image_size=ns.img_size,
+        seed=ns.seed,
+        overwrite=ns.overwrite,
+    )
     print(f"phantom CheXpert set written to {base} (use --data chexpert:{base})")
     return 0
 
 
 def cmd_preresize(ns: argparse.Namespace) -> int:
     from mxa.data.preresize import preresize_chexpert
+    from mxa.utils.outputs import same_file
 
+    if same_file(ns.src, ns.dst):
+        raise ValueError(f"--dst {ns.dst} is the input --src: resizing in place would replace the originals")
     n = preresize_chexpert(ns.src, ns.dst, ns.size, ns.workers)
     print(f"{n} images resized into {ns.dst} (use --data chexpert:{ns.dst})")
     return 0

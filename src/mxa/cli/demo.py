@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mxa.cli._common import declare_io
+
 __all__ = ["add_parsers"]
 
 
@@ -30,6 +32,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in OUTPUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    declare_io(p, outputs=("output",), folders=("output",), overwrite=False)
     p.set_defaults(func=cmd_demo)
 
 

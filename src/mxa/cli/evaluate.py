@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mxa.cli import _decisions
-from mxa.cli._common import bounded, write_json
+from mxa.cli._common import bounded, declare_io, figure_beside, write_json
 from mxa.data.labels import POLICIES
 from mxa.data.spec import SCHEMES
 from mxa.metrics.classification import SCALAR_METRICS
@@ -80,6 +80,9 @@ def add_parsers(sub: Any) -> None:
     _decisions.add_eval_arguments(p)
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not the EMA weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    declare_io(
+        p, inputs=("checkpoint", "data", "thresholds"), outputs=("json", "roc", "reliability", "save_model")
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -96,6 +99,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--no-ema", action="store_true", help="use the raw model's validation metrics, not the EMA's"
     )
+    declare_io(p, inputs=("runs",), outputs=("json",))
     p.set_defaults(func=cmd_report)
 
 
@@ -161,23 +165,13 @@ def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootst
 def _roc_figure(ns: argparse.Namespace, preds: dict[str, Any]) -> None:
     from mxa.viz import plot_roc_curves
 
-    roc = Path(ns.roc) if ns.roc else Path(ns.checkpoint).parent / "roc.png"
-    try:
-        plot_roc_curves(
-            preds["probs"],
-            preds["targets"],
-            preds["mask"],
-            roc,
-            title=f"ROC curves: {Path(ns.checkpoint).parent.name}",
-        )
-    except OSError as e:
-        log.warning(
-            "the ROC figure could not be written to %s (%s); choose another file with --roc",
-            roc,
-            e.strerror or e,
-        )
-        return
-    print(f"ROC curves: {roc}")
+    title = f"ROC curves: {Path(ns.checkpoint).parent.name}"
+    figure_beside(
+        ns,
+        "--roc",
+        "roc.png",
+        lambda p: plot_roc_curves(preds["probs"], preds["targets"], preds["mask"], p, title=title),
+    )
 
 
 def print_eval_table(metrics: dict[str, Any], title: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mxa.cli._common import bounded
+from mxa.cli._common import bounded, declare_io
 from mxa.models import check_model_name
 
 __all__ = ["add_parsers"]
@@ -49,6 +49,7 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="input size for --model (default the model's)",
     )
+    declare_io(p, inputs=("checkpoint",), outputs=("output",))
     p.set_defaults(func=cmd_export)
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mxa.cli._common import bounded
+from mxa.cli._common import bounded, declare_io
 
 __all__ = ["add_parsers"]
 
@@ -60,6 +60,12 @@ def add_parsers(sub: Any) -> None:
         "--batch-size", type=bounded(int, 1, 4096), default=16, help="images per batch (default 16)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    declare_io(
+        p,
+        inputs=("inputs", "checkpoint"),
+        outputs=("out", "roi_overlay", "heatmap"),
+        folders=("roi_overlay", "heatmap"),
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -107,6 +113,7 @@ def add_parsers(sub: Any) -> None:
         help="EfficientViT stage Grad-CAM looks at (default 1)",
     )
     p.add_argument("--output", default="mxa-viz", help="folder for the PNGs (default mxa-viz)")
+    declare_io(p, inputs=("inputs", "checkpoint", "baseline"), outputs=("output",), folders=("output",))
     p.set_defaults(func=cmd_viz)
 
 
@@ -124,6 +131,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         heatmap=ns.heatmap,
         heatmap_label=ns.heatmap_label,
         cam_stage=ns.cam_stage,
+        overwrite=ns.overwrite,
     )
     _print_decisions(res)
     print(
@@ -179,15 +187,17 @@ def cmd_viz(ns: argparse.Namespace) -> int:
     if ns.gradcam:
         from mxa.viz.cam import draw_gradcam
 
-        for path in draw_gradcam(files, model, out, ns.gradcam, ns.cam_stage):
+        for path in draw_gradcam(files, model, out, ns.gradcam, ns.cam_stage, overwrite=ns.overwrite):
             print(path)
         if baseline is not None:
-            for path in draw_gradcam(files, baseline, Path(out) / "baseline", ns.gradcam, ns.cam_stage):
+            for path in draw_gradcam(
+                files, baseline, Path(out) / "baseline", ns.gradcam, ns.cam_stage, overwrite=ns.overwrite
+            ):
                 print(path)
     from mxa.models.hooks import has_rois
 
     if ns.gradcam and not has_rois(model):
         return 0  # not one of our models: Grad-CAM only, no boxes to draw
-    for path in draw_images(files, model, out, baseline, ns.stage):
+    for path in draw_images(files, model, out, baseline, ns.stage, overwrite=ns.overwrite):
         print(path)
     return 0

@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mxa.cli._common import bounded, print_rows
+from mxa.cli._common import bounded, declare_io, print_rows
 from mxa.cli.config import add_train_flags, train_config_from_args
 from mxa.utils.format import fmt
+
+#: the train options that name files a run reads
+_TRAIN_INPUTS = ("data", "pretrained_file", "teacher", "resume", "config")
 
 __all__ = ["add_parsers"]
 
@@ -28,6 +31,7 @@ def add_parsers(sub: Any) -> None:
         ),
     )
     add_train_flags(p)
+    declare_io(p, inputs=_TRAIN_INPUTS, outputs=("output",), folders=("output",), overwrite=False)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -55,6 +59,13 @@ def add_parsers(sub: Any) -> None:
         help="epochs of the MXA-free teacher trained first (default: twice --epochs)",
     )
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
+    declare_io(
+        p,
+        inputs=_TRAIN_INPUTS,
+        outputs=("output", "ablate_output", "json"),
+        folders=("output", "ablate_output"),
+        overwrite=False,
+    )
     p.set_defaults(func=cmd_ablate)
 
 

@@ -11,6 +11,8 @@ from mxa._optional import require
 from mxa.data.chexpert import CSV_COLUMNS
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.data.phantom import PhantomCXR
+from mxa.utils.files import atomic_write_text
+from mxa.utils.outputs import check_output
 
 __all__ = ["write_phantom_chexpert"]
 
@@ -27,6 +29,7 @@ def write_phantom_chexpert(
     seed: int = 0,
     images_per_patient: int = 2,
     lateral_every: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``root/CheXpert-v1.0-small/{train,valid}.csv`` and the PNGs they name.
 
@@ -43,6 +46,9 @@ def write_phantom_chexpert(
     from PIL import Image
 
     base = Path(root) / "CheXpert-v1.0-small"
+    for split in ("train", "valid"):  # a set already there is kept unless asked (its labels are data)
+        for name in (f"{split}.csv", f"boxes_{split}.json"):
+            check_output(base / name, what="make-phantom output", overwrite=overwrite)
     for split, n, split_seed in (("train", n_train, seed), ("valid", n_valid, seed + 1_000_003)):
         ds = PhantomCXR(n, image_size=image_size, seed=split_seed)
         rows, boxes = [], {}
@@ -71,6 +77,8 @@ def write_phantom_chexpert(
                 for j in range(len(CHEXPERT_LABELS))
                 if not np.isnan(bx[j, 0])
             }
-        pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(base / f"{split}.csv", index=False)
-        (base / f"boxes_{split}.json").write_text(json.dumps(boxes))
+        atomic_write_text(
+            base / f"{split}.csv", pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(index=False)
+        )
+        atomic_write_text(base / f"boxes_{split}.json", json.dumps(boxes))
     return base

@@ -62,12 +62,24 @@ def check_outputs(
     outputs: dict[str, str | Path | None],
     inputs: Iterable[str | Path],
     overwrite: bool = False,
+    folders: Iterable[str] = (),
 ) -> None:
-    """:func:`check_output` for every named output (``{"--json": path}``), also against each other."""
+    """:func:`check_output` for every named output (``{"--json": path}``), also against each other.
+
+    ``folders`` name the outputs that are folders: only checked against the inputs here (what is written
+    into them is checked where it is named; a run folder has its own rules).
+    """
+    folders = set(folders)
     given = {k: Path(v) for k, v in outputs.items() if v is not None}
     ins = [Path(p) for p in inputs]
+    files = [p for p in ins if not p.is_dir()]
+    for flag, path in given.items():  # an input first: that is the worse mistake, whatever --overwrite says
+        # a folder output may be an input folder: the names written into it are checked one by one
+        check_output(path, files if flag in folders else ins, what=flag, overwrite=True)
     for flag, path in given.items():
-        check_output(path, ins, what=flag, overwrite=overwrite)
+        check_output(
+            path, files if flag in folders else ins, what=flag, overwrite=overwrite or flag in folders
+        )
     flags = list(given)
     for i, a in enumerate(flags):
         for b in flags[i + 1 :]:

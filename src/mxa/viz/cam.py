@@ -23,6 +23,7 @@ import torch
 from mxa._optional import require
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.models.hooks import forward_with_rois
+from mxa.utils.outputs import check_output
 
 __all__ = ["cam_box_agreement", "draw_gradcam", "gradcam", "plot_gradcam_overlay", "resolve_label"]
 
@@ -170,6 +171,7 @@ def draw_gradcam(
     output: str | Path,
     labels_wanted: Sequence[str] = ("top",),
     stage: int = 1,
+    overwrite: bool = False,
 ) -> list[Path]:
     """For each image and each wanted label (a name or ``top``), a Grad-CAM overlay beside the MXA boxes.
 
@@ -208,7 +210,12 @@ def draw_gradcam(
                 plot_gradcam_overlay(
                     display_image(raw),
                     cam,
-                    Path(output) / f"{names[f]}_gradcam_{slug}.png",
+                    check_output(
+                        Path(output) / f"{names[f]}_gradcam_{slug}.png",
+                        files,
+                        what="heatmap",
+                        overwrite=overwrite,
+                    ),
                     {k: v[0] for k, v in boxes.items()},
                     labels[j],
                     float(probs[j]),

@@ -11,6 +11,7 @@ import torch
 
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.models.hooks import forward_with_rois, has_rois
+from mxa.utils.outputs import check_output
 from mxa.viz._common import DISCLAIMER, display_image, pyplot, save_figure, short_name
 from mxa.viz.attention import plot_attention_comparison
 
@@ -157,6 +158,7 @@ def draw_images(
     output: str | Path,
     baseline: torch.nn.Module | None = None,
     stage: int = 1,
+    overwrite: bool = False,
 ) -> list[Path]:
     """ROI overlays of ``model`` for each image and, with ``baseline``, the attention comparison.
 
@@ -171,6 +173,13 @@ def draw_images(
     tf = build_transforms(model, train=False)
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     names = output_names(list(files), "_roi.png")
+    for (
+        f
+    ) in files:  # every generated name is checked before any work (never an input, never silently replaced)
+        check_output(out / names[f], files, what="ROI overlay", overwrite=overwrite)
+        if baseline is not None:
+            attention = names[f].replace("_roi.png", "_attention.png")
+            check_output(out / attention, files, what="attention map", overwrite=overwrite)
     paths = []
     for f in files:
         raw = load_xray(f)

@@ -235,16 +235,3 @@ def graft_msra(block: nn.Module, cfg: dict[str, Any], model: nn.Module) -> MXABl
     elif m.mxa is not None:
         raise ValueError("this EfficientViT block already has an MXA block")
     return _new_mxa(m, int(m.dim), cfg)
-
-
-def _has_skip(block: nn.Module, model: nn.Module) -> bool:
-    return bool(getattr(block, "has_skip", False))
-
-
-def _vit_reaches_output(block: nn.Module, model: nn.Module) -> bool:
-    # MXA leaves the prefix tokens alone: in the last block of a class-token-pooled ViT it would change
-    # only patch tokens that nothing reads afterwards (no gradient, dead parameters).
-    vit = next((m for m in model.modules() if isinstance(getattr(m, "blocks", None), nn.Sequential)), model)
-    blocks = vit.blocks
-    is_last = isinstance(blocks, nn.Sequential) and len(blocks) > 0 and blocks[-1] is block
-    return not (is_last and getattr(vit, "global_pool", "") == "token")
