@@ -111,7 +111,7 @@ def test_bad_label_value_names_row_and_column(tmp_path) -> None:
 def test_missing_column(tmp_path) -> None:
     df = pd.DataFrame([_row()], columns=["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS])
     df.drop(columns=["Edema"]).to_csv(tmp_path / "train.csv", index=False)
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['Edema'\]"):
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['Edema'\]"):
         CheXpertDataset(tmp_path, "train")
 
 

@@ -98,7 +98,10 @@ def print_train_summary(summary: dict[str, Any]) -> None:
         rows.append(("val macro AUC (EMA)", fmt(last["val_ema"]["macro_auc"])))
     rows += [
         ("best macro AUC", fmt(summary["best_macro_auc"])),
-        ("checkpoints", f"{summary['last']}, {Path(summary['best']).name}"),
+        (
+            "checkpoints",
+            f"{summary['last']}" + (f", {Path(summary['best']).name}" if summary["best"] else ""),
+        ),
     ]
     print_rows(rows, "training summary")
 

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from mxa._optional import require
 from mxa.data.io import load_xray
 from mxa.data.labels import CHEXPERT_LABELS, apply_policy
+from mxa.data.validate import box_problem, read_table, warn_bad_boxes
 
 __all__ = ["CSV_COLUMNS", "CheXpertDataset", "boxes_file", "patient_id", "patient_split", "read_chexpert_csv"]
 
@@ -61,10 +62,9 @@ def read_chexpert_csv(csv_path: str | Path):
     """
     pd = require("pandas", "Reading CheXpert CSVs")
     csv_path = Path(csv_path)
-    df = pd.read_csv(csv_path, dtype={"Path": str})
-    missing = [c for c in ("Path", "Frontal/Lateral", *CHEXPERT_LABELS) if c not in df.columns]
-    if missing:
-        raise ValueError(f"{csv_path}: missing column(s) {missing}; a CheXpert CSV has {list(CSV_COLUMNS)}")
+    df = read_table(
+        csv_path, ("Path", "Frontal/Lateral", *CHEXPERT_LABELS), "CheXpert CSV", dtype={"Path": str}
+    )
     for col in CHEXPERT_LABELS:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = (values.isna() & df[col].notna()) | (values.notna() & ~values.isin(list(_ALLOWED)))
@@ -160,16 +160,32 @@ def _read_boxes(csv_path: Path, ids: Sequence[str]) -> torch.Tensor:
         raise FileNotFoundError(
             f"no box file {path} beside {csv_path.name}; write one or evaluate without boxes"
         )
-    table = json.loads(path.read_text())
+    try:
+        table = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON box file ({e}); write it again (see docs/data.md)") from None
+    if not isinstance(table, dict):
+        raise ValueError(
+            f"{path} must map image paths to {{label: [x1, y1, x2, y2]}}, not a {type(table).__name__}"
+        )
     out = torch.full((len(ids), len(CHEXPERT_LABELS), 4), float("nan"))
     col = {name: j for j, name in enumerate(CHEXPERT_LABELS)}
+    bad: list[tuple[str, str, str]] = []
     for i, key in enumerate(ids):
-        for name, box in (table.get(key) or {}).items():
-            if name not in col or len(box) != 4:
+        entry = table.get(key) or {}
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: {key!r} must map CheXpert labels to [x1, y1, x2, y2], got {entry!r}")
+        for name, box in entry.items():
+            if name not in col:
                 raise ValueError(
                     f"{path}: {key!r} has a box for {name!r}; expected a CheXpert label -> [x1, y1, x2, y2]"
                 )
-            out[i, col[name]] = torch.tensor([float(v) for v in box])
+            why = box_problem(box if isinstance(box, list | tuple) else [box], (1.0, 1.0))
+            if why:
+                bad.append((key, name, f"{why} {box!r}"))
+                continue
+            out[i, col[name]] = torch.tensor([float(v) for v in box]).clamp(0.0, 1.0)
+    warn_bad_boxes(path, bad)
     return out
 
 

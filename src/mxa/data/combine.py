@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +176,28 @@ def _combine(specs: tuple[DataSpec, ...], sets: list[Dataset], with_weights: boo
     return SetBundle(base, ids, names, source_of, weights)
 
 
+def _once_each(b: SetBundle, what: str) -> SetBundle:
+    """``b`` with every image once: duplicated rows would be counted twice in every metric and CI."""
+    first: dict[str, int] = {}
+    for i, key in enumerate(b.ids):
+        first.setdefault(key, i)
+    if len(first) == len(b.ids):
+        return b
+    keep = sorted(first.values())
+    dup = [k for k, c in Counter(b.ids).items() if c > 1]
+    log.warning(
+        "the %s set names %d image(s) more than once (e.g. %s): each is counted once; remove the duplicated "
+        "rows from its label file",
+        what,
+        len(b.ids) - len(keep),
+        dup[0],
+    )
+    source_of = np.asarray(b.source_of)[keep] if b.source_of is not None else None
+    return SetBundle(
+        Subset(b.base, keep), [b.ids[i] for i in keep], b.source_names, source_of, b.source_weights
+    )
+
+
 def build_train_val(
     d: DataSpec,
     policy: str,
@@ -188,7 +211,15 @@ def build_train_val(
     """(train, val) over every set of ``d``; see :func:`mxa.data.combine.build_datasets`."""
     pairs = [_one_train_val(s, policy, train_tf, eval_tf, size, n, seed, val_fraction) for s in d.sets]
     train = _combine(d.sets, [p[0] for p in pairs], with_weights=True)
-    val = _combine(d.sets, [p[1] for p in pairs], with_weights=False)
+    val = _once_each(_combine(d.sets, [p[1] for p in pairs], with_weights=False), "validation")
+    both = set(train.ids) & set(val.ids)
+    if both:
+        log.warning(
+            "%d image(s) are in both the training and the validation set (e.g. %s): validation numbers are "
+            "optimistic; validate on images the run does not train on",
+            len(both),
+            sorted(both)[0],
+        )
     for line in describe(train, "train") + describe(val, "validation"):
         log.info("%s", line)
     return train, val
@@ -225,7 +256,7 @@ def build_eval_set(
                 part = "train" if cls.has_split(s.root, "train") else "all"
                 full = cls(s.root, part, policy=policy, transform=eval_tf)
                 sets.append(_split(full, full, val_fraction, split_seed)[1])
-    ds = _combine(d.sets, sets, with_weights=False)
+    ds = _once_each(_combine(d.sets, sets, with_weights=False), "evaluation")
     for line in describe(ds, "evaluation"):
         log.info("%s", line)
     return ds

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from mxa._optional import require
 from mxa.data.io import IMAGE_SUFFIXES, load_xray
 from mxa.data.labels import CHEXPERT_LABELS, apply_policy
+from mxa.data.validate import BOX_TOLERANCE, box_problem, read_table, warn_bad_boxes
 
 __all__ = [
     "DATASETS",
@@ -55,6 +56,14 @@ def _xrv() -> Any:
 
 def _shipped(name: str) -> Path:
     return Path(_xrv().__file__).parent / "data" / name
+
+
+def _checked(csv: Path, columns: Sequence[str], what: str) -> Path:
+    """``csv``, after :func:`~mxa.data.validate.read_table` has read a user's copy (files torchxrayvision
+    ships are known good): one error naming the file instead of a traceback from torchxrayvision."""
+    if _shipped("") not in csv.parents:
+        read_table(csv, columns, what, nrows=1000)
+    return csv
 
 
 def _first_file(root: Path, names: Iterable[str]) -> Path | None:
@@ -194,7 +203,16 @@ class XRayDataset(Dataset):
         if np.isnan(w):
             h, w = image_hw
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        return (self.boxes_px[index] / scale).clamp(0.0, 1.0)  # NaN rows stay NaN
+        boxes = self.boxes_px[index] / scale
+        # a box checked only for order at read time (the image size was unknown) may lie outside the image
+        out = (boxes[:, :2] < -BOX_TOLERANCE).any(1) | (boxes[:, 2:] > 1 + BOX_TOLERANCE).any(1)
+        if bool(out.any()):
+            labels = [CHEXPERT_LABELS[j] for j in torch.nonzero(out).flatten().tolist()]
+            warn_bad_boxes(
+                self.csv_path, [(self.ids[index], n, f"outside the {w:g} x {h:g} image") for n in labels]
+            )
+            boxes[out] = float("nan")
+        return boxes.clamp(0.0, 1.0)  # NaN rows stay NaN
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image = load_xray(self.paths[index])
@@ -206,22 +224,37 @@ class XRayDataset(Dataset):
 
 
 def _box_table(
-    image_ids: Sequence[str], rows: Iterable[tuple[str, str, float, float, float, float]]
+    image_ids: Sequence[str],
+    rows: Iterable[tuple[str, str, float, float, float, float]],
+    source: str | Path,
+    frame: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """(N, 14, 4) pixel xyxy per image and CheXpert label from (image id, label, x1, y1, x2, y2) rows.
 
-    A label with several boxes on one image (several readers, or both lungs) keeps its largest box.
+    A label with several boxes on one image (several readers, or both lungs) keeps its largest box. Boxes
+    that are not finite, inverted or outside the ``frame`` (width, height) image are left out with one
+    warning naming ``source`` (:func:`mxa.data.validate.box_problem`); rows without a box (NaN, e.g. a
+    "No finding" row) are no boxes, not bad ones.
     """
     where = {k: i for i, k in enumerate(image_ids)}
     out = np.full((len(image_ids), len(CHEXPERT_LABELS), 4), np.nan, np.float32)
     area = np.zeros((len(image_ids), len(CHEXPERT_LABELS)), np.float64)
+    bad: list[tuple[str, str, str]] = []
     for image_id, label, x1, y1, x2, y2 in rows:
         i, j = where.get(image_id), _COL.get(label)
-        if i is None or j is None or not np.isfinite([x1, y1, x2, y2]).all():
+        if i is None or j is None or np.isnan([x1, y1, x2, y2]).all():
             continue
+        why = box_problem((x1, y1, x2, y2), frame)
+        if why:
+            bad.append((str(image_id), label, f"{why} {[round(float(v), 1) for v in (x1, y1, x2, y2)]}"))
+            continue
+        if frame is not None:
+            x1, x2 = min(max(x1, 0.0), frame[0]), min(max(x2, 0.0), frame[0])
+            y1, y2 = min(max(y1, 0.0), frame[1]), min(max(y2, 0.0), frame[1])
         a = max(0.0, x2 - x1) * max(0.0, y2 - y1)
         if a > area[i, j] or np.isnan(out[i, j, 0]):
             out[i, j], area[i, j] = (x1, y1, x2, y2), a
+    warn_bad_boxes(source, bad)
     return out
 
 
@@ -259,6 +292,8 @@ class NIHDataset(XRayDataset):
         root = Path(root)
         csv = _first_file(root, self.CSV_NAMES) or _shipped("Data_Entry_2017_v2020.csv.gz")
         bbox = _first_file(root, self.BOX_NAMES) or _shipped("BBox_List_2017.csv.gz")
+        _checked(csv, ("Image Index", "Finding Labels", "Patient ID", "View Position"), "NIH label file")
+        _checked(bbox, ("Image Index", "Finding Label"), "NIH box file")
         if not root.is_dir():
             raise FileNotFoundError(f"nih: dataset folder {root} not found; {_LAYOUT_HINT}")
         d = _xrv_quietly(
@@ -290,7 +325,7 @@ class NIHDataset(XRayDataset):
             b["x"] + b["w"],
             b["y"] + b["h"],
         )
-        boxes = _box_table(list(ids), rows)
+        boxes = _box_table(list(ids), rows, bbox, (1024.0, 1024.0))
         self._finish(
             root,
             csv,
@@ -332,6 +367,7 @@ class PadChestDataset(XRayDataset):
         if not root.is_dir():
             raise FileNotFoundError(f"padchest: dataset folder {root} not found; {_LAYOUT_HINT}")
         csv = _first_file(root, self.CSV_NAMES) or _shipped(self.CSV_NAMES[1])
+        _checked(csv, ("ImageID", "Labels", "PatientID", "Projection"), "PadChest label file")
         d = _xrv_quietly(
             _xrv().datasets.PC_Dataset,
             imgpath=str(root),
@@ -391,6 +427,7 @@ class VinDrDataset(XRayDataset):
                 f"vindr: image folder {folder} not found (expected {part}/<image_id>.dicom under {root}); "
                 f"{_LAYOUT_HINT}"
             )
+        _checked(csv, ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max"), "VinDr label file")
         d = _xrv_quietly(_xrv().datasets.VinDr_Dataset, imgpath=str(folder), csvpath=str(csv))
         frame = d.csv
         raw = _to_chexpert(d, {"No Finding": (frame["class_name"] == "No finding").to_numpy(np.float32)})
@@ -404,7 +441,7 @@ class VinDrDataset(XRayDataset):
             r["x_max"],
             r["y_max"],
         )
-        boxes = _box_table(list(ids), rows)
+        boxes = _box_table(list(ids), rows, csv)
         self._finish(root, csv, ids, list(ids), ids, raw, policy, transform, folder, boxes)
 
     @staticmethod
@@ -440,6 +477,7 @@ class RSNADataset(XRayDataset):
         if split != "all":
             raise FileNotFoundError(f"rsna has no labelled {split!r} split; use a patient-level split")
         csv = _first_file(root, self.CSV_NAMES) or _shipped("kaggle_stage_2_train_labels.csv.zip")
+        _checked(csv, ("patientId", "x", "y", "width", "height", "Target"), "RSNA label file")
         folder = next(
             (root / f for f in self.IMAGE_FOLDERS if (root / f).is_dir()), root / self.IMAGE_FOLDERS[0]
         )
@@ -466,7 +504,7 @@ class RSNADataset(XRayDataset):
             for pid, x, y, w, h in zip(r["patientId"], r["x"], r["y"], r["width"], r["height"])
             for label in ("Pneumonia", "Lung Opacity")
         ]
-        boxes = _box_table(list(ids), rows)
+        boxes = _box_table(list(ids), rows, csv, (1024.0, 1024.0))
         self._finish(
             root,
             csv,
@@ -514,8 +552,13 @@ class MIMICDataset(XRayDataset):
                     f"mimic: mimic-cxr-2.0.0-{k}.csv.gz not found in {root}; pass the MIMIC-CXR-JPG folder "
                     "(https://physionet.org/content/mimic-cxr-jpg/2.0.0/) that holds it and files/"
                 )
-        labels = pd.read_csv(files["chexpert"])
-        meta = pd.read_csv(files["metadata"], dtype={"dicom_id": str})
+        labels = read_table(files["chexpert"], ("subject_id", "study_id"), "MIMIC-CXR label file")
+        meta = read_table(
+            files["metadata"],
+            ("dicom_id", "subject_id", "study_id", "ViewPosition"),
+            "MIMIC-CXR metadata file",
+            dtype={"dicom_id": str},
+        )
         missing = [c for c in ("subject_id", "study_id", *CHEXPERT_LABELS) if c not in labels.columns]
         if missing:
             raise ValueError(f"{files['chexpert']}: missing column(s) {missing}")

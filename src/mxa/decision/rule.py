@@ -149,12 +149,25 @@ class DecisionRule:
                     if any(t <= 0 for t in temps):
                         raise ValueError("temperatures must be > 0")
                     slope, intercept = tuple(1.0 / t for t in temps), tuple(0.0 for _ in labels)
+                elif method != "platt":
+                    raise ValueError(
+                        f"unknown calibration method {method!r} (not {' or '.join(CALIBRATION_METHODS)})"
+                    )
                 else:
-                    slope = tuple(float(cal["slope"][n]) for n in labels)
-                    intercept = tuple(float(cal["intercept"][n]) for n in labels)
+                    slope = tuple(_finite(cal["slope"][n], f"the Platt slope of {n}") for n in labels)
+                    intercept = tuple(
+                        _finite(cal["intercept"][n], f"the Platt intercept of {n}") for n in labels
+                    )
+                    if any(a <= 0 for a in slope):
+                        raise ValueError("Platt slopes must be > 0")
             th = d.get("thresholds")
             thresholds = (
-                None if th is None else {str(k): (None if v is None else float(v)) for k, v in th.items()}
+                None
+                if th is None
+                else {
+                    str(k): (None if v is None else threshold_value(v, f"the threshold of {k}"))
+                    for k, v in th.items()
+                }
             )
             return cls(labels, thresholds, d.get("threshold_method"), method, slope, intercept)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -169,6 +182,23 @@ class DecisionRule:
                 f"{source} is for the labels {list(self.labels)}, but the model outputs {list(labels)}"
             )
         return self
+
+
+def threshold_value(v: Any, what: str = "a threshold") -> float:
+    """``v`` as a probability threshold: a real number in [0, 1] (not a bool, not NaN), else ``ValueError``.
+
+    Examples:
+        >>> from mxa.decision.rule import threshold_value
+        >>> threshold_value(0.25)
+        0.25
+        >>> threshold_value(True)
+        Traceback (most recent call last):
+        ...
+        ValueError: a threshold must be a number in [0, 1], got True
+    """
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1], got {v!r}")
+    return float(v)
 
 
 def get_decision_rule(model: torch.nn.Module) -> DecisionRule | None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mxa.decision.rule import threshold_value
 from mxa.metrics.classification import roc_points
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,11 @@ def parse_threshold_spec(text: str) -> ThresholdSpec:
             raise FileNotFoundError(f"thresholds file not found: {path}")
         try:
             raw = json.loads(path.read_text())
-            values = {str(k): float(v) for k, v in raw.items()}
-        except (ValueError, AttributeError, TypeError) as e:
-            raise ValueError(f"{path} must hold a JSON object {{label: threshold}} ({e})") from None
-        for k, v in values.items():
-            if not 0 <= v <= 1:
-                raise ValueError(f"{path}: the threshold of {k} must be in [0, 1], got {v}")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not JSON ({e}); it must hold {{label: threshold}}") from None
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError(f"{path} must hold a non-empty JSON object {{label: threshold}}")
+        values = {str(k): threshold_value(v, f"{path}: the threshold of {k}") for k, v in raw.items()}
         return ThresholdSpec("fixed", values=values)
     try:
         x = float(t)

@@ -25,29 +25,39 @@ from mxa.utils.files import atomic_path
 __all__ = ["CorruptCheckpointError", "TrainCheckpoint", "load_checkpoint", "save_checkpoint", "tensor_digest"]
 
 log = logging.getLogger(__name__)
-_ALGORITHM = "blake2b-tensors-v1"
+# v2 also covers every non-tensor value (config, decision rule, positions); v1 files (0.2) are still verified
+_ALGORITHM = "blake2b-v2"
+_ALGORITHM_V1 = "blake2b-tensors-v1"
 
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint file that cannot be read, or whose tensors do not match their digest."""
 
 
-def _walk(obj: Any, prefix: str, out: list[tuple[str, torch.Tensor]]) -> None:
+def _walk(
+    obj: Any, prefix: str, out: list[tuple[str, torch.Tensor]], values: list[str] | None = None
+) -> None:
     if isinstance(obj, torch.Tensor):
         out.append((prefix, obj))
     elif isinstance(obj, dict):
         for k in sorted(obj, key=str):
-            _walk(obj[k], f"{prefix}/{k}", out)
+            _walk(obj[k], f"{prefix}/{k}", out, values)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            _walk(v, f"{prefix}/{i}", out)
+            _walk(v, f"{prefix}/{i}", out, values)
+    elif values is not None:
+        values.append(f"{prefix}={type(obj).__name__}:{obj!r}")
 
 
-def tensor_digest(obj: Any) -> tuple[str, int]:
-    """(hex digest, number of tensors) of every tensor in a nested dict/list, by path, dtype, shape, bytes."""
+def tensor_digest(obj: Any, values: bool = True) -> tuple[str, int]:
+    """(hex digest, number of tensors) of a nested dict/list: every tensor by path, dtype, shape and bytes,
+    and (``values``) every other value by path, type and ``repr``, so an edited threshold is caught too."""
     tensors: list[tuple[str, torch.Tensor]] = []
-    _walk(obj, "", tensors)
+    others: list[str] | None = [] if values else None
+    _walk(obj, "", tensors, others)
     h = hashlib.blake2b(digest_size=32)
+    for line in others or ():
+        h.update(line.encode() + b"\n")
     for name, t in tensors:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -105,15 +115,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "%s has no integrity record (written before mxa 0.2): its weights cannot be verified", path
         )
         return obj
-    digest, n = tensor_digest({k: v for k, v in obj.items() if k != "integrity"})
-    if (
-        record.get("algorithm") != _ALGORITHM
-        or digest != record.get("digest")
-        or n != record.get("n_tensors")
-    ):
+    algorithm = record.get("algorithm") if isinstance(record, dict) else None
+    if algorithm not in (_ALGORITHM, _ALGORITHM_V1):
+        raise CorruptCheckpointError(f"checkpoint {path} has an integrity record this version cannot check")
+    digest, n = tensor_digest(
+        {k: v for k, v in obj.items() if k != "integrity"}, values=algorithm == _ALGORITHM
+    )
+    if algorithm == _ALGORITHM_V1:
+        log.info("%s: integrity record of 0.2 (tensors only); its settings are not covered", path)
+    if digest != record.get("digest") or n != record.get("n_tensors"):
         raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt: its tensors do not match the digest written with them "
-            "(the file changed after it was saved); use an earlier checkpoint"
+            f"checkpoint {path} is corrupt: its contents do not match the digest written with them (the file "
+            "changed after it was saved: weights, settings or its decision rule); use an earlier checkpoint"
         )
     return obj
 

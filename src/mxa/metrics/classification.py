@@ -208,7 +208,8 @@ def compute_metrics(
     """All metrics of ``probs`` (N, C) against binary ``targets`` (N, C).
 
     Args:
-        probs: predicted probabilities (apply a sigmoid to logits first).
+        probs: predicted probabilities in [0, 1] (apply a sigmoid to logits first: values outside [0, 1]
+            are refused; NaN/inf are reported, see below).
         targets: 0/1 targets.
         mask: (N, C) bool, False where a label is ignored (uncertain under the ``ignore`` policy).
         labels: the C label names.
@@ -234,6 +235,12 @@ def compute_metrics(
     mask = (
         torch.ones_like(probs, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     )
+    finite = probs[torch.isfinite(probs) & mask]
+    if finite.numel() and (float(finite.min()) < 0.0 or float(finite.max()) > 1.0):
+        raise ValueError(
+            f"probs must be probabilities in [0, 1], got values in [{float(finite.min()):.3g}, "
+            f"{float(finite.max()):.3g}]: these look like logits; pass torch.sigmoid(logits)"
+        )
     out = _point_metrics(probs, targets, mask, labels)
     out.update(calibration_metrics(probs, targets, mask, labels))
     out["ci"] = bootstrap_ci(probs, targets, mask, labels, n_bootstrap, seed) if n_bootstrap > 0 else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from mxa.metrics.classification import SCALAR_METRICS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["aggregate_runs", "mean_ci", "read_run"]
 
@@ -39,12 +42,25 @@ def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}: is it a folder written by `mxa train`?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}, line {n}: not a JSON record ({e.msg}); the file is corrupt: restore it, or remove "
+                "that line to report the epochs before it"
+            ) from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("val"), dict) or "epoch" not in rec:
+            raise ValueError(f"{path}, line {n}: not an epoch record of `mxa train` (no epoch/val)")
+        records.append(rec)
     if not records:
         raise ValueError(f"{path} is empty: the run has not finished an epoch")
 
     def val(r: dict) -> dict:
-        return r["val_ema"] if use_ema and "val_ema" in r else r["val"]
+        return r["val_ema"] if use_ema and isinstance(r.get("val_ema"), dict) else r["val"]
 
     best = max(records, key=lambda r: val(r)["macro_auc"] if val(r)["macro_auc"] is not None else -1)
     out = {k: val(best).get(k) for k in SCALAR_METRICS}
@@ -57,7 +73,27 @@ def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
 
 
 def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]:
+    """Mean and Student-t CI over runs (seeds) of every metric of their best epochs.
+
+    Each run counts once (a folder given twice, or by another path, is one run), and all runs must have
+    the same labels: a mean over different label sets is not a number of anything.
+    """
+    unique: list[Path] = []
+    for d in map(Path, run_dirs):
+        if any(d.resolve() == u.resolve() for u in unique):
+            log.warning("%s was given more than once: it counts once", d)
+            continue
+        unique.append(d)
+    run_dirs = unique
     runs = [read_run(d, use_ema) for d in run_dirs]
+    label_sets = {tuple(r["per_label_auc"]) for r in runs}
+    if len(label_sets) > 1:
+        a, b = sorted(label_sets, key=len)[:2]
+        differ = sorted(set(a) ^ set(b))[:3] or "the same labels in another order"
+        raise ValueError(
+            f"the runs have different label sets ({len(a)} and {len(b)} labels; differing: {differ}): "
+            "report the runs of one label set together"
+        )
     keys = [*SCALAR_METRICS, "roi_hit_rate", "roi_random_hit_rate"]
     agg = {k: mean_ci([r.get(k) for r in runs]) for k in keys if any(r.get(k) is not None for r in runs)}
     labels = list(runs[0]["per_label_auc"]) if runs else []

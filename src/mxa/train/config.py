@@ -45,8 +45,8 @@ class TrainConfig:
         "data",
         fixed=True,
     )
-    train_samples: int = _opt(2000, "phantom training images", "data", min=1, fixed=True)
-    val_samples: int = _opt(500, "phantom validation images", "data", min=1)
+    train_samples: int = _opt(2000, "phantom training images", "data", min=1, max=10_000_000, fixed=True)
+    val_samples: int = _opt(500, "phantom validation images", "data", min=1, max=10_000_000)
     policy: str = _opt(
         "ones",
         "what an uncertain (-1) CheXpert label becomes; 'ones' is the paper's U-1",

@@ -211,7 +211,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         saver = CheckpointSaver(out_dir, run.is_main, Path(cfg.resume) if cfg.resume else None)
         with _StopRequest() as stopper:
             _fit(run, saver, stopper)
-        return _summary(run)
+        summary = _summary(run)
+        if summary["best"] is None and run.is_main:
+            log.warning(
+                "no epoch had a validation macro AUC (%d validation image(s); each label needs both classes), "
+                "so there is no best.pt: use %s, or validate on more images",
+                len(run.val_ds),
+                summary["last"],
+            )
+        return summary
 
 
 @contextlib.contextmanager
@@ -693,5 +701,6 @@ def _summary(run: Run) -> dict[str, Any]:
         },
         "history": run.history,
         "last": str(run.out_dir / "last.pt"),
-        "best": str(run.out_dir / "best.pt"),
+        # None when no epoch had a validation macro AUC (e.g. too few validation images): no best.pt
+        "best": str(run.out_dir / "best.pt") if (run.out_dir / "best.pt").is_file() else None,
     }
