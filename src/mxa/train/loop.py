@@ -214,7 +214,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         summary = _summary(run)
         if summary["best"] is None and run.is_main:
             log.warning(
-                "no epoch had a validation macro AUC (%d validation image(s); each label needs both classes), "
+                "no epoch had a validation macro AUC (%d validation image(s); a label needs both classes), "
                 "so there is no best.pt: use %s, or validate on more images",
                 len(run.val_ds),
                 summary["last"],
