@@ -44,7 +44,7 @@ def test_bench_ratios_and_json(tmp_path, capsys) -> None:
 
 def test_bench_no_cuda_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same check on a GPU machine
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ValueError, match="no CUDA device is available; use --device cpu"):
         run_bench(["efficientvit_ml_m0"], device="cuda")
 
 

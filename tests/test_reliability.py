@@ -513,3 +513,297 @@ def test_make_phantom_keeps_an_existing_set(tmp_path: Path, capsys) -> None:
     assert csv.read_text() == before
     assert main([*argv, "--seed", "3", "--overwrite"]) == 0
     assert csv.read_text() != before
+
+
+# --- one validator per file format: garbage in gives a message, never a number -------------------------
+def _phantom_set(tmp_path: Path, n_valid: int = 6) -> Path:
+    from mxa.data.writer import write_phantom_chexpert
+
+    return write_phantom_chexpert(tmp_path / "set", n_train=8, n_valid=n_valid, image_size=32)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ([0.6, 0.1, 0.2, 0.5], "inverted"),
+        ([0.1, 0.1, float("nan"), 0.5], "not finite"),
+        ([0.1, 0.1, 1.5, 0.5], "outside"),
+        ([-0.3, 0.1, 0.4, 0.5], "outside"),
+        ([0.2, 0.2, 0.2, 0.5], "inverted or empty"),
+    ],
+)
+def test_bad_boxes_in_a_box_file_are_named_and_left_out(tmp_path: Path, caplog, bad: list, why: str) -> None:
+    import json
+
+    from mxa.data.chexpert import CheXpertDataset
+
+    base = _phantom_set(tmp_path)
+    path = base / "boxes_valid.json"
+    table = json.loads(path.read_text())
+    key = next(k for k, v in table.items() if v)
+    label = next(iter(table[key]))
+    table[key][label] = bad
+    path.write_text(json.dumps(table).replace("NaN", "NaN"))
+    with caplog.at_level("WARNING", logger="mxa"):
+        ds = CheXpertDataset(base.parent, "valid", boxes=True)
+    i = ds.ids.index(key)
+    from mxa.data.labels import CHEXPERT_LABELS
+
+    assert torch.isnan(ds.boxes[i, CHEXPERT_LABELS.index(label)]).all()  # left out, never used as it is
+    assert "boxes_valid.json" in caplog.text and why in caplog.text and "left out" in caplog.text
+
+
+def test_bad_boxes_in_a_box_csv_are_named_and_left_out(caplog) -> None:
+    import numpy as np
+
+    from mxa.data.xray_sets import _box_table
+
+    rows = [
+        ("a.png", "Lung Lesion", 10.0, 10.0, 50.0, 50.0),  # good
+        ("b.png", "Lung Lesion", 50.0, 10.0, 10.0, 50.0),  # inverted
+        ("c.png", "Lung Lesion", 900.0, 900.0, 1500.0, 1000.0),  # outside the 1024 x 1024 image
+        ("d.png", "Lung Lesion", float("inf"), 1.0, 2.0, 3.0),
+        ("e.png", "Lung Lesion", 1020.0, 1000.0, 1030.0, 1024.0),  # 6 px over the edge: clipped
+    ]
+    with caplog.at_level("WARNING", logger="mxa"):
+        out = _box_table(
+            ["a.png", "b.png", "c.png", "d.png", "e.png"], rows, "BBox_List.csv", (1024.0, 1024.0)
+        )
+    j = __import__("mxa").data.CHEXPERT_LABELS.index("Lung Lesion")
+    assert np.isfinite(out[0, j]).all() and np.isnan(out[1:4, j]).all()
+    assert out[4, j, 2] == 1024.0
+    assert "BBox_List.csv: 3 box(es) cannot be used" in caplog.text
+
+
+def test_duplicated_validation_rows_count_once(tmp_path: Path, caplog) -> None:
+    from mxa.data.combine import build_eval_dataset
+    from mxa.files.spec import ModelSpec
+
+    base = _phantom_set(tmp_path)
+    csv = base / "valid.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([*lines, *lines[1:3]]) + "\n")  # two rows twice
+    model = ModelSpec.for_training("efficientvit_ml_m0", 32, mxa=False).build()
+    with caplog.at_level("WARNING", logger="mxa"):
+        ds = build_eval_dataset(f"chexpert:{base.parent}", model)
+    assert len(ds) == len(lines) - 1 == len(set(ds.ids))
+    assert "more than once" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("", "is empty"),
+        ("Path,Sex,Age\n", "lacks the column"),
+        (None, "header and no rows"),
+        ("latin1", "not UTF-8"),
+    ],
+)
+def test_broken_label_tables_are_one_error_naming_the_file(
+    text: str | None, expect: str, tmp_path: Path
+) -> None:
+    from mxa.data.chexpert import CSV_COLUMNS, CheXpertDataset
+
+    root = tmp_path / "cx"
+    root.mkdir()
+    csv = root / "valid.csv"
+    if text is None:
+        csv.write_text(",".join(CSV_COLUMNS) + "\n")
+    elif text == "latin1":
+        csv.write_bytes((",".join(CSV_COLUMNS) + "\n").encode() + "Patiént,".encode("latin-1") + b"\n")
+    else:
+        csv.write_text(text)
+    with pytest.raises(ValueError, match=expect) as e:
+        CheXpertDataset(root, "valid")
+    assert str(csv) in str(e.value)
+
+
+@pytest.mark.parametrize(("value", "expect"), [("true", "got True"), ("1.7", "got 1.7"), ('"x"', "got 'x'")])
+def test_threshold_files_hold_probabilities(value: str, expect: str, tmp_path: Path) -> None:
+    from mxa.decision.thresholds import parse_threshold_spec
+
+    path = tmp_path / "th.json"
+    path.write_text(f'{{"Edema": {value}}}')
+    with pytest.raises(ValueError, match=expect):
+        parse_threshold_spec(str(path))
+
+
+def _with_decision(done: Path, tmp_path: Path) -> dict:
+    ckpt = load_checkpoint(done / "best.pt")
+    labels = ckpt["label_names"]
+    ckpt["decision"] = {
+        "labels": labels,
+        "thresholds": dict.fromkeys(labels, 0.5),
+        "threshold_method": "fixed",
+    }
+    return ckpt
+
+
+def test_an_edited_threshold_is_refused(done: Path, tmp_path: Path) -> None:
+    import mxa
+    from mxa.files.checkpoint import CorruptCheckpointError, save_checkpoint
+
+    ckpt = _with_decision(done, tmp_path)
+    ckpt["decision"]["thresholds"]["Edema"] = 1.7  # written through our writer: the digest holds
+    with pytest.raises(ValueError, match="the threshold of Edema must be a number in \\[0, 1\\], got 1.7"):
+        mxa.load_model(save_checkpoint(ckpt, tmp_path / "edited.pt"))
+    # edited after saving (a flipped byte, a hand edit): the digest covers the rule and the config
+    good = save_checkpoint(_with_decision(done, tmp_path), tmp_path / "good.pt")
+    obj = torch.load(good, weights_only=True)
+    obj["decision"]["thresholds"]["Edema"] = 0.25
+    torch.save(obj, tmp_path / "tampered.pt")
+    with pytest.raises(CorruptCheckpointError, match="do not match the digest"):
+        mxa.load_model(tmp_path / "tampered.pt")
+    obj = torch.load(good, weights_only=True)
+    obj["config"]["epochs"] = 99
+    torch.save(obj, tmp_path / "tampered2.pt")
+    with pytest.raises(CorruptCheckpointError, match="do not match the digest"):
+        mxa.load_model(tmp_path / "tampered2.pt")
+
+
+def test_metrics_refuse_logits() -> None:
+    from mxa.metrics.classification import compute_metrics
+
+    logits = torch.randn(20, 14) * 3
+    with pytest.raises(ValueError, match="look like logits; pass torch.sigmoid"):
+        compute_metrics(logits, (logits > 0).float())
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ('{"epoch": 1, "val": {"macro_auc": 0.6}}\n{"epoch": 2, "va', "line 2: not a JSON record"),
+        ('{"epoch": 1, "train_loss": 0.3}\n', "line 1: not an epoch record"),
+        ("\n", "is empty"),
+    ],
+)
+def test_report_names_a_broken_metrics_log(content: str, expect: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "metrics.jsonl").write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and expect in err and "metrics.jsonl" in err
+
+
+def test_report_refuses_to_pool_label_sets(done: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    other = tmp_path / "other"
+    other.mkdir()
+    rec = json.loads((done / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("val", "val_ema"):
+        if isinstance(rec.get(key), dict):
+            rec[key]["per_label_auc"] = {"Edema": 0.7}
+    (other / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+    assert main(["report", str(done), str(other)]) == 2
+    assert "different label sets" in capsys.readouterr().err
+
+
+def test_a_single_validation_image_names_no_best_checkpoint(tmp_path: Path, caplog) -> None:
+    cfg = dataclasses.replace(TINY, output=str(tmp_path / "one"), val_samples=1)
+    with caplog.at_level("WARNING", logger="mxa"):
+        summary = train(cfg)
+    assert summary["best"] is None and not (tmp_path / "one" / "best.pt").exists()
+    assert "no best.pt" in caplog.text and (tmp_path / "one" / "last.pt").is_file()
+
+
+def test_yaml_values_have_the_flags_bounds(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train_samples: 1000000000000\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "train_samples" in capsys.readouterr().err
+
+
+def test_a_decompression_bomb_is_skipped_and_listed(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    Image.new("L", (64, 64), 100).save(tmp_path / "ok.png")
+    Image.new("L", (14000, 14000), 0).save(tmp_path / "bomb.png")  # 196 MP: over twice PIL's pixel limit
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path), "--model", "efficientvit_ml_m0", "--out", str(out)]) == 1
+    assert "bomb.png" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 2  # the header and the good image
+
+
+@pytest.mark.parametrize("kind", ["folder", "pickle"])
+def test_a_bad_pretrained_file_is_one_error_line(kind: str, tmp_path: Path, capsys) -> None:
+    import pickle
+
+    path = tmp_path / "w"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path = tmp_path / "w.pth"
+        path.write_bytes(pickle.dumps({"x": object}))
+    assert main(["train", *TINY_FLAGS, "--output", str(tmp_path / "r"), "--pretrained-file", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --pretrained-file") and len(err.splitlines()) == 1 and err != "error:"
+
+
+def test_empty_batches_and_sizes_are_refused() -> None:
+    import mxa
+
+    with pytest.raises(ValueError, match="is empty"):
+        mxa.MXABlock(8)(torch.zeros(0, 8, 7, 7))
+    with pytest.raises(ValueError, match="output_size must be a positive int"):
+        mxa.roi_crop(torch.zeros(1, 8, 7, 7), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), output_size=0)
+
+
+def test_preresize_lists_a_broken_image_and_does_the_rest(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    src = tmp_path / "src"
+    (src / "train" / "p1").mkdir(parents=True)
+    (src / "train.csv").write_text("Path\n")
+    Image.new("L", (100, 80), 90).save(src / "train" / "p1" / "a.jpg")
+    (src / "train" / "p1" / "b.jpg").write_bytes(b"broken")
+    argv = ["preresize", "--src", str(src), "--dst", str(tmp_path / "dst"), "--size", "40", "--workers", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "b.jpg" in err and "1 of 2 image(s) could not be resized" in err
+    assert (tmp_path / "dst" / "train" / "p1" / "a.jpg").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["--device", "cuda"], "no CUDA device"),
+        (["--batch-size", "60000", "--img-size", "2048"], "lower --batch-size or --img-size"),
+    ],
+)
+def test_bench_refuses_what_it_cannot_run(argv: list, expect: str, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same check on a GPU machine
+    assert main(["bench", "--model", "efficientvit_ml_m0", *argv]) == 2
+    assert expect in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_error_naming_the_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    old = tmp_path / "m.json"
+    old.write_text("earlier results\n")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    from mxa.cli._common import write_json
+
+    with pytest.raises(
+        OSError, match=f"could not write {old}: No space left on device.*earlier content is kept"
+    ):
+        write_json(old, {"a": 1})
+    assert old.read_text() == "earlier results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # no temporary left behind
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path: Path, caplog) -> None:
+    from mxa.train.run_folder import prepare_run_folder
+
+    run = tmp_path / "killed"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"the good checkpoint")
+    (run / ".last.abc123.tmp.pt").write_bytes(b"x" * 1000)  # what kill -9 during a save leaves
+    with caplog.at_level("WARNING", logger="mxa"):
+        prepare_run_folder(run, resume=str(run / "last.pt"), overwrite=False)
+    assert not list(run.glob(".last.*.tmp.pt")) and (run / "last.pt").read_bytes() == b"the good checkpoint"
+    assert "interrupted save" in caplog.text

@@ -267,3 +267,15 @@ def test_public_api_has_runnable_examples() -> None:
             if (inspect.isclass(obj) or inspect.isfunction(obj)) and "Examples:" not in (obj.__doc__ or ""):
                 missing.append(f"{mod.__name__}.{name}")
     assert missing == []
+
+
+def test_help_texts_render_cleanly() -> None:
+    # argparse %-formats help= strings but not descriptions: a "%%" typed in a description shows as such
+    from mxa.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "%%" not in text and "%(" not in text, name
+    assert "%%" not in parser.format_help()

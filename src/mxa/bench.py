@@ -22,7 +22,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mxa.data.labels import CHEXPERT_LABELS
-from mxa.utils.runtime import autocast
+from mxa.utils.runtime import autocast, resolve_device
+
+# a batch of more input pixels than this would need tens of GB for M5's activations
+_MAX_PIXELS = 256 * 512 * 512
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,13 @@ def run_bench(
 
     ``crop_methods`` adds, per method, a variant ``mxa-<method>`` of our MXA model using that ROI crop.
     """
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but no CUDA device is available")
+    dev = resolve_device(device)  # a ValueError naming the fix when CUDA is asked for and absent
+    pixels = batch_size * img_size * img_size
+    if pixels > _MAX_PIXELS:
+        raise ValueError(
+            f"batch {batch_size} x {img_size}x{img_size} px is {pixels / 1e6:.0f}M input pixels, beyond what "
+            f"the activations fit in (at most {_MAX_PIXELS / 1e6:.0f}M): lower --batch-size or --img-size"
+        )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     results: dict[str, Any] = {}
     for name in models:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from mxa.cli._common import bounded, declare_io
@@ -118,11 +119,17 @@ def cmd_make_phantom(ns: argparse.Namespace) -> int:
 
 
 def cmd_preresize(ns: argparse.Namespace) -> int:
-    from mxa.data.preresize import preresize_chexpert
+    from mxa.data.preresize import PreresizeError, preresize_chexpert
     from mxa.utils.outputs import same_file
 
     if same_file(ns.src, ns.dst):
         raise ValueError(f"--dst {ns.dst} is the input --src: resizing in place would replace the originals")
-    n = preresize_chexpert(ns.src, ns.dst, ns.size, ns.workers)
+    try:
+        n = preresize_chexpert(ns.src, ns.dst, ns.size, ns.workers)
+    except PreresizeError as e:
+        for failure in e.failures:
+            print(f"failed: {failure}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"{n} images resized into {ns.dst} (use --data chexpert:{ns.dst})")
     return 0

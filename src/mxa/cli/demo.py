@@ -18,7 +18,7 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Train an MXA-free teacher, cache its logits, then the baseline, +MXA and +MXA+KD students with "
             "identical settings on phantom chest X-rays (M0 at 128 px); print the AUC table with bootstrap "
-            "95%% "
+            "95% "
             "CIs and the ROI localization against chance; write ROI overlays, ROC curves, an attention "
             "comparison and summary.json to OUTPUT. Synthetic data: a demonstration, not a medical result."
         ),

@@ -35,7 +35,7 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Evaluate a model of ours on phantom validation images or CheXpert's valid.csv: per-label AUC "
             "with "
-            "bootstrap 95%% CIs, macro/micro/competition AUC, F1 and accuracy at 0.5, and for MXA models how "
+            "bootstrap 95% CIs, macro/micro/competition AUC, F1 and accuracy at 0.5, and for MXA models how "
             "often each block's box lands on a planted finding against area-matched chance. Writes the "
             "--json first, then the ROC figure (a figure that cannot be written is a warning). Also ECE "
             "and Brier "
@@ -91,7 +91,7 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Read each run folder's metrics.jsonl, take its best epoch by validation macro AUC, and print "
             "the "
-            "mean and Student-t 95%% CI over the runs of every metric and per-label AUC."
+            "mean and Student-t 95% CI over the runs of every metric and per-label AUC."
         ),
     )
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")

@@ -40,7 +40,7 @@ def add_parsers(sub: Any) -> None:
         description=(
             "Train the paper's three variants with the same settings (the training flags below) for each "
             "seed, "
-            "in ABLATE_OUTPUT/{baseline,mxa,mxa_kd}/seed<k>, and print the mean and 95%% CI of each metric "
+            "in ABLATE_OUTPUT/{baseline,mxa,mxa_kd}/seed<k>, and print the mean and 95% CI of each metric "
             "(Tables 2 and 3). Without --teacher, an MXA-free teacher of the same model is trained first "
             "(ABLATE_OUTPUT/teacher) and the KD variant distils from it."
         ),

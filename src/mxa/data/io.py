@@ -94,7 +94,11 @@ def _read_raster(path: Path) -> np.ndarray:
             if img.mode != "L":
                 img = img.convert("L")
             return np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:  # not an OSError: it would abort a whole batch
+        raise ValueError(
+            f"cannot read image {path}: {e} (a decompression bomb, or a huge image: downscale it first)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
 
 

@@ -6,7 +6,18 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-__all__ = ["preresize_chexpert"]
+__all__ = ["PreresizeError", "preresize_chexpert"]
+
+
+class PreresizeError(ValueError):
+    """Some images could not be resized; every other one was (``n_images`` in all, ``failures`` listed)."""
+
+    def __init__(self, n_images: int, failures: list[str]) -> None:
+        self.n_images, self.failures = n_images, failures
+        super().__init__(
+            f"{len(failures)} of {n_images} image(s) could not be resized (first: {failures[0]}); the others "
+            "were. Replace the broken files and run the same command again: finished images are skipped"
+        )
 
 
 def _resize_one(args: tuple[str, str, int, int]) -> str | None:
@@ -41,7 +52,8 @@ def preresize_chexpert(
 
     The CSVs are copied unchanged: their ``CheXpert-v1.0*/`` path prefix is ignored by
     :class:`~mxa.data.CheXpertDataset`, which resolves images next to the CSV. Already written images are
-    skipped, so an interrupted run can simply be restarted. Returns the number of images written.
+    skipped, so an interrupted run can simply be restarted. Returns the number of images; raises
+    :class:`PreresizeError` (after doing all the others) when some cannot be read.
     """
     src, dst = Path(src), Path(dst)
     if not (src / "train.csv").is_file():
@@ -65,5 +77,5 @@ def preresize_chexpert(
             if err:
                 errors.append(err)
     if errors:
-        raise RuntimeError(f"{len(errors)} image(s) failed, first: {errors[0]}")
+        raise PreresizeError(len(jobs), errors)
     return len(jobs)

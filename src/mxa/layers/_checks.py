@@ -18,11 +18,22 @@ def check_nchw(x: torch.Tensor, channels: int | None = None, name: str = "x") ->
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4:
         raise ValueError(f"{name} must be a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): give at least one image of at least 1x1")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(
             f"{name} has {x.shape[1]} channels but this layer was built for {channels} "
             f"(shape {tuple(x.shape)})"
         )
+
+
+def check_size(size: object, name: str = "output_size") -> None:
+    """Raise ``ValueError`` unless ``size`` is None, a positive int or a pair of positive ints."""
+    pair = size if isinstance(size, tuple | list) else (size, size)
+    if size is None:
+        return
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or (h, w) of positive ints, got {size!r}")
 
 
 def check_boxes(boxes: torch.Tensor, batch: int) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mxa.layers._checks import check_box_values, check_boxes, check_nchw
+from mxa.layers._checks import check_box_values, check_boxes, check_nchw, check_size
 
 __all__ = [
     "CROP_METHODS",
@@ -142,6 +142,7 @@ def roi_crop(
     check_nchw(x)
     check_boxes(boxes, x.shape[0])
     check_box_values(boxes)
+    check_size(output_size)
     return _crop(x, boxes, output_size, resolve_crop_method(method, x.device))
 
 
@@ -235,6 +236,7 @@ def roi_paste(
     check_nchw(crop, name="crop")
     check_boxes(boxes, crop.shape[0])
     check_box_values(boxes)
+    check_size(tuple(size), "size")
     return _paste(crop, boxes, size, resolve_crop_method(method, crop.device))
 
 
@@ -277,6 +279,7 @@ class DynamicROIPool(nn.Module):
     ) -> None:
         super().__init__()
         resolve_crop_method(crop_method, "cpu")  # validates the name
+        check_size(output_size)
         self.crop_method = crop_method
         if not saliency_temperature > 0:
             raise ValueError(f"saliency_temperature must be > 0, got {saliency_temperature}")

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -357,12 +358,28 @@ def _setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
 def _build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     spec = model_spec(cfg)
     check_model_name(spec.architecture)
-    model = timm.create_model(
-        spec.architecture,
-        pretrained=cfg.pretrained or cfg.pretrained_file is not None,
-        pretrained_cfg_overlay=dict(file=cfg.pretrained_file) if cfg.pretrained_file else None,
-        **spec.kwargs,
-    )
+    if cfg.pretrained_file is not None and not Path(cfg.pretrained_file).is_file():
+        what = "a folder" if Path(cfg.pretrained_file).is_dir() else "not found"
+        raise ValueError(f"--pretrained-file {cfg.pretrained_file} is {what}: name the weights file itself")
+    try:
+        model = timm.create_model(
+            spec.architecture,
+            pretrained=cfg.pretrained or cfg.pretrained_file is not None,
+            pretrained_cfg_overlay=dict(file=cfg.pretrained_file) if cfg.pretrained_file else None,
+            **spec.kwargs,
+        )
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, KeyError, EOFError) as e:
+        if cfg.pretrained_file is None:  # the hub: offline, or no such weights
+            raise ValueError(
+                f"--pretrained: the ImageNet weights of {cfg.model} could not be fetched "
+                f"({type(e).__name__}: {str(e)[:160]}); offline, pass --pretrained-file with a local copy, "
+                "or train with --no-pretrained"
+            ) from None
+        raise ValueError(
+            f"--pretrained-file {cfg.pretrained_file} cannot be loaded into {cfg.model} ({type(e).__name__}: "
+            f"{str(e)[:160] or 'no detail'}); it must be a timm state dict (.pth, .bin or .safetensors) read "
+            "without running pickled code"
+        ) from None
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mxa.utils.files import atomic_write_text, check_writable_dir
 
-__all__ = ["RUN_FILES", "RunFolderError", "prepare_run_folder", "trim_metrics"]
+__all__ = ["RUN_FILES", "RunFolderError", "prepare_run_folder", "remove_stale_temporaries", "trim_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def prepare_run_folder(output: str | Path, resume: str | None, overwrite: bool) 
     in that same folder, or ``overwrite`` is given. Call it while holding the folder's lock.
     """
     out = check_writable_dir(output, "output folder (--output)")
+    remove_stale_temporaries(out)
     existing = [f for f in RUN_FILES if (out / f).exists()]
     if not existing:
         return out
@@ -42,6 +43,16 @@ def prepare_run_folder(output: str | Path, resume: str | None, overwrite: bool) 
         (out / f).unlink()
     log.warning("--overwrite: removed the earlier run's %s from %s", ", ".join(existing), out)
     return out
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files of our atomic writes that a killed process (kill -9, power loss) left in
+    ``folder``; the files they were replacing were never touched. Call it while holding the lock."""
+    stale = [p for name in RUN_FILES for p in folder.glob(f".{Path(name).stem}.*.tmp{Path(name).suffix}")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.warning("removed %d temporary file(s) an interrupted save left in %s", len(stale), folder)
 
 
 def trim_metrics(path: Path, last_epoch: int) -> None:

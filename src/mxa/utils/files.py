@@ -29,6 +29,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+            # the usual message names no file; say which one, and that nothing earlier was lost
+            raise OSError(
+                e.errno,
+                f"could not write {path}: {e.strerror} (free space on that disk, or write elsewhere); "
+                f"{'its earlier content is kept' if path.exists() else 'nothing was written'}",
+            ) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
