@@ -807,3 +807,19 @@ def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path: Path, caplog) 
         prepare_run_folder(run, resume=str(run / "last.pt"), overwrite=False)
     assert not list(run.glob(".last.*.tmp.pt")) and (run / "last.pt").read_bytes() == b"the good checkpoint"
     assert "interrupted save" in caplog.text
+
+
+def test_eval_of_a_broken_model_measures_nothing(done: Path, tmp_path: Path, capsys) -> None:
+    from mxa.files.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(done / "best.pt")
+    ckpt.pop("integrity")
+    for state in (ckpt["model"], ckpt.get("ema") or {}):
+        for v in state.values():
+            if v.is_floating_point():
+                v.fill_(float("nan"))
+    bad = save_checkpoint(ckpt, tmp_path / "nan.pt")
+    assert main(["eval", "--checkpoint", str(bad), "--val-samples", "16", "--bootstrap", "5"]) == 3
+    err = capsys.readouterr().err
+    assert "gives non-finite scores" in err and "Traceback" not in err
+    assert not (tmp_path / "roc.png").exists() and not (tmp_path / "reliability.png").exists()

@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C.
     """
     from mxa._optional import MissingExtraError
-    from mxa.train.loop import NonFiniteLossError
     from mxa.utils.files import RunLockedError
+    from mxa.utils.runtime import NonFiniteError
 
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         guard_io(ns)
         return int(ns.func(ns) or 0)
-    except NonFiniteLossError as e:
+    except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

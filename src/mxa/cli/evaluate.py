@@ -108,7 +108,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from mxa.evaluate import evaluate_model
     from mxa.files.checkpoint import load_checkpoint
     from mxa.files.load import load_model
-    from mxa.utils.runtime import resolve_device
+    from mxa.utils.runtime import NonFiniteError, resolve_device
 
     _decisions.check_args(ns)
     device = resolve_device(ns.device)
@@ -127,6 +127,14 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         data=ns.data,
         model=getattr(model, "pretrained_cfg", {}).get("architecture"),
     )
+    if metrics.get("n_nonfinite"):
+        # a broken model: its scores and boxes are NaN/inf, so no metric, threshold, calibration or figure
+        if ns.json:
+            print(f"metrics: {write_json(ns.json, metrics)}")
+        raise NonFiniteError(
+            f"{ns.checkpoint} gives non-finite scores ({metrics['n_nonfinite']} of {preds['probs'].numel()}):"
+            " its weights are broken (a diverged run?), so nothing was measured; evaluate another checkpoint"
+        )
     _per_dataset(metrics, preds, ds, ns.bootstrap)
     rule, cal_probs = _decisions.eval_decisions(ns, model, metrics, preds)
     print_eval_table(metrics, f"evaluation of {ns.checkpoint} on {ns.data} ({metrics['n_images']} images)")

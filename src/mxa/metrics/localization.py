@@ -15,6 +15,7 @@ For every MXA block, over the images with at least one true box:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from mxa.data.labels import CHEXPERT_LABELS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["roi_localization", "summarize_localization"]
 
@@ -103,13 +106,20 @@ def roi_localization(
         {block: {hit_rate, random_hit_rate, mean_iou, random_iou, mean_box_area, n_images,
         [pointing_game, pointing_chance,] per_label: {label: {n_images, hit_rate, random_hit_rate,
         mean_iou, random_iou[, pointing_game, pointing_chance]}}}} (``per_label`` only when asked);
-        blocks with no such image are left out.
+        blocks with no such image are left out, and so are images whose predicted box is not finite (a
+        diverged model's NaN boxes are no boxes; ``n_nonfinite_boxes`` counts them).
     """
     present_all = ~torch.isnan(true_boxes[..., 0])
-    has_any = present_all.any(1)
     out: dict[str, dict[str, Any]] = {}
     for name, boxes_all in rois.items():
         g = torch.Generator().manual_seed(seed)
+        finite = torch.isfinite(boxes_all.float()).all(1)
+        has_any = present_all.any(1) & finite
+        n_bad = int((present_all.any(1) & ~finite).sum())
+        if n_bad:
+            log.warning(
+                "block %s: %d image(s) with non-finite boxes are left out of its localization", name, n_bad
+            )
         b, t, p = boxes_all[has_any].float(), true_boxes[has_any].float(), present_all[has_any]
         if b.shape[0] == 0:
             continue

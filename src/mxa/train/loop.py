@@ -46,7 +46,7 @@ from mxa.train.distributed import agree, all_ranks, dist_info, gather_prediction
 from mxa.train.run_folder import prepare_run_folder, trim_metrics
 from mxa.train.state import capture_rng_state, restore_rng_state
 from mxa.utils.files import RunLock, check_writable_dir
-from mxa.utils.runtime import autocast, resolve_amp, resolve_device
+from mxa.utils.runtime import NonFiniteError, autocast, resolve_amp, resolve_device
 
 __all__ = ["CheckpointSaver", "NonFiniteLossError", "TrainConfig", "model_spec", "schedule_phases", "train"]
 
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 _FIXED_ON_RESUME = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("fixed"))
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(NonFiniteError):
     """The loss, the weights or the validation predictions stopped being finite; training stopped."""
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["AMP_CHOICES", "autocast", "resolve_amp", "resolve_device"]
+__all__ = ["AMP_CHOICES", "NonFiniteError", "autocast", "resolve_amp", "resolve_device"]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
@@ -62,3 +62,7 @@ def autocast(device: torch.device | str, amp: str) -> Any:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+class NonFiniteError(RuntimeError):
+    """Numbers stopped being finite (weights, loss or scores); the CLI exits with status 3."""
