@@ -39,6 +39,7 @@ def _cfg(parent: str) -> dict[str, Any]:
         "num_classes": len(CHEXPERT_LABELS),
         "label_names": CHEXPERT_LABELS,
         "input_size": (1, 224, 224),
+        "fixed_input_size": bool(getattr(p, "fixed_input_size", False)),  # ViTs: the patch grid is fixed
         "mean": GRAY_MEAN,
         "std": GRAY_STD,
         "interpolation": p.interpolation,

@@ -75,11 +75,17 @@ class TokenAttnMXA(Grafted):
 
 def _tokens_mxa(mxa: MXABlock, x: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
     """(B, N, C) tokens -> (B, N, C): MXA of the patch-token grid, zeros for the ``prefix`` tokens."""
+    y = mxa(_patch_grid(x, prefix, grid)).flatten(2).transpose(1, 2)
+    return F.pad(y, (0, 0, prefix, 0))
+
+
+# An FX leaf: the grid is read from the token count at run time (a traced shape cannot be branched on).
+@torch.fx.wrap
+def _patch_grid(x: torch.Tensor, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, N, C) tokens -> (B, C, h, w): the patch tokens after ``prefix`` laid out as their grid."""
     b, n, c = x.shape
     h, w = _token_grid(n - prefix, grid)
-    patches = x[:, prefix:].transpose(1, 2).reshape(b, c, h, w)
-    y = mxa(patches).flatten(2).transpose(1, 2)
-    return F.pad(y, (0, 0, prefix, 0))
+    return x[:, prefix:].transpose(1, 2).reshape(b, c, h, w)
 
 
 def _token_grid(n: int, grid: tuple[int, int]) -> tuple[int, int]:
