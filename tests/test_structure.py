@@ -279,3 +279,14 @@ def test_help_texts_render_cleanly() -> None:
         text = p.format_help()
         assert "%%" not in text and "%(" not in text, name
     assert "%%" not in parser.format_help()
+
+
+def test_export_help_states_the_export_codes_limits() -> None:
+    from mxa.cli import build_parser
+    from mxa.files import export
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["export"].format_help().split())
+    assert f">= {export.MIN_OPSET}" in text and f"default {export.DEFAULT_OPSET}" in text
+    assert sub.choices["export"].parse_args(["--model", "x", "--output", "y", "--opset", "13"]).opset == 13

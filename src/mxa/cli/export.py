@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from mxa.cli._common import bounded, declare_io
+from mxa.files.export import DEFAULT_OPSET, GRID_SAMPLE_OPSET, MIN_OPSET, TORCHSCRIPT_AFFINE_GRID_OPSET
 from mxa.models import check_model_name
 
 __all__ = ["add_parsers"]
@@ -16,12 +17,12 @@ def add_parsers(sub: Any) -> None:
         "export",
         help="export a model to ONNX (fused, verified) or safetensors (+ config)",
         description=(
-            "ONNX: BatchNorms fused, exported with torch's dynamo exporter (opset 16-19) or TorchScript "
-            "(opset >= 20), then run in ONNX Runtime on random batches and compared with PyTorch; the file "
-            "is "
-            "written only if they agree. safetensors: the weights plus config.json, loadable with "
-            "mxa.load_model "
-            "or timm.create_model(..., pretrained_cfg_overlay=dict(file=...))."
+            f"ONNX (opset >= {MIN_OPSET}): BatchNorms fused, MXA crops exported as MatMul (the separable "
+            "crop), by the TorchScript exporter (the dynamo exporter only for blocks fixed to "
+            f"crop_method='grid_sample' below opset {TORCHSCRIPT_AFFINE_GRID_OPSET}, which also need opset "
+            f">= {GRID_SAMPLE_OPSET}); then run in ONNX Runtime on random batches and compared with PyTorch: "
+            "the file is written only if they agree. safetensors: the weights plus config.json, loadable "
+            "with mxa.load_model or timm.create_model(..., pretrained_cfg_overlay=dict(file=...))."
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -34,12 +35,19 @@ def add_parsers(sub: Any) -> None:
         "--format", choices=["onnx", "safetensors"], default="onnx", help="output format (default onnx)"
     )
     p.add_argument("--output", required=True, help="the file to write (.onnx or .safetensors)")
-    p.add_argument("--opset", type=bounded(int, 16, 30), default=18, help="ONNX opset, >= 16 (default 18)")
+    p.add_argument(
+        "--opset",
+        type=bounded(int, MIN_OPSET, 30),
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, >= {MIN_OPSET} (>= {GRID_SAMPLE_OPSET} with grid_sample crops; "
+        f"default {DEFAULT_OPSET})",
+    )
     p.add_argument(
         "--exporter",
         choices=["auto", "dynamo", "torchscript"],
         default="auto",
-        help="auto: dynamo below opset 20, TorchScript from 20 (faster); see docs/deployment.md",
+        help="auto: TorchScript (seconds), unless a block is fixed to grid_sample below opset "
+        f"{TORCHSCRIPT_AFFINE_GRID_OPSET}: dynamo; see docs/deployment.md",
     )
     p.add_argument("--with-rois", action="store_true", help="add the MXA boxes as a second output 'rois'")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")

@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 #: The ONNX metadata keys (values are strings; JSON where noted).
+#: The lowest ONNX opset we export (the separable MXA crop is MatMul), the lowest with GridSample (for blocks
+#: fixed to crop_method="grid_sample"), the default, and the lowest at which TorchScript exports affine_grid.
+MIN_OPSET, GRID_SAMPLE_OPSET, DEFAULT_OPSET, TORCHSCRIPT_AFFINE_GRID_OPSET = 13, 16, 18, 20
+
 ONNX_METADATA_KEYS = (
     "mxa_config",  # JSON: the safetensors config (architecture, model_kwargs, pretrained_cfg, decision)
     "label_names",  # JSON list, in output order
@@ -78,7 +82,7 @@ def _input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
 def export_onnx(
     model: torch.nn.Module,
     path: str | Path,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     with_rois: bool = False,
     exporter: str = "auto",
@@ -110,19 +114,21 @@ def export_onnx(
         >>> path.suffix
         '.onnx'
     """
-    if opset < 13:
-        raise ValueError(f"opset {opset} is not supported: use opset >= 13 (default 18)")
+    if opset < MIN_OPSET:
+        raise ValueError(
+            f"opset {opset} is not supported: use opset >= {MIN_OPSET} (default {DEFAULT_OPSET})"
+        )
     fixed, auto = _crop_methods(model)
-    if opset < 16 and fixed:
+    if opset < GRID_SAMPLE_OPSET and fixed:
         raise ValueError(
             f"opset {opset} has no GridSample, which the grid_sample crop of {fixed} MXA block(s) needs: use "
             "opset >= 16, or build the model with mxa_cfg=dict(crop_method='separable') (MatMul, opset >= 13)"
         )
     if exporter == "auto":  # TorchScript is much faster to run; it exports affine_grid only from opset 20
-        exporter = "dynamo" if fixed and opset < 20 else "torchscript"
+        exporter = "dynamo" if fixed and opset < TORCHSCRIPT_AFFINE_GRID_OPSET else "torchscript"
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
-    if exporter == "torchscript" and opset < 20 and fixed:
+    if exporter == "torchscript" and opset < TORCHSCRIPT_AFFINE_GRID_OPSET and fixed:
         raise ValueError(
             "the TorchScript exporter cannot export affine_grid below opset 20; use exporter='dynamo', or "
             "build the model with mxa_cfg=dict(crop_method='separable')"
