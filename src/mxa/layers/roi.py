@@ -194,7 +194,15 @@ def boxes_to_inverse_theta(boxes: torch.Tensor) -> torch.Tensor:
 def _paste(
     crop: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], method: str = "grid_sample"
 ) -> torch.Tensor:
-    """:func:`roi_paste` without the input checks (``method`` resolved), for callers that made the boxes."""
+    """:func:`roi_paste` without the input checks (``method`` resolved), for callers that made the boxes.
+
+    Outside autocast, like the crop: box coordinates in bf16 would move the box edges by 1/128 of the map.
+    """
+    with torch.autocast(device_type=crop.device.type, enabled=False):
+        return _paste_fp32(crop, boxes, size, method)
+
+
+def _paste_fp32(crop: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], method: str) -> torch.Tensor:
     dtype = torch.promote_types(crop.dtype, torch.float32)
     if method == "separable":  # the map's pixel centres in crop coordinates, zero outside the crop
         b = boxes.to(dtype)
