@@ -403,3 +403,42 @@ def test_train_and_eval_on_every_scheme(tmp_path, nih, vindr, rsna, padchest, mi
         assert set(m["per_dataset"][name]["roi_localization"]) == set(loc_blocks), name  # every MXA block
     assert "masked" in text and "MXA block" in text
     assert m["datasets"]["rsna"]["labels"]["Cardiomegaly"]["labelled"] is False
+
+
+def test_every_dataset_follows_the_one_protocol(nih, vindr, rsna, padchest, mimic, tmp_path) -> None:
+    from mxa.data import (
+        CheXpertDataset,
+        MIMICDataset,
+        NIHDataset,
+        PadChestDataset,
+        PhantomCXR,
+        RSNADataset,
+        VinDrDataset,
+    )
+    from mxa.data.base import XRaySet
+    from mxa.data.writer import write_phantom_chexpert
+
+    base = write_phantom_chexpert(tmp_path, n_train=4, n_valid=2, image_size=32)
+    sets = [
+        NIHDataset(nih),
+        VinDrDataset(vindr),
+        RSNADataset(rsna),
+        PadChestDataset(padchest),
+        MIMICDataset(mimic),
+        CheXpertDataset(base, "valid", boxes=True),
+        CheXpertDataset(base, "valid"),
+        PhantomCXR(3, image_size=32),
+    ]
+    for ds in sets:
+        assert isinstance(ds, XRaySet), type(ds).__name__
+        n = len(ds)
+        assert len(ds.ids) == n and ds.labels.shape == ds.label_mask.shape == (n, 14)
+        assert ds.labelled.shape == (14,) and ds.labelled.dtype == torch.bool
+        item = ds[0]
+        assert len(item) == (4 if ds.has_boxes else 3), type(ds).__name__
+        b = ds.boxes(0, tuple(item[0].shape[-2:]))
+        assert b.shape == (14, 4)
+        if ds.has_boxes:
+            torch.testing.assert_close(b, item[3], equal_nan=True)
+        else:
+            assert torch.isnan(b).all()

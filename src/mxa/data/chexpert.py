@@ -132,8 +132,9 @@ class CheXpertDataset(Dataset):
         self.labels, self.label_mask = apply_policy(raw, policy)
         self.transform = transform
         self.has_boxes = boxes
+        self.labelled = torch.ones(len(CHEXPERT_LABELS), dtype=torch.bool)  # CheXpert labels all 14
         if boxes:
-            self.boxes = _read_boxes(self.csv_path, self.ids)
+            self.box_table = _read_boxes(self.csv_path, self.ids)  # (N, 14, 4) normalized, NaN rows: none
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -143,8 +144,14 @@ class CheXpertDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         if self.has_boxes:
-            return image, self.labels[index], self.label_mask[index], self.boxes[index]
+            return image, self.labels[index], self.label_mask[index], self.box_table[index]
         return image, self.labels[index], self.label_mask[index]
+
+    def boxes(self, index: int, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """(14, 4) normalized xyxy boxes of image ``index`` (NaN rows: none; all NaN without a box file)."""
+        if not self.has_boxes:
+            return torch.full((len(CHEXPERT_LABELS), 4), float("nan"))
+        return self.box_table[index]
 
 
 def boxes_file(csv_path: str | Path) -> Path:

@@ -55,7 +55,7 @@ def _labels_of(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _has_boxes(ds: Dataset) -> bool:
     inner = ds.dataset if isinstance(ds, Subset) else ds
-    return bool(getattr(inner, "has_boxes", isinstance(inner, PhantomCXR)))
+    return bool(getattr(inner, "has_boxes", False))
 
 
 class MultiSet(Dataset):

@@ -413,6 +413,12 @@ class PhantomCXR(Dataset):
             transform = Normalize(GRAY_MEAN, GRAY_STD)
         self.transform = transform
         self.ids = [f"phantom-{seed}-{i}" for i in range(n)]
+        self.labelled = torch.ones(len(CHEXPERT_LABELS), dtype=torch.bool)
+        self.has_boxes = True  # every drawn finding has its box
+
+    def boxes(self, index: int, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """(14, 4) normalized xyxy boxes of item ``index`` (NaN rows for the findings not drawn)."""
+        return torch.from_numpy(self.render(index)[1])
 
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index, stream])

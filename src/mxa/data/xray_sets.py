@@ -197,10 +197,14 @@ class XRayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def boxes(self, index: int, image_hw: tuple[int, int]) -> torch.Tensor:
+    def boxes(self, index: int, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """(14, 4) normalized xyxy boxes of image ``index`` (loaded at ``image_hw``), NaN rows for none."""
+        if not self.has_boxes:
+            return torch.full((len(CHEXPERT_LABELS), 4), float("nan"))
         w, h = self.box_frame[index].tolist()
         if np.isnan(w):
+            if image_hw is None:
+                raise ValueError(f"{self.name}: boxes are in each image's own pixel frame; pass image_hw")
             h, w = image_hw
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
         boxes = self.boxes_px[index] / scale
