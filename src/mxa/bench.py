@@ -15,7 +15,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import timm
 import torch
@@ -29,7 +29,7 @@ _MAX_PIXELS = 256 * 512 * 512
 
 log = logging.getLogger(__name__)
 
-__all__ = ["count_flops", "measure", "run_bench"]
+__all__ = ["BenchReport", "count_flops", "measure", "run_bench"]
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -104,6 +104,23 @@ def _stats(ts: list[float], batch: int) -> dict[str, float]:
     }
 
 
+class BenchReport(TypedDict):
+    """What :func:`run_bench` returns and ``mxa bench --json`` writes (``benchmarks/results/*.json``)."""
+
+    device: str
+    device_type: str
+    torch: str
+    timm: str
+    threads: int
+    batch_size: int
+    img_size: int
+    amp: str
+    channels_last: bool
+    compile: bool
+    repeats: int
+    results: dict[str, dict[str, Any]]  # model -> {"variants": {name: numbers}, "ratios": {name: ratios}}
+
+
 def run_bench(
     models: Sequence[str],
     device: str = "cpu",
@@ -117,7 +134,7 @@ def run_bench(
     train_step: bool = True,
     progress: bool = True,
     crop_methods: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> BenchReport:
     """Benchmark ``models`` and their baselines; returns a JSON-ready dict (see module docstring).
 
     ``crop_methods`` adds, per method, a variant ``mxa-<method>`` of our MXA model using that ROI crop.
@@ -197,7 +214,7 @@ def run_bench(
             }
         results[name] = {"variants": info, "ratios": ratios}
         del variants, infer, trains, opts
-    return {
+    return {  # a BenchReport
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()})",

@@ -8,12 +8,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mxa.data.labels import CHEXPERT_LABELS
-from mxa.metrics.classification import compute_metrics
-from mxa.metrics.localization import roi_localization, summarize_localization
+from mxa.metrics.classification import ClassificationMetrics, compute_metrics
+from mxa.metrics.localization import BlockLocalization, roi_localization, summarize_localization
 from mxa.models.hooks import capture_saliency_points, forward_with_rois, has_rois
 from mxa.utils.runtime import autocast
 
 __all__ = ["evaluate_model", "predict", "roi_localization", "summarize_localization"]
+
+
+class EvaluationMetrics(ClassificationMetrics, total=False):
+    """:func:`evaluate_model`'s metrics: the classification metrics, the ROI localization per MXA block
+    when the set has boxes, and what ``mxa eval`` adds (the JSON keys of ``--json``)."""
+
+    roi_localization: dict[str, BlockLocalization]
+    per_dataset: dict[str, EvaluationMetrics]
+    checkpoint: str
+    data: str
+    model: str | None
 
 
 @torch.no_grad()
@@ -86,14 +97,14 @@ def evaluate_model(
     num_workers: int = 0,
     progress: bool = False,
     labels: tuple[str, ...] = CHEXPERT_LABELS,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[EvaluationMetrics, dict[str, Any]]:
     """Predict and compute all metrics; also the ROI localization when the dataset has true boxes.
 
     Returns (metrics, predictions).
     """
     preds = predict(model, dataset, batch_size, device, amp, num_workers, progress=progress)
-    metrics = compute_metrics(
-        preds["probs"], preds["targets"], preds["mask"], labels, n_bootstrap=n_bootstrap
+    metrics = EvaluationMetrics(
+        **compute_metrics(preds["probs"], preds["targets"], preds["mask"], labels, n_bootstrap=n_bootstrap)
     )
     if "rois" in preds and "true_boxes" in preds:
         metrics["roi_localization"] = roi_localization(
@@ -102,7 +113,7 @@ def evaluate_model(
     return metrics, preds
 
 
-def metrics_by_source(preds: dict[str, Any], ds: Any, n_bootstrap: int = 0) -> dict[str, dict[str, Any]]:
+def metrics_by_source(preds: dict[str, Any], ds: Any, n_bootstrap: int = 0) -> dict[str, EvaluationMetrics]:
     """Metrics (and box localization where the set has boxes) of every set of a multi-set evaluation."""
     names = getattr(ds, "source_names", None)
     if not names or len(names) < 2:
@@ -113,8 +124,10 @@ def metrics_by_source(preds: dict[str, Any], ds: Any, n_bootstrap: int = 0) -> d
         sel = src == s
         if not sel.any():
             continue
-        m = compute_metrics(
-            preds["probs"][sel], preds["targets"][sel], preds["mask"][sel], n_bootstrap=n_bootstrap
+        m = EvaluationMetrics(
+            **compute_metrics(
+                preds["probs"][sel], preds["targets"][sel], preds["mask"][sel], n_bootstrap=n_bootstrap
+            )
         )
         if "rois" in preds and "true_boxes" in preds:
             loc = roi_localization({k: v[sel] for k, v in preds["rois"].items()}, preds["true_boxes"][sel])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from mxa.cli._common import bounded, declare_io, write_json
@@ -76,7 +77,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(rep: dict[str, Any]) -> None:
+def print_table(rep: Mapping[str, Any]) -> None:
     print(
         f"\n{rep['device']}, torch {rep['torch']}, timm {rep['timm']}, {rep['threads']} threads, "
         f"batch {rep['batch_size']}, {rep['img_size']}px, amp {rep['amp']}"

@@ -119,9 +119,10 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     ds = build_eval_dataset(
         ns.data, model, policy=policy, samples=ns.val_samples, seed=seed, split_seed=run_cfg.get("seed", 0)
     )
-    metrics, preds = evaluate_model(
+    typed, preds = evaluate_model(
         model.to(device), ds, ns.batch_size, device, n_bootstrap=ns.bootstrap, progress=not ns.no_progress
     )
+    metrics: dict[str, Any] = dict(typed)  # the JSON of --json: decisions and per-set results join it
     metrics.update(
         checkpoint=str(ns.checkpoint),
         data=ns.data,
@@ -166,7 +167,7 @@ def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootst
         return
     metrics["per_dataset"] = per
     for name, m in per.items():
-        print_eval_table(m, f"set {name} ({m['n_images']} images)")
+        print_eval_table(dict(m), f"set {name} ({m['n_images']} images)")
     print("\npooled over all sets:")
 
 

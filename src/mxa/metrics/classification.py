@@ -20,7 +20,7 @@ AUROC comes from torchmetrics (it also syncs across processes in ``torchmetrics.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from mxa._optional import require
 from mxa.data.labels import CHEXPERT_LABELS, COMPETITION_LABELS
 
 __all__ = [
+    "ClassificationMetrics",
     "auroc",
     "bootstrap_ci",
     "brier_score",
@@ -37,6 +38,30 @@ __all__ = [
     "expected_calibration_error",
     "roc_points",
 ]
+
+
+class ClassificationMetrics(TypedDict, total=False):
+    """What :func:`compute_metrics` returns (the JSON keys of ``mxa eval --json`` and ``metrics.jsonl``)."""
+
+    per_label_auc: dict[str, float | None]
+    macro_auc: float | None
+    micro_auc: float | None
+    competition_auc: float | None
+    f1_micro: float | None
+    f1_macro: float | None
+    per_label_f1: dict[str, float | None]
+    accuracy: float | None
+    n_images: int
+    n_positive: dict[str, int]
+    n_nonfinite: int
+    undefined_labels: list[str]
+    undefined_reasons: dict[str, str]
+    ece: float | None
+    brier: float | None
+    per_label_ece: dict[str, float | None]
+    per_label_brier: dict[str, float | None]
+    ci: dict[str, list[float] | None]
+
 
 SCALAR_METRICS = ("macro_auc", "micro_auc", "competition_auc", "f1_micro", "f1_macro", "accuracy")
 
@@ -204,7 +229,7 @@ def compute_metrics(
     labels: Sequence[str] = CHEXPERT_LABELS,
     n_bootstrap: int = 0,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> ClassificationMetrics:
     """All metrics of ``probs`` (N, C) against binary ``targets`` (N, C).
 
     Args:
@@ -244,4 +269,4 @@ def compute_metrics(
     out = _point_metrics(probs, targets, mask, labels)
     out.update(calibration_metrics(probs, targets, mask, labels))
     out["ci"] = bootstrap_ci(probs, targets, mask, labels, n_bootstrap, seed) if n_bootstrap > 0 else {}
-    return out
+    return ClassificationMetrics(**out)  # type: ignore[typeddict-item]  # (the keys above, checked by tests)

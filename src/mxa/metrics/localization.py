@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from mxa.data.labels import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["roi_localization", "summarize_localization"]
+__all__ = ["BlockLocalization", "roi_localization", "summarize_localization"]
 
 
 def _contains(boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,20 @@ def _scores(
     return {"hit": hit, "random_hit": r_hit, "iou": iou, "random_iou": r_iou}
 
 
+class BlockLocalization(TypedDict, total=False):
+    """One MXA block's localization (:func:`roi_localization`), each number beside its chance."""
+
+    hit_rate: float
+    random_hit_rate: float
+    mean_iou: float
+    random_iou: float
+    mean_box_area: float
+    n_images: int
+    pointing_game: float
+    pointing_chance: float
+    per_label: dict[str, dict[str, Any]]
+
+
 def roi_localization(
     rois: dict[str, torch.Tensor],
     true_boxes: torch.Tensor,
@@ -91,7 +105,7 @@ def roi_localization(
     points: dict[str, torch.Tensor] | None = None,
     labels: Sequence[str] = CHEXPERT_LABELS,
     per_label: bool = True,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, BlockLocalization]:
     """Localization of every MXA block against the true boxes (see the module docstring).
 
     Args:
@@ -110,7 +124,7 @@ def roi_localization(
         diverged model's NaN boxes are no boxes; ``n_nonfinite_boxes`` counts them).
     """
     present_all = ~torch.isnan(true_boxes[..., 0])
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, BlockLocalization] = {}
     for name, boxes_all in rois.items():
         g = torch.Generator().manual_seed(seed)
         finite = torch.isfinite(boxes_all.float()).all(1)
@@ -124,7 +138,7 @@ def roi_localization(
         if b.shape[0] == 0:
             continue
         s = _scores(b, t, p, n_random, g)
-        rec: dict[str, Any] = {
+        rec: BlockLocalization = {
             "hit_rate": float(s["hit"].mean()),
             "random_hit_rate": float(s["random_hit"].mean()),
             "mean_iou": float(s["iou"].mean()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,21 @@ def display_image(image: torch.Tensor, max_side: int = 768) -> torch.Tensor:
     scale = max_side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     return torch.nn.functional.interpolate(image[None].float(), size=size, mode="area")[0]
+
+
+def model_views(
+    files: Sequence[Path], model: torch.nn.Module
+) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+    """Per image file: ``(file, raw (1, H, W), x (1, C, h, w) the model's input, logits (1, K), boxes)``,
+    the boxes ``{block: (1, 4)}`` of every MXA block (empty for a model without MXA)."""
+    from mxa.data.io import load_xray
+    from mxa.data.transforms import build_transforms
+    from mxa.models.hooks import forward_with_rois
+
+    tf = build_transforms(model, train=False)
+    for f in files:
+        raw = load_xray(f)
+        x = tf(raw)[None]
+        with torch.no_grad():
+            logits, boxes = forward_with_rois(model, x)
+        yield f, raw, x, logits, boxes

@@ -22,7 +22,6 @@ import torch
 
 from mxa._optional import require
 from mxa.data.labels import CHEXPERT_LABELS
-from mxa.models.hooks import forward_with_rois
 from mxa.utils.outputs import check_output
 
 __all__ = ["cam_box_agreement", "draw_gradcam", "gradcam", "plot_gradcam_overlay", "resolve_label"]
@@ -178,13 +177,11 @@ def draw_gradcam(
     Writes ``<image>_gradcam_<label>.png`` in ``output``; probabilities and decisions use the model's
     decision rule when it has one.
     """
-    from mxa.data.io import load_xray, output_names
-    from mxa.data.transforms import build_transforms
+    from mxa.data.io import output_names
     from mxa.decision.rule import get_decision_rule
-    from mxa.viz._common import display_image
+    from mxa.viz._common import display_image, model_views
 
     model.eval()
-    tf = build_transforms(model, train=False)
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     rule = get_decision_rule(model)
     for name in labels_wanted:  # fail before any work on an unknown label
@@ -192,11 +189,7 @@ def draw_gradcam(
             resolve_label(name, labels)
     names = output_names(list(files), "")
     paths = []
-    for f in files:
-        raw = load_xray(f)
-        x = tf(raw)[None]
-        with torch.no_grad():
-            logits, boxes = forward_with_rois(model, x)
+    for f, raw, x, logits, boxes in model_views(files, model):
         probs = rule.probabilities(logits)[0] if rule else torch.sigmoid(logits[0].float())
         pos, defined = rule.decide(probs[None]) if rule else (None, None)
         for wanted in labels_wanted:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from mxa.data.labels import CHEXPERT_LABELS
-from mxa.models.hooks import forward_with_rois, has_rois
+from mxa.models.hooks import has_rois
 from mxa.utils.outputs import check_output
-from mxa.viz._common import DISCLAIMER, display_image, pyplot, save_figure, short_name
+from mxa.viz._common import DISCLAIMER, display_image, model_views, pyplot, save_figure, short_name
 from mxa.viz.attention import plot_attention_comparison
 
 __all__ = ["draw_images", "plot_phantom_grid", "plot_roi_overlay"]
@@ -164,28 +164,21 @@ def draw_images(
 
     Output names are unique per input (see :func:`mxa.data.io.output_names`).
     """
-    from mxa.data.io import load_xray, output_names
-    from mxa.data.transforms import build_transforms
+    from mxa.data.io import output_names
 
     if not has_rois(model):
         raise ValueError("ROI overlays need an MXA model (an efficientvit_ml_* checkpoint)")
     out = Path(output)
-    tf = build_transforms(model, train=False)
     labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     names = output_names(list(files), "_roi.png")
-    for (
-        f
-    ) in files:  # every generated name is checked before any work (never an input, never silently replaced)
+    # every generated name is checked before any work (never an input, never silently replaced)
+    for f in files:
         check_output(out / names[f], files, what="ROI overlay", overwrite=overwrite)
         if baseline is not None:
             attention = names[f].replace("_roi.png", "_attention.png")
             check_output(out / attention, files, what="attention map", overwrite=overwrite)
     paths = []
-    for f in files:
-        raw = load_xray(f)
-        x = tf(raw)[None]
-        with torch.no_grad():
-            logits, boxes = forward_with_rois(model, x)
+    for f, raw, x, logits, boxes in model_views(files, model):
         title = f"{f.name}: MXA regions of interest"
         probs = torch.sigmoid(logits[0]).float()
         paths.append(

@@ -48,6 +48,17 @@ _RESNET: dict[str, Any] = dict(
 )
 
 
+def _register_dense(block_type: type, mixin: type) -> None:
+    # DenseNet (timm, torchvision, torchxrayvision): every dense block, stages named denseblock1..4
+    register_block(
+        block_type,
+        partial(graft_dense, mixin=mixin),
+        family="densenet",
+        stage_pattern=r"denseblock(\d+)",
+        stage_base=1,
+    )
+
+
 def register_builtins() -> None:
     """Register the rules of the libraries that are imported (never imports torchxrayvision itself)."""
     if "timm" not in _BUILTINS_FOR:
@@ -63,13 +74,7 @@ def register_builtins() -> None:
 
         for t in (resnet.BasicBlock, resnet.Bottleneck):
             register_block(t, graft_resnet, **_RESNET)
-        register_block(
-            densenet.DenseBlock,
-            partial(graft_dense, mixin=DenseBlockMXA),
-            family="densenet",
-            stage_pattern=r"denseblock(\d+)",
-            stage_base=1,
-        )
+        _register_dense(densenet.DenseBlock, DenseBlockMXA)
         register_block(
             convnext.ConvNeXtBlock,
             graft_residual,
@@ -119,21 +124,9 @@ def register_builtins() -> None:
 
         for t in (tv_resnet.BasicBlock, tv_resnet.Bottleneck):
             register_block(t, graft_resnet, **_RESNET)
-        register_block(
-            tv_densenet._DenseBlock,
-            partial(graft_dense, mixin=DenseBlockMXA),
-            family="densenet",
-            stage_pattern=r"denseblock(\d+)",
-            stage_base=1,
-        )
+        _register_dense(tv_densenet._DenseBlock, DenseBlockMXA)
         _BUILTINS_FOR.add("torchvision")
     if "torchxrayvision" not in _BUILTINS_FOR and "torchxrayvision.models" in sys.modules:
         xrv_models = sys.modules["torchxrayvision.models"]
-        register_block(
-            xrv_models._DenseBlock,
-            partial(graft_dense, mixin=SeqDenseBlockMXA),
-            family="densenet",
-            stage_pattern=r"denseblock(\d+)",
-            stage_base=1,
-        )
+        _register_dense(xrv_models._DenseBlock, SeqDenseBlockMXA)
         _BUILTINS_FOR.add("torchxrayvision")
