@@ -823,3 +823,21 @@ def test_eval_of_a_broken_model_measures_nothing(done: Path, tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "gives non-finite scores" in err and "Traceback" not in err
     assert not (tmp_path / "roc.png").exists() and not (tmp_path / "reliability.png").exists()
+
+
+def test_the_printed_resume_hint_works_as_printed(tmp_path: Path, capsys, monkeypatch) -> None:
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    flags = [f for f in TINY_FLAGS]
+    flags[flags.index("--epochs") + 1] = "2"
+    assert main(["train", *flags, "--output", "r", "--stop-after-epoch", "1"]) == 0
+    out = capsys.readouterr().out
+    hint = re.search(r"continue with: (mxa train --resume \S+)", out)
+    assert hint, out
+    argv = hint.group(1).split()[1:]  # exactly what was printed, no other flag
+    assert main(argv) == 0
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+    # a flag given explicitly is compared with the run; one a run may not change is refused
+    assert main([*argv, "--lr", "0.5"]) == 2
+    assert "other settings: lr" in capsys.readouterr().err

@@ -171,9 +171,10 @@ def test_only_the_cli_builds_argparse_parsers() -> None:
 
 
 def test_train_functions_are_short() -> None:
-    tree = ast.parse((SRC / "train" / "loop.py").read_text())
+    trees = [ast.parse((SRC / "train" / f).read_text()) for f in ("loop.py", "setup.py", "state.py")]
     long = [
         (n.name, n.end_lineno - n.lineno + 1)
+        for tree in trees
         for n in ast.walk(tree)
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80
     ]
@@ -238,7 +239,7 @@ TYPING_DEBT = {
     "mxa.models.graft.mechanism",
     "mxa.models.graft.rules",
     "mxa.models.grafted",
-    "mxa.train.loop",
+    "mxa.train.setup",
 }
 
 

@@ -74,10 +74,21 @@ def add_config_flags(p: argparse.ArgumentParser, names: Sequence[str], **default
         _add_flag(p, fields[name], defaults.get(name, _default(fields[name])), suppress=False)
 
 
+#: settings of a checkpoint's run that a resume does not take over: where and how this invocation runs
+_NOT_RESUMED = ("resume", "output", "overwrite", "stop_after_epoch")
+
+
 def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the defaults, the ``--config`` YAML file and the flags given, checked once."""
+    """TrainConfig from the defaults, the ``--config`` YAML file and the flags given, checked once.
+
+    With ``--resume RUN/last.pt`` the run's own settings (stored in the checkpoint) replace the defaults and
+    the output folder is the checkpoint's: ``mxa train --resume RUN/last.pt`` alone continues the run, and
+    only the flags given are compared with it (those a run may not change are refused).
+    """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = {}
+    if getattr(ns, "resume", None):
+        values.update(_resumed_settings(Path(ns.resume), fields))
     if getattr(ns, "config", None):
         values.update(_read_yaml(Path(ns.config), fields))
     for k, v in vars(ns).items():
@@ -88,6 +99,15 @@ def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
     except ConfigError as e:
         where = f" (flags and {ns.config})" if getattr(ns, "config", None) else ""
         raise ConfigError(f"{e}{where}") from None
+
+
+def _resumed_settings(path: Path, fields: set[str]) -> dict[str, Any]:
+    from mxa.files.checkpoint import TrainCheckpoint
+
+    stored = TrainCheckpoint.load(path).config
+    values = {k: v for k, v in stored.items() if k in fields and k not in _NOT_RESUMED}
+    values["output"] = str(path.parent)
+    return values
 
 
 def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ For every MXA block, over the images with at least one true box:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -198,7 +198,7 @@ def _per_label(
     return out
 
 
-def summarize_localization(loc: dict[str, dict[str, Any]]) -> dict[str, float]:
+def summarize_localization(loc: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """The mean of each scalar localization metric over all blocks, and the best block's hit margin."""
     if not loc:
         return {}

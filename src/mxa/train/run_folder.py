@@ -34,7 +34,9 @@ def prepare_run_folder(output: str | Path, resume: str | None, overwrite: bool) 
     if resume and Path(resume).resolve().parent == out.resolve():
         return out
     if not overwrite:
-        hint = f"continue it with --resume {out / 'last.pt'}, " if (out / "last.pt").exists() else ""
+        hint = (
+            f"continue it with `mxa train --resume {out / 'last.pt'}`, " if (out / "last.pt").exists() else ""
+        )
         raise RunFolderError(
             f"{out} already holds a run ({', '.join(existing)}); {hint}replace it with --overwrite, "
             "or choose another --output"
