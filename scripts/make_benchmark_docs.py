@@ -175,8 +175,14 @@ def main() -> int:
         "--check", action="store_true", help="only check docs/benchmarks.md is in step; exit 1 if not"
     )
     args = ap.parse_args()
-    files = sorted(RESULTS.glob("*.json"))
-    merged = [json.loads(f.read_text()) for f in files if not f.name.startswith("cpu-")]
+    # benchmark runs only: the localization study (localization.json) has its own page
+    files = [
+        f
+        for f in sorted(RESULTS.glob("*.json"))
+        if not f.name.startswith("cpu-")
+        and {"goals", "mxa_bench", "pytest_benchmark"} & set(json.loads(f.read_text()))
+    ]
+    merged = [json.loads(f.read_text()) for f in files]
     out = [
         "# Benchmarks",
         "",
@@ -191,8 +197,9 @@ def main() -> int:
         "",
     ]
     reports = []
-    for f, data in zip([f for f in files if not f.name.startswith("cpu-")], merged):
-        out += [f"## {data.get('machine') or f.stem} (`{f.name}`)", ""]
+    for f, data in zip(files, merged):
+        machine = data.get("machine")
+        out += [f"## {machine if isinstance(machine, str) and machine else f.stem} (`{f.name}`)", ""]
         goals = dict(data.get("goals", {}))
         pair = [goals.get(f"inference_speedup_{k}_batch1") for k in ("bn_fused", "onnxruntime")]
         if any(v is not None for v in pair):

@@ -32,3 +32,12 @@ def test_readme_lists_every_command() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in sub.choices if f"`mxa {name}`" not in readme]
     assert missing == []
+
+
+def test_the_index_links_every_page() -> None:
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    linked = set(re.findall(r"\]\(([\w-]+\.md)\)", (docs / "index.md").read_text()))
+    pages = {p.name for p in docs.glob("*.md")} - {"index.md"}
+    assert pages <= linked, sorted(pages - linked)

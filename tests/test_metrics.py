@@ -171,3 +171,9 @@ def test_mean_ci() -> None:
     assert r["mean"] == pytest.approx(0.82)
     assert r["ci"][0] < 0.8 and r["ci"][1] > 0.84  # t quantile with 2 d.o.f. is wide
     assert mean_ci([0.5])["ci"] is None and mean_ci([])["mean"] is None
+
+
+def test_report_intervals_stay_inside_the_metric_range() -> None:
+    wide = mean_ci([0.99, 0.49], bounds=(0.0, 1.0))  # two seeds far apart: t(1) is 12.7
+    assert wide["ci"] == [0.0, 1.0] and wide["mean"] == pytest.approx(0.74)
+    assert mean_ci([0.99, 0.49])["ci"][1] > 1.0  # unbounded, the interval leaves [0, 1]

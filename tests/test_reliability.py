@@ -841,3 +841,36 @@ def test_the_printed_resume_hint_works_as_printed(tmp_path: Path, capsys, monkey
     # a flag given explicitly is compared with the run; one a run may not change is refused
     assert main([*argv, "--lr", "0.5"]) == 2
     assert "other settings: lr" in capsys.readouterr().err
+
+
+def test_an_experiment_run_again_keeps_finished_runs_and_continues_the_rest(tmp_path: Path, caplog) -> None:
+    from mxa.train.experiment import PAPER_VARIANTS, Experiment, run_experiment
+
+    base = dataclasses.replace(TINY, epochs=2, stop_after_epoch=1)
+    exp = Experiment(base, tmp_path / "abl", seeds=1, teacher="none", variants=PAPER_VARIANTS[:1])
+    run_experiment(exp)  # stops after epoch 1 of 2, like an interrupted ablation
+    log = tmp_path / "abl" / "baseline" / "seed0" / "metrics.jsonl"
+    assert len(log.read_text().splitlines()) == 1
+    exp.base = dataclasses.replace(base, stop_after_epoch=None)
+    with caplog.at_level("INFO", logger="mxa"):
+        run_experiment(exp)
+    assert "continuing the unfinished run" in caplog.text and len(log.read_text().splitlines()) == 2
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mxa"):
+        run_experiment(exp)  # nothing left to do
+    assert "already trained with these settings, kept" in caplog.text
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_files_we_write_follow_the_umask(tmp_path: Path) -> None:
+    from mxa.utils.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.json", "{}")
+        os.umask(0o077)
+        private = atomic_write_text(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone made every file 0600
+    assert private.stat().st_mode & 0o777 == 0o600

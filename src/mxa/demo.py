@@ -122,14 +122,20 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _evaluate_all(dirs: dict[str, Path], cfg: TrainConfig, n_bootstrap: int) -> tuple[dict, dict]:
+    from mxa.data.transforms import resolve_data_cfg
     from mxa.viz import plot_roc_curves
 
     results, evaluated = {}, {}
+    ds, ds_cfg = None, None  # one evaluation set for every model that takes the same input
     for name, run_dir in dirs.items():
         model = load_model(run_dir / "best.pt")
-        ds = build_eval_dataset(
-            "phantom", model, policy=cfg.policy, samples=cfg.val_samples, seed=cfg.seed + 1
-        )
+        if ds is None or resolve_data_cfg(model) != ds_cfg:
+            ds, ds_cfg = (
+                build_eval_dataset(
+                    "phantom", model, policy=cfg.policy, samples=cfg.val_samples, seed=cfg.seed + 1
+                ),
+                resolve_data_cfg(model),
+            )
         metrics, preds = evaluate_model(model, ds, batch_size=128, n_bootstrap=n_bootstrap)
         results[name], evaluated[name] = metrics, (model, ds, preds)
         plot_roc_curves(

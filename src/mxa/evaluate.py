@@ -54,7 +54,7 @@ def predict(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(loader, desc="eval", unit="batch", leave=False)
+        it = tqdm(loader, desc="eval", unit="batch", leave=False, disable=None)  # no bar off a terminal
     out: dict[str, list] = {"index": [], "probs": [], "targets": [], "mask": [], "true_boxes": []}
     rois: dict[str, list[torch.Tensor]] = {}
     use_rois = with_rois and has_rois(model)

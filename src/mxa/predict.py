@@ -163,7 +163,7 @@ def predict_files(
                     )
             result.n_predicted += len(ok)
         fh.flush()
-    log.info("predictions for %d image(s): %s", result.n_predicted, out)
+    log.debug("predictions for %d image(s): %s", result.n_predicted, out)  # the CLI prints the summary
     return result
 
 

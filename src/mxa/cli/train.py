@@ -50,7 +50,10 @@ def add_parsers(sub: Any) -> None:
         "--seeds", type=bounded(int, 1), default=3, help="seeds per configuration (default 3, as the paper)"
     )
     p.add_argument(
-        "--ablate-output", default="runs/ablation", help="folder for all runs (default runs/ablation)"
+        "--ablate-output",
+        default="runs/ablation",
+        help="folder for all runs of the ablation, ABLATE_OUTPUT/<variant>/seed<k> (default runs/ablation); "
+        "--output is not used by ablate (each run's folder is set here)",
     )
     p.add_argument(
         "--teacher-epochs",

@@ -72,7 +72,11 @@ def preresize_chexpert(
     errors = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for err in tqdm(
-            pool.map(_resize_one, jobs, chunksize=64), total=len(jobs), desc="resizing", unit="img"
+            pool.map(_resize_one, jobs, chunksize=64),
+            total=len(jobs),
+            desc="resizing",
+            unit="img",
+            disable=None,
         ):
             if err:
                 errors.append(err)

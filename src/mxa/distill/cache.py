@@ -272,7 +272,7 @@ def build_teacher_cache(
         try:
             from tqdm.auto import tqdm
 
-            it = tqdm(loader, desc="teacher cache", unit="batch")
+            it = tqdm(loader, desc="teacher cache", unit="batch", disable=None)  # no bar off a terminal
         except ImportError:
             pass
     chunks, mask, done = [], None, 0

@@ -270,7 +270,7 @@ def save_with_decision(source: str | Path, out: str | Path, rule: DecisionRule, 
     ckpt = TrainCheckpoint.load(source)
     ckpt.decision = rule.to_dict()
     ckpt.save(out)
-    log.info("wrote %s: %s with thresholds/calibration", out, source)
+    log.debug("wrote %s: %s with thresholds/calibration", out, source)  # the CLI prints the path
     return out
 
 

@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 __all__ = ["aggregate_runs", "mean_ci", "read_run"]
 
 
-def mean_ci(values: list[float | None], level: float = 0.95) -> dict[str, Any]:
-    """Mean and Student-t confidence interval of the mean (the paper's protocol over seeds)."""
+def mean_ci(
+    values: list[float | None], level: float = 0.95, bounds: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """Mean and Student-t confidence interval of the mean (the paper's protocol over seeds), the interval
+    clipped to ``bounds`` (an AUC's CI over two seeds can otherwise reach past 1)."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     n = len(v)
     if n == 0:
@@ -34,7 +37,10 @@ def mean_ci(values: list[float | None], level: float = 0.95) -> dict[str, Any]:
     except ImportError:  # normal approximation
         q = 1.959963984540054
     half = q * sd / math.sqrt(n)
-    return {"mean": mean, "ci": [mean - half, mean + half], "n": n, "std": sd}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": mean, "ci": [lo, hi], "n": n, "std": sd}
 
 
 def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
@@ -95,7 +101,12 @@ def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]
             "report the runs of one label set together"
         )
     keys = [*SCALAR_METRICS, "roi_hit_rate", "roi_random_hit_rate"]
-    agg = {k: mean_ci([r.get(k) for r in runs]) for k in keys if any(r.get(k) is not None for r in runs)}
+    unit = (0.0, 1.0)  # every aggregated metric is a rate or an AUC
+    agg = {
+        k: mean_ci([r.get(k) for r in runs], bounds=unit)
+        for k in keys
+        if any(r.get(k) is not None for r in runs)
+    }
     labels = list(runs[0]["per_label_auc"]) if runs else []
-    per_label = {n: mean_ci([r["per_label_auc"].get(n) for r in runs]) for n in labels}
+    per_label = {n: mean_ci([r["per_label_auc"].get(n) for r in runs], bounds=unit) for n in labels}
     return {"runs": [str(d) for d in run_dirs], "metrics": agg, "per_label_auc": per_label}

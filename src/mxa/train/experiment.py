@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from mxa.distill.cache import cache_teacher_logits
+from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.spec import ModelSpec
 from mxa.metrics.report import aggregate_runs
 from mxa.train.config import TrainConfig
 from mxa.train.loop import train
+from mxa.train.state import FIXED_ON_RESUME
 from mxa.utils.files import atomic_write_text
 
 __all__ = ["PAPER_VARIANTS", "Experiment", "Variant", "run_ablation", "run_experiment"]
@@ -97,19 +99,49 @@ class Experiment:
         )
 
 
+def _train_or_continue(cfg: TrainConfig) -> None:
+    """Train ``cfg``; a run already in its folder is kept when it finished with these settings and
+    continued from its ``last.pt`` when it did not (``mxa demo``/``mxa ablate`` can simply be run again).
+
+    With ``cfg.overwrite`` the run starts over; a run of other settings is refused (train says how).
+    """
+    last = Path(cfg.output) / "last.pt"
+    if cfg.overwrite or not last.is_file():
+        train(cfg)
+        return
+    ckpt = TrainCheckpoint.load(last)
+    same = all(
+        json.loads(json.dumps(getattr(cfg, k), default=str)) == ckpt.config.get(k)
+        for k in FIXED_ON_RESUME
+        if k in ckpt.config
+    )
+    if same and ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch:
+        log.info("%s: already trained with these settings, kept", cfg.output)
+        return
+    if same:
+        log.info("%s: continuing the unfinished run from %s", cfg.output, last)
+        train(dataclasses.replace(cfg, resume=str(last)))
+        return
+    train(cfg)  # another run's folder: refused, with the fix in the message
+
+
 def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
-    """Train the teacher (if asked) and every variant for every seed; returns {variant name: run folders}."""
+    """Train the teacher (if asked) and every variant for every seed; returns {variant name: run folders}.
+
+    Runs that already finished in their folders are kept, unfinished ones continued (see
+    :func:`_train_or_continue`); ``base.overwrite`` starts them all over.
+    """
     teacher = exp.teacher
     if teacher == "train" and any(v.distill for v in exp.variants):
         log.info("teacher: %s without MXA, %d epochs", exp.base.model, exp.teacher_config().epochs)
-        train(exp.teacher_config())
+        _train_or_continue(exp.teacher_config())
         teacher = str(exp.teacher_dir / "best.pt")
     runs: dict[str, list[Path]] = {v.name: [] for v in exp.variants}
     for s in range(exp.seeds):
         spec = _teacher_for_seed(exp, teacher, s)
         for v in exp.variants:
             log.info("%s, seed %d", v.name, exp.base.seed + s)
-            train(exp.run_config(v, s, spec))
+            _train_or_continue(exp.run_config(v, s, spec))
             runs[v.name].append(exp.run_dir(v, s))
     return runs
 

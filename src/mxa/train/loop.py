@@ -201,7 +201,7 @@ def _progress(run: Run, total: int, desc: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch")
+    return tqdm(total=total, desc=desc, unit="batch", disable=None)  # None: no bar when not a terminal
 
 
 def _forward_loss(run: Run, batch: Any) -> torch.Tensor:

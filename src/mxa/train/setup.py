@@ -102,6 +102,34 @@ def output_lock(cfg: TrainConfig) -> Iterator[Path]:
             lock.release()
 
 
+#: a CPU-sized recipe in the repository (the settings of ``mxa demo``)
+CPU_RECIPE = "recipes/cpu_m0_phantom.yaml"
+
+
+def _warn_about_sizes(cfg: TrainConfig, device: torch.device, steps: int) -> None:
+    """Say so when the settings cannot do what they look like: a GPU recipe on the CPU, an EMA that cannot
+    follow a short run (``best.pt`` is chosen on the EMA weights)."""
+    if device.type == "cpu" and cfg.img_size * cfg.img_size * cfg.batch_size >= 224 * 224 * 256:
+        log.warning(
+            "training %s at %d px with batch %d on the CPU: a GPU-sized run (a batch takes tens of seconds "
+            "here); for a CPU-sized run use --config %s, or lower --img-size/--batch-size",
+            cfg.model,
+            cfg.img_size,
+            cfg.batch_size,
+            CPU_RECIPE,
+        )
+    updates = steps * cfg.epochs // max(1, cfg.accum_steps)
+    if cfg.ema_decay > 0 and updates < 1 / (1 - cfg.ema_decay):
+        log.warning(
+            "the EMA (--ema-decay %g) averages over about %d updates, more than this run's %d: its weights "
+            "stay close to where they started, and best.pt and the summary use them; lower --ema-decay "
+            "(e.g. 0.999) or turn it off with --ema-decay 0",
+            cfg.ema_decay,
+            round(1 / (1 - cfg.ema_decay)),
+            updates,
+        )
+
+
 def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     """Model, data, teacher, loss, optimizer, schedule, EMA; then the resumed state, if any."""
     rank, world = dist_info()
@@ -130,6 +158,8 @@ def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     steps = len(train_ds) // (cfg.batch_size * world)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
+    if rank == 0:
+        _warn_about_sizes(cfg, device, steps)
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     phases = schedule_phases(cfg.epochs, cfg.warmup_epochs, cfg.cooldown_epochs)
     scheduler, _ = create_scheduler_v2(
