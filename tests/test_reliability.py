@@ -448,7 +448,7 @@ def test_no_output_may_be_an_input(
         argv.append("--overwrite")
     assert main(argv) == 2, argv
     err = capsys.readouterr().err
-    assert "error:" in err and ("is the input" in err or "already exists" in err), err
+    assert "error:" in err and "is the input" in err, err  # the input is named first, --overwrite or not
     if before is not None:
         assert target.read_bytes() == before
 
@@ -543,7 +543,7 @@ def test_bad_boxes_in_a_box_file_are_named_and_left_out(tmp_path: Path, caplog, 
     key = next(k for k, v in table.items() if v)
     label = next(iter(table[key]))
     table[key][label] = bad
-    path.write_text(json.dumps(table).replace("NaN", "NaN"))
+    path.write_text(json.dumps(table))  # NaN is written as JSON's NaN
     with caplog.at_level("WARNING", logger="mxa"):
         ds = CheXpertDataset(base.parent, "valid", boxes=True)
     i = ds.ids.index(key)
@@ -569,7 +569,9 @@ def test_bad_boxes_in_a_box_csv_are_named_and_left_out(caplog) -> None:
         out = _box_table(
             ["a.png", "b.png", "c.png", "d.png", "e.png"], rows, "BBox_List.csv", (1024.0, 1024.0)
         )
-    j = __import__("mxa").data.CHEXPERT_LABELS.index("Lung Lesion")
+    from mxa.data.labels import CHEXPERT_LABELS
+
+    j = CHEXPERT_LABELS.index("Lung Lesion")
     assert np.isfinite(out[0, j]).all() and np.isnan(out[1:4, j]).all()
     assert out[4, j, 2] == 1024.0
     assert "BBox_List.csv: 3 box(es) cannot be used" in caplog.text

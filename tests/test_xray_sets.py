@@ -442,3 +442,17 @@ def test_every_dataset_follows_the_one_protocol(nih, vindr, rsna, padchest, mimi
             torch.testing.assert_close(b, item[3], equal_nan=True)
         else:
             assert torch.isnan(b).all()
+
+
+def test_a_box_outside_its_image_is_left_out_and_named_once(vindr: Path, caplog) -> None:
+    from mxa.data import VinDrDataset
+
+    ds = VinDrDataset(vindr)
+    i = next(k for k in range(len(ds)) if torch.isfinite(ds.boxes_px[k, :, 0]).any())
+    j = int(torch.nonzero(torch.isfinite(ds.boxes_px[i, :, 0]))[0])
+    ds.boxes_px[i, j] = torch.tensor([10.0, 10.0, 1e5, 20.0])  # far past any image's right edge
+    hw = tuple(ds[i][0].shape[-2:])
+    with caplog.at_level("WARNING", logger="mxa"):
+        first, again = ds.boxes(i, hw), ds.boxes(i, hw)
+    assert torch.isnan(first[j]).all() and torch.isnan(again[j]).all()
+    assert caplog.text.count("cannot be used and are left out") == 1 and "outside the" in caplog.text

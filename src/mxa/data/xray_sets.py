@@ -211,10 +211,12 @@ class XRayDataset(Dataset):
         # a box checked only for order at read time (the image size was unknown) may lie outside the image
         out = (boxes[:, :2] < -BOX_TOLERANCE).any(1) | (boxes[:, 2:] > 1 + BOX_TOLERANCE).any(1)
         if bool(out.any()):
-            labels = [CHEXPERT_LABELS[j] for j in torch.nonzero(out).flatten().tolist()]
-            warn_bad_boxes(
-                self.csv_path, [(self.ids[index], n, f"outside the {w:g} x {h:g} image") for n in labels]
-            )
+            warned = self.__dict__.setdefault("_warned_boxes", set())
+            if index not in warned:  # once per image, not once per epoch
+                warned.add(index)
+                labels = [CHEXPERT_LABELS[j] for j in torch.nonzero(out).flatten().tolist()]
+                bad = [(self.ids[index], n, f"outside the {w:g} x {h:g} image") for n in labels]
+                warn_bad_boxes(self.csv_path, bad)
             boxes[out] = float("nan")
         return boxes.clamp(0.0, 1.0)  # NaN rows stay NaN
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -22,9 +23,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result follows the umask like open() would
+    tmp = _create_temporary(path)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -44,10 +43,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it
-    os.umask(mask)
-    return mask
+def _create_temporary(path: Path) -> str:
+    """A new empty file ``.<stem>.<random>.tmp<suffix>`` beside ``path``, created 0666 so the kernel applies
+    the umask as for any file (mkstemp's 0600 would make every result private)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

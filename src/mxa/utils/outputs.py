@@ -43,19 +43,25 @@ def check_output(
     are checked one by one where they are named).
     """
     path = Path(path)
+    _not_an_input(path, inputs, what)
+    _not_an_earlier_result(path, what, overwrite)
+    return path
+
+
+def _not_an_input(path: Path, inputs: Iterable[str | Path], what: str) -> None:
     for src in inputs:
-        src = Path(src)
         if same_file(path, src):
             raise OutputError(
                 f"{what} {path} is the input {src}: writing it would destroy the input; choose another path"
             )
-    if path.is_dir():
-        return path  # folders: each generated file is checked where it is named
-    if path.exists() and not overwrite:
+
+
+def _not_an_earlier_result(path: Path, what: str, overwrite: bool) -> None:
+    # a folder passes: each generated file in it is checked where it is named
+    if not path.is_dir() and path.exists() and not overwrite:
         raise OutputError(
             f"{what} {path} already exists: pass --overwrite to replace it, or choose another path"
         )
-    return path
 
 
 def check_outputs(
@@ -73,13 +79,11 @@ def check_outputs(
     given = {k: Path(v) for k, v in outputs.items() if v is not None}
     ins = [Path(p) for p in inputs]
     files = [p for p in ins if not p.is_dir()]
-    for flag, path in given.items():  # an input first: that is the worse mistake, whatever --overwrite says
+    for flag, path in given.items():  # inputs first: that is the worse mistake, whatever --overwrite says
         # a folder output may be an input folder: the names written into it are checked one by one
-        check_output(path, files if flag in folders else ins, what=flag, overwrite=True)
+        _not_an_input(path, files if flag in folders else ins, flag)
     for flag, path in given.items():
-        check_output(
-            path, files if flag in folders else ins, what=flag, overwrite=overwrite or flag in folders
-        )
+        _not_an_earlier_result(path, flag, overwrite or flag in folders)
     flags = list(given)
     for i, a in enumerate(flags):
         for b in flags[i + 1 :]:
