@@ -103,6 +103,9 @@ _MXA_VALUES = {
     "crop_size": 4,
     "saliency_temperature": 0.5,
     "crop_method": "separable",
+    "box_size": "saliency",
+    "roi_classes": 3,
+    "class_boxes": True,
 }
 
 
@@ -110,7 +113,8 @@ _MXA_VALUES = {
 @pytest.mark.parametrize("via", ["checkpoint", "safetensors"])
 def test_load_model_round_trips_every_mxa_cfg_key(key: str, via: str, tmp_path: Path) -> None:
     # regression: crop_method was not in the allow-list, so such a model exported but did not load
-    cfg = {key: _MXA_VALUES[key], **({"mode": "paste"} if key == "crop_size" else {})}
+    needs = {"crop_size": {"mode": "paste"}, "class_boxes": {"roi_classes": 3}}.get(key, {})
+    cfg = {key: _MXA_VALUES[key], **needs}
     model = timm.create_model("efficientvit_ml_m0", img_size=64, mxa_cfg=cfg).eval()
     if via == "safetensors":
         path = mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")

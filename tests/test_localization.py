@@ -136,6 +136,7 @@ def test_paste_block_starts_at_zero_and_agrees_in_inference() -> None:
 @pytest.mark.parametrize(
     "change",
     [
+        dict(mxa_mode="zoom", roi_mil=0.0),  # the paper's
         dict(mxa_mode="paste"),
         dict(box_loss=1.0),
         dict(box_area_penalty=0.5),
@@ -152,9 +153,9 @@ def test_each_localization_option_trains(change: dict, tmp_path) -> None:
     assert summary["history"][-1]["train_loss"] > 0
     model = mxa.load_model(tmp_path / "r" / "last.pt")
     modes = {b.mode for b in model.mxa_blocks().values()}
-    assert modes == {change.get("mxa_mode", "zoom")}
+    assert modes == {change.get("mxa_mode", cfg.mxa_mode)}
     moved = [b.roi.fc.bias.detach() for b in model.mxa_blocks().values()]
-    init = mxa.MXABlock(8).roi.fc.bias.detach()
+    init = mxa.MXABlock(8, min_size=cfg.mxa_min_size).roi.fc.bias.detach()
     assert any(not torch.allclose(m, init) for m in moved)  # the box head trained
 
 
@@ -163,5 +164,5 @@ def test_box_loss_needs_mxa(tmp_path) -> None:
         data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
         batch_size=16, mxa=False, box_loss=1.0, progress=False, output=str(tmp_path / "r"),
     )  # fmt: skip
-    with pytest.raises(ValueError, match="needs a model with MXA blocks"):
+    with pytest.raises(ValueError, match="need a model with MXA blocks"):
         train(cfg)

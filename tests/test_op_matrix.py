@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import mxa
-from mxa.layers import roi_paste
+from mxa.layers import ROIClassifier, roi_paste
 
 B, C, H, W = 2, 16, 9, 11  # odd, unequal sides catch transposed axes
 BOXES = ((0.1, 0.2, 0.7, 0.9), (0.0, 0.05, 1.0, 0.6))
@@ -65,6 +65,12 @@ OPS = [
     Op("roi_paste", lambda: _Fn(roi_paste, size=(H, W)), takes_boxes=True),
     # in bf16 the box head itself runs in bf16: box edges move by ~1/128 of the map, a crop value by ~0.1
     Op("DynamicROIPool", lambda: mxa.DynamicROIPool(C), bf16_atol=0.15),
+    Op(
+        "DynamicROIPool_saliency",
+        lambda: mxa.DynamicROIPool(C, min_size=0.05, box_size="saliency"),
+        bf16_atol=0.15,
+    ),
+    Op("ROIClassifier", lambda: ROIClassifier(C, 3, class_boxes=True), takes_boxes=True, bf16_atol=0.15),
     Op("CBAM", lambda: mxa.CBAM(C, reduction=4, spatial_kernel=3)),
     Op("MXABlock", lambda: mxa.MXABlock(C, reduction=4, init_scale=1.0)),
     Op("MXABlock_paste", lambda: mxa.MXABlock(C, reduction=4, init_scale=1.0, mode="paste", crop_size=5)),

@@ -14,6 +14,7 @@ _EXTRA_OF = {
     "torchmetrics": "metrics",
     "sklearn": "metrics",
     "scipy": "metrics",
+    "pycocotools": "metrics",
     "matplotlib": "viz",
     "pytorch_grad_cam": "cam",
     "cv2": "cam",

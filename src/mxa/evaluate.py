@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mxa._optional import MissingExtraError
 from mxa.data.labels import CHEXPERT_LABELS
+from mxa.decision.rule import get_decision_rule
 from mxa.metrics.classification import ClassificationMetrics, compute_metrics
+from mxa.metrics.detection import DetectionMetrics, detection_metrics
 from mxa.metrics.localization import BlockLocalization, roi_localization, summarize_localization
-from mxa.models.hooks import capture_saliency_points, forward_with_rois, has_rois
+from mxa.models.hooks import capture_label_boxes, capture_saliency_points, forward_with_rois, has_rois
 from mxa.utils.runtime import autocast
+
+log = logging.getLogger(__name__)
 
 __all__ = ["evaluate_model", "predict", "roi_localization", "summarize_localization"]
 
@@ -21,6 +27,7 @@ class EvaluationMetrics(ClassificationMetrics, total=False):
     when the set has boxes, and what ``mxa eval`` adds (the JSON keys of ``--json``)."""
 
     roi_localization: dict[str, BlockLocalization]
+    detection: DetectionMetrics
     per_dataset: dict[str, EvaluationMetrics]
     checkpoint: str
     data: str
@@ -42,8 +49,9 @@ def predict(
     """Run ``model`` over an :class:`~mxa.data.combine.IndexedDataset`.
 
     Returns a dict of CPU tensors: ``index`` (N,), ``probs`` (N, C), ``logits`` (N, C), ``targets``,
-    ``mask``, and when available ``true_boxes`` (N, 14, 4), ``rois`` {block: (N, 4)} and ``points``
-    {block: (N, 2)}, the (x, y) arg-max of each block's saliency map.
+    ``mask``, and when available ``true_boxes`` (N, 14, 4), ``rois`` {block: (N, 4)}, ``points``
+    {block: (N, 2)}, the (x, y) arg-max of each block's saliency map, and ``label_rois`` {block: (N, K, 4)}
+    for blocks with per-label boxes (``class_boxes``).
     """
     device = torch.device(device)
     model.eval()
@@ -59,15 +67,18 @@ def predict(
     rois: dict[str, list[torch.Tensor]] = {}
     use_rois = with_rois and has_rois(model)
     points: dict[str, list[torch.Tensor]] = {}
+    label_rois: dict[str, list[torch.Tensor]] = {}
     for batch in it:
         index, images, targets, mask = batch[:4]
         images = images.to(device, non_blocking=True)
         with autocast(device, amp):
             if use_rois:
-                with capture_saliency_points(model) as pts:
+                with capture_saliency_points(model) as pts, capture_label_boxes(model) as per_label:
                     logits, boxes = forward_with_rois(model, images)
                 for k, v in boxes.items():
                     rois.setdefault(k, []).append(v.float().cpu())
+                for k, v in per_label.items():
+                    label_rois.setdefault(k, []).append(v.float().cpu())
                 for k, v in pts.items():
                     points.setdefault(k, []).append(v.cpu())
             else:
@@ -84,6 +95,8 @@ def predict(
         result["rois"] = {k: torch.cat(v) for k, v in rois.items()}
     if points:
         result["points"] = {k: torch.cat(v) for k, v in points.items()}
+    if label_rois:
+        result["label_rois"] = {k: torch.cat(v) for k, v in label_rois.items()}
     return result
 
 
@@ -98,7 +111,8 @@ def evaluate_model(
     progress: bool = False,
     labels: tuple[str, ...] = CHEXPERT_LABELS,
 ) -> tuple[EvaluationMetrics, dict[str, Any]]:
-    """Predict and compute all metrics; also the ROI localization when the dataset has true boxes.
+    """Predict and compute all metrics; also the ROI localization and the detection metrics (AP, RoDeO;
+    :mod:`mxa.metrics.detection`) when the dataset has true boxes.
 
     Returns (metrics, predictions).
     """
@@ -108,9 +122,38 @@ def evaluate_model(
     )
     if "rois" in preds and "true_boxes" in preds:
         metrics["roi_localization"] = roi_localization(
-            preds["rois"], preds["true_boxes"], points=preds.get("points"), labels=labels
+            _with_label_boxes(preds), preds["true_boxes"], points=preds.get("points"), labels=labels
         )
+        # RoDeO calls a finding where the model's decision rule does (0.5 where it has no threshold)
+        rule = get_decision_rule(model)
+        probs, thresholds = preds["probs"], None
+        if rule is not None and tuple(rule.labels) == tuple(labels):
+            probs = rule.probabilities(preds["logits"])
+            thresholds = rule.threshold_tensor().nan_to_num(nan=0.5)
+        # each finding's box: the block's per-label box where it has them, else the block's box
+        boxes = {**preds["rois"], **preds.get("label_rois", {})}
+        try:
+            det = detection_metrics(boxes, probs, preds["true_boxes"], preds["targets"], thresholds)
+        except MissingExtraError as e:
+            log.warning("%s; the detection metrics (AP, RoDeO) are left out", e)
+            det = {}
+        if det:
+            metrics["detection"] = det
     return metrics, preds
+
+
+#: suffix of a block's per-label boxes in ``roi_localization``
+LABEL_BOXES = "/labels"
+
+
+def _with_label_boxes(preds: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The blocks' boxes and, as ``<block>/labels``, their per-label boxes (N, K, 4), in block order."""
+    out: dict[str, torch.Tensor] = {}
+    for name, boxes in preds["rois"].items():
+        out[name] = boxes
+        if name in preds.get("label_rois", {}):
+            out[name + LABEL_BOXES] = preds["label_rois"][name]
+    return out
 
 
 def metrics_by_source(preds: dict[str, Any], ds: Any, n_bootstrap: int = 0) -> dict[str, EvaluationMetrics]:
@@ -130,7 +173,8 @@ def metrics_by_source(preds: dict[str, Any], ds: Any, n_bootstrap: int = 0) -> d
             )
         )
         if "rois" in preds and "true_boxes" in preds:
-            loc = roi_localization({k: v[sel] for k, v in preds["rois"].items()}, preds["true_boxes"][sel])
+            rois = {k: v[sel] for k, v in _with_label_boxes(preds).items()}
+            loc = roi_localization(rois, preds["true_boxes"][sel])
             if loc:
                 m["roi_localization"] = loc
         out[name] = m

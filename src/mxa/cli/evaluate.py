@@ -201,6 +201,9 @@ def print_eval_table(metrics: dict[str, Any], title: str) -> None:
     loc = metrics.get("roi_localization")
     if loc:
         print_localization(loc)
+    det = metrics.get("detection")
+    if det:
+        print_detection(det, loc or {})
 
 
 def print_localization(loc: dict[str, Any]) -> None:
@@ -222,6 +225,26 @@ def print_localization(loc: dict[str, Any]) -> None:
             f"{v.get('mean_iou', float('nan')):>6.3f} "
             f"{v.get('random_iou', float('nan')):>7.3f} {v['mean_box_area']:>6.3f} {point}"
         )
+
+
+def print_detection(det: dict[str, Any], loc: dict[str, Any]) -> None:
+    """Per MXA block: localization accuracy, AP and RoDeO of its boxes as detections."""
+    print(f"\nDetection (each block's box as every finding's box; {det['n_images']} images with boxes)")
+    head = (
+        f"{'MXA block':<20} {'acc@.1':>7} {'acc@.3':>7} {'acc@.5':>7} {'AP@.3':>7} {'AP@.5':>7} "
+        f"{'RoDeO':>7} {'cls':>6} {'loc':>6} {'shape':>6}"
+    )
+    print(head + "\n" + "-" * len(head))
+    for name, v in det["per_block"].items():
+        acc = loc.get(name, {}).get("loc_acc", {})
+        r = v["rodeo"]
+        cells = [acc.get(k, float("nan")) for k in ("0.1", "0.3", "0.5")] + [v["ap"]["0.3"], v["ap"]["0.5"]]
+        print(
+            f"{name:<20} "
+            + " ".join(f"{c:>7.3f}" for c in cells)
+            + f" {r['total']:>7.3f} {r['classification']:>6.3f} {r['localization']:>6.3f} {r['shape']:>6.3f}"
+        )
+    print(f"top level (`detection` in --json): {det['block']} ({det['block_chosen_by']})")
 
 
 def cmd_report(ns: argparse.Namespace) -> int:

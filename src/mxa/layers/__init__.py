@@ -2,16 +2,29 @@
 
 from mxa.layers.cbam import CBAM, ChannelAttention, SpatialAttention
 from mxa.layers.mxa_block import MXABlock
-from mxa.layers.roi import CROP_METHODS, DynamicROIPool, boxes_to_theta, roi_crop, roi_paste
+from mxa.layers.roi import (
+    BOX_SIZES,
+    CROP_METHODS,
+    DynamicROIPool,
+    boxes_to_theta,
+    roi_crop,
+    roi_paste,
+    saliency_boxes,
+)
+from mxa.layers.roi_classifier import ROIClassifier, soft_box_mask
 
 __all__ = [
+    "BOX_SIZES",
     "CBAM",
     "CROP_METHODS",
     "ChannelAttention",
     "DynamicROIPool",
     "MXABlock",
+    "ROIClassifier",
     "SpatialAttention",
     "boxes_to_theta",
     "roi_crop",
     "roi_paste",
+    "saliency_boxes",
+    "soft_box_mask",
 ]

@@ -7,6 +7,7 @@ from torch import nn
 
 from mxa.layers.cbam import CBAM
 from mxa.layers.roi import DynamicROIPool, _paste, resolve_crop_method
+from mxa.layers.roi_classifier import ROIClassifier
 
 # torch.fx.wrap patches the module that calls it: the paste stays one leaf when an MXABlock is traced
 torch.fx.wrap("_paste")
@@ -32,9 +33,17 @@ class MXABlock(nn.Module):
         crop_size: the crop's side in ``"paste"`` mode (default the map's size).
         saliency_temperature: of the box head's soft-argmax.
         crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`mxa.roi_crop`).
+        box_size: ``head`` (the paper's) or ``saliency`` (the spread of the saliency map; see
+            :class:`DynamicROIPool`).
+        roi_classes: > 0 adds ``roi_cls``, an :class:`ROIClassifier` of that many labels on the features
+            inside and outside the box, run in training only (``mxa train --roi-mil``; its logits are read
+            with a forward hook) and, for its label boxes, where ``emit_label_boxes`` is set
+            (:func:`mxa.models.hooks.capture_label_boxes`).
+        class_boxes: the ROI classifier gives every label its own box (``mxa train --mxa-class-boxes``).
 
     Attributes:
         roi: the :class:`DynamicROIPool`; ``roi.predict_boxes(x)`` gives the boxes.
+        roi_cls: the :class:`ROIClassifier`, or None.
 
     Shapes: (B, C, H, W) -> (B, C, H, W), in x's dtype.
 
@@ -59,6 +68,9 @@ class MXABlock(nn.Module):
         crop_size: int | None = None,
         saliency_temperature: float = 1.0,
         crop_method: str = "auto",
+        box_size: str = "head",
+        roi_classes: int = 0,
+        class_boxes: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ("zoom", "paste"):
@@ -75,12 +87,30 @@ class MXABlock(nn.Module):
             output_size=crop_size,
             saliency_temperature=saliency_temperature,
             crop_method=crop_method,
+            box_size=box_size,
         )
+        if roi_classes < 0:
+            raise ValueError(f"roi_classes must be >= 0 (0 = none), got {roi_classes}")
+        if class_boxes and not roi_classes:
+            raise ValueError("class_boxes needs roi_classes > 0 (the labels to give boxes)")
+        self.roi_cls = (
+            ROIClassifier(
+                dim,
+                roi_classes,
+                class_boxes=class_boxes,
+                min_size=min_size,
+            )
+            if roi_classes
+            else None
+        )
+        self.emit_label_boxes = False  # set by capture_label_boxes: run the ROI classifier in eval too
         self.cbam = CBAM(dim, reduction=reduction, spatial_kernel=spatial_kernel)
         self.scale = nn.Parameter(torch.full((dim,), float(init_scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled, boxes = self.roi(x)  # the box head checks x once
+        if self.roi_cls is not None and (self.training or self.emit_label_boxes):
+            self.roi_cls(x, boxes)  # its output is the ROI objective's input, taken by a forward hook
         scale = self.scale.view(1, -1, 1, 1)
         if torch.is_grad_enabled():
             gated = self.cbam(pooled)

@@ -15,6 +15,7 @@ from torch import nn
 from mxa.layers._checks import check_box_values, check_boxes, check_nchw, check_size
 
 __all__ = [
+    "BOX_SIZES",
     "CROP_METHODS",
     "DynamicROIPool",
     "boxes_to_inverse_theta",
@@ -23,6 +24,7 @@ __all__ = [
     "resolve_crop_method",
     "roi_crop",
     "roi_paste",
+    "saliency_boxes",
 ]
 
 #: ``grid_sample``: ``affine_grid`` + ``grid_sample`` (the reference). ``separable``: two 1-D bilinear
@@ -41,6 +43,58 @@ def resolve_crop_method(method: str, device: torch.device | str) -> str:
     if torch.are_deterministic_algorithms_enabled():
         return "separable"
     return _FASTER.get(torch.device(device).type, "grid_sample")
+
+
+#: How a :class:`DynamicROIPool` sizes its box. ``head``: a linear layer on pooled features (the paper's).
+#: ``saliency``: from the spread of the block's own saliency distribution (``SPREAD`` x its std per axis).
+BOX_SIZES = ("head", "saliency")
+
+#: Box side per unit of saliency standard deviation: sqrt(12), so a flat blob of side s gives a box of side s.
+SPREAD = math.sqrt(12.0)
+
+
+def standardize(s: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(s - mean) / std`` along ``dim`` (unbiased std); a single element gives 0, with finite gradients."""
+    centred = s - s.mean(dim, keepdim=True)
+    # n - 1 as a tensor op, not max(): under torch.fx the size is a Proxy
+    dof = torch.clamp(torch.ones_like(centred.narrow(dim, 0, 1)) * (s.shape[dim] - 1), min=1)
+    var = centred.pow(2).sum(dim, keepdim=True) / dof
+    return centred / torch.sqrt(var + 1e-12)  # sqrt(var + eps): finite gradient at var = 0 (a 1x1 map)
+
+
+def saliency_boxes(prob: torch.Tensor, min_size: float, spread: float = SPREAD) -> torch.Tensor:
+    """Boxes from saliency distributions: centred on their mean, sides ``spread`` x their std per axis.
+
+    Args:
+        prob: (..., H, W) distributions over the map (each sums to 1).
+        min_size: smallest side, as a fraction of the map side; sides are at most 1.
+        spread: side per standard deviation (default sqrt(12): exact for a uniform blob).
+
+    Returns:
+        (..., 4) normalized xyxy boxes inside [0, 1], differentiable in ``prob``.
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers import saliency_boxes
+        >>> p = torch.zeros(8, 8)
+        >>> p[2:4, 4:8] = 1 / 8  # a flat 2 x 4 blob: rows 2-3, columns 4-7
+        >>> saliency_boxes(p, min_size=0.05)
+        tensor([0.5000, 0.2500, 1.0000, 0.5000])
+    """
+    h, w = prob.shape[-2], prob.shape[-1]
+    us = (torch.arange(w, device=prob.device, dtype=prob.dtype) + 0.5) / w
+    vs = (torch.arange(h, device=prob.device, dtype=prob.dtype) + 0.5) / h
+    px, py = prob.sum(-2), prob.sum(-1)  # (..., W), (..., H) marginals
+    cx, cy = (px * us).sum(-1), (py * vs).sum(-1)
+    # The variance of a sample on a pixel grid, plus the pixel's own width (a single pixel has side 1/w).
+    vx = (px * (us - cx[..., None]) ** 2).sum(-1) + 1 / (12 * w * w)
+    vy = (py * (vs - cy[..., None]) ** 2).sum(-1) + 1 / (12 * h * h)
+    bw = (spread * vx.clamp(min=1e-12).sqrt()).clamp(min_size, 1.0)
+    bh = (spread * vy.clamp(min=1e-12).sqrt()).clamp(min_size, 1.0)
+    zero = torch.zeros_like(bw)
+    x1 = torch.minimum(torch.maximum(cx - bw / 2, zero), 1.0 - bw)
+    y1 = torch.minimum(torch.maximum(cy - bh / 2, zero), 1.0 - bh)
+    return torch.stack([x1, y1, x1 + bw, y1 + bh], dim=-1)
 
 
 # The faster method per device type, from benchmarks/results (docs/benchmarks.md); unmeasured: grid_sample.
@@ -251,9 +305,12 @@ def roi_paste(
 class DynamicROIPool(nn.Module):
     """Predict one box per image from the feature map and crop it (bilinear, to the map's size).
 
-    The centre is the soft-argmax of a pointwise saliency map, the size a linear layer on pooled features;
-    decoding keeps every box inside the map with sides of at least ``min_size``. Boxes start at ``init_size``
-    (about the identity crop). A NaN/inf weight or input gives NaN boxes and NaN crops, never an error or a
+    The centre is the soft-argmax of a pointwise saliency map; the size (``box_size``) a linear layer on
+    pooled features (``head``, the paper's), or the spread of the saliency distribution itself (``saliency``,
+    :func:`saliency_boxes`). Decoding keeps every box inside the map with sides of at least ``min_size``.
+    ``head`` boxes start at ``init_size``; ``saliency`` boxes follow the standardized saliency map from the
+    start (its softmax at ``saliency_temperature``), while the block's zero-initialised scale keeps the
+    network's function unchanged. A NaN/inf weight or input gives NaN boxes and NaN crops, never an error or a
     device sync (docs/mxa-block.md).
 
     Args:
@@ -263,6 +320,7 @@ class DynamicROIPool(nn.Module):
         output_size: size of the crop; default the input's (H, W).
         saliency_temperature: of the soft-argmax (below 1 sharper).
         crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`roi_crop`).
+        box_size: ``head`` or ``saliency`` (:data:`BOX_SIZES`).
 
     Shapes:
         (B, C, H, W) -> (pooled (B, C, H', W'), boxes (B, 4) normalized xyxy)
@@ -284,9 +342,13 @@ class DynamicROIPool(nn.Module):
         output_size: int | tuple[int, int] | None = None,
         saliency_temperature: float = 1.0,
         crop_method: str = "auto",
+        box_size: str = "head",
     ) -> None:
         super().__init__()
         resolve_crop_method(crop_method, "cpu")  # validates the name
+        if box_size not in BOX_SIZES:
+            raise ValueError(f"box_size must be one of {', '.join(BOX_SIZES)}, got {box_size!r}")
+        self.box_size = box_size
         check_size(output_size)
         self.crop_method = crop_method
         if not saliency_temperature > 0:
@@ -301,24 +363,27 @@ class DynamicROIPool(nn.Module):
         self.output_size = output_size
         self.saliency_temperature = float(saliency_temperature)
         self.saliency = nn.Conv2d(dim, 1, 1, bias=False)  # softmax ignores a bias
-        self.fc = nn.Linear(2 * dim, 4)
-        self.centre_gain = nn.Parameter(torch.ones(2))
+        # The size head exists only where it is used: a parameter without a gradient stalls DDP.
+        self.fc = nn.Linear(2 * dim, 4) if box_size == "head" else None
+        self.centre_gain = nn.Parameter(torch.ones(2)) if box_size == "head" else None
         self.reset_box_head()
 
     @torch.no_grad()
     def reset_box_head(self) -> None:
         """Initialise the size head so all boxes start with side ``init_size``."""
+        nn.init.normal_(self.saliency.weight, std=0.02)
+        if self.fc is None:
+            return
         # Small, not zero, weights: every parameter of the head gets a gradient from the first step.
         nn.init.normal_(self.fc.weight, std=1e-3)
         frac = (self.init_size - self.min_size) / (1.0 - self.min_size)
         size_logit = math.log(frac / (1.0 - frac))
         self.fc.bias.copy_(torch.tensor([0.0, 0.0, size_logit, size_logit]))
-        nn.init.normal_(self.saliency.weight, std=0.02)
 
     def decode(self, raw: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
         """Map (B, 4) ``(b_x, b_y, a_w, a_h)`` and an optional (B, 2) centre in (0, 1) to valid xyxy boxes."""
         bx, by, aw, ah = raw.unbind(-1)
-        if centre is not None:
+        if centre is not None and self.centre_gain is not None:
             c = centre.clamp(1e-4, 1 - 1e-4)
             shift = self.centre_gain * torch.log(c / (1 - c))
             bx, by = bx + shift[:, 0], by + shift[:, 1]
@@ -328,11 +393,24 @@ class DynamicROIPool(nn.Module):
         y1 = (1.0 - h) * torch.sigmoid(by)
         return torch.stack([x1, y1, x1 + w, y1 + h], dim=-1)
 
-    def soft_argmax(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 2) expected (x, y) of the saliency map's softmax, pixel centres in (0, 1)."""
+    def saliency_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, H, W): the softmax of the saliency map over all positions.
+
+        With ``box_size="saliency"`` the map is standardized per image first (zero mean, unit std), so the
+        distribution's spread, and with it the box, follows the map's shape and ``saliency_temperature``,
+        not the scale of the saliency weights (which weight decay and a small learning rate keep small).
+        """
         # Indexed, not unpacked: an fx.Proxy's shape cannot be unpacked.
         b, h, w = x.shape[0], x.shape[2], x.shape[3]
-        prob = torch.softmax(self.saliency(x).flatten(1) / self.saliency_temperature, dim=1).view(b, h, w)
+        s = self.saliency(x).flatten(1)
+        if self.fc is None:
+            s = standardize(s, dim=1)
+        return torch.softmax(s / self.saliency_temperature, dim=1).view(b, h, w)
+
+    def soft_argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 2) expected (x, y) of the saliency map's softmax, pixel centres in (0, 1)."""
+        h, w = x.shape[2], x.shape[3]
+        prob = self.saliency_prob(x)
         us = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) / w
         vs = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) / h
         return torch.stack([(prob.sum(1) * us).sum(1), (prob.sum(2) * vs).sum(1)], dim=1)
@@ -349,7 +427,9 @@ class DynamicROIPool(nn.Module):
             else torch.autocast(device_type=x.device.type, enabled=False)
         )
         with no_autocast:
-            x = x.to(self.fc.weight.dtype)
+            x = x.to(self.saliency.weight.dtype)
+            if self.fc is None:
+                return saliency_boxes(self.saliency_prob(x), self.min_size)
             pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
             return self.decode(self.fc(pooled), self.soft_argmax(x))
 
@@ -367,4 +447,5 @@ class DynamicROIPool(nn.Module):
         extra = (
             f", saliency_temperature={self.saliency_temperature}" if self.saliency_temperature != 1 else ""
         )
-        return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}{extra}"
+        size = f", box_size={self.box_size}" if self.box_size != "head" else ""
+        return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}{extra}{size}"

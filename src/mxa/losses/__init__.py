@@ -1,6 +1,6 @@
-"""Losses: masked multi-label BCE, soft knowledge distillation, and the box terms of ``--box-loss``."""
+"""Losses: masked multi-label BCE, soft knowledge distillation, and the box terms (box loss, ROI MIL)."""
 
-from mxa.losses.box import best_match_giou_loss, box_area
+from mxa.losses.box import best_match_giou_loss, box_area, per_label_giou_loss, roi_mil_loss
 from mxa.losses.distillation import DistillationLoss, SoftKDLoss
 from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT, class_balanced_pos_weight, masked_bce_with_logits
 
@@ -12,4 +12,6 @@ __all__ = [
     "box_area",
     "class_balanced_pos_weight",
     "masked_bce_with_logits",
+    "per_label_giou_loss",
+    "roi_mil_loss",
 ]

@@ -10,6 +10,10 @@ For every MXA block, over the images with at least one true box:
 * ``pointing_game``: the arg-max of the block's saliency map (what its soft-argmax centre follows) falls
   inside a true box; ``pointing_chance``: the fraction of the map the true boxes cover (a uniformly random
   point's hit rate).
+* ``loc_acc`` / ``iobb_acc``: the field's localization accuracy (Wang et al., ChestX-ray8): the share of
+  (image, finding) true boxes whose IoU, or IoBB (intersection over the *predicted* box's area), with the
+  predicted box reaches each threshold in :data:`LOC_THRESHOLDS`, as ``{"0.1": ..., "0.3": ..., "0.5": ...}``.
+  A whole-map box has IoBB = IoU = the true box's area: big boxes score low on both.
 * ``per_label``: the same per finding, over the images where that finding has a box.
 """
 
@@ -26,13 +30,17 @@ from mxa.data.labels import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlockLocalization", "roi_localization", "summarize_localization"]
+__all__ = ["LOC_THRESHOLDS", "BlockLocalization", "overlaps", "roi_localization", "summarize_localization"]
+
+#: IoU / IoBB thresholds of ``loc_acc`` and ``iobb_acc``.
+LOC_THRESHOLDS = (0.1, 0.3, 0.5)
 
 
 def _contains(boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """(M, K) bool: does box m (M, 4) contain point (M, K, 2)?"""
-    inside = (points[..., 0] >= boxes[:, None, 0]) & (points[..., 0] <= boxes[:, None, 2])
-    return inside & (points[..., 1] >= boxes[:, None, 1]) & (points[..., 1] <= boxes[:, None, 3])
+    """(M, K) bool: does box m (M, 4), or box (m, k) of (M, K, 4), contain point (M, K, 2)?"""
+    b = boxes if boxes.ndim == 3 else boxes[:, None, :]
+    inside = (points[..., 0] >= b[..., 0]) & (points[..., 0] <= b[..., 2])
+    return inside & (points[..., 1] >= b[..., 1]) & (points[..., 1] <= b[..., 3])
 
 
 def _pairwise_iou(boxes: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -51,11 +59,58 @@ def _pairwise_iou(boxes: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return iou.masked_fill(torch.isnan(true[..., 0]), 0.0)
 
 
+def overlaps(boxes: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and IoBB of predicted boxes with true boxes.
+
+    Args:
+        boxes: (M, 4) predicted normalized xyxy boxes, or (M, K, 4) one per finding.
+        true: (M, K, 4) true boxes, NaN rows where a finding has no box.
+
+    Returns:
+        (iou, iobb), each (M, K): IoBB is the intersection over the predicted box's area (ChestX-ray8's
+        T(IoBB)); 0 where there is no true box.
+
+    Examples:
+        >>> import torch
+        >>> from mxa.metrics.localization import overlaps
+        >>> iou, iobb = overlaps(torch.tensor([[0.0, 0.0, 0.5, 0.5]]), torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]))
+        >>> float(iou), float(iobb)  # the box lies inside the true box: IoBB 1, IoU its share of it
+        (0.25, 1.0)
+    """
+    safe = torch.nan_to_num(true, nan=0.0)
+    b = boxes if boxes.ndim == 3 else boxes[:, None, :].expand_as(safe)
+    iw = (torch.minimum(b[..., 2], safe[..., 2]) - torch.maximum(b[..., 0], safe[..., 0])).clamp(min=0)
+    ih = (torch.minimum(b[..., 3], safe[..., 3]) - torch.maximum(b[..., 1], safe[..., 1])).clamp(min=0)
+    inter = iw * ih
+    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
+    area_t = (safe[..., 2] - safe[..., 0]) * (safe[..., 3] - safe[..., 1])
+    absent = torch.isnan(true[..., 0])
+    iou = (inter / (area_b + area_t - inter).clamp(min=1e-12)).masked_fill(absent, 0.0)
+    iobb = (inter / area_b.clamp(min=1e-12)).masked_fill(absent, 0.0)
+    return iou, iobb
+
+
+def _accuracies(iou: torch.Tensor, iobb: torch.Tensor, present: torch.Tensor) -> dict[str, dict[str, float]]:
+    """``loc_acc`` and ``iobb_acc`` over the present (image, finding) pairs of (M, K) overlaps."""
+    n = present.sum().clamp(min=1)
+    return {
+        key: {f"{t:g}": float(((v >= t) & present).sum() / n) for t in LOC_THRESHOLDS}
+        for key, v in (("loc_acc", iou), ("iobb_acc", iobb))
+    }
+
+
 def _random_boxes(boxes: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    w, h = (boxes[:, 2] - boxes[:, 0]).clamp(0, 1), (boxes[:, 3] - boxes[:, 1]).clamp(0, 1)
-    x1 = torch.rand(boxes.shape[0], generator=g) * (1 - w)
-    y1 = torch.rand(boxes.shape[0], generator=g) * (1 - h)
-    return torch.stack([x1, y1, x1 + w, y1 + h], 1)
+    """Boxes of the same width and height as ``boxes`` (..., 4), placed uniformly at random in the map."""
+    w, h = (boxes[..., 2] - boxes[..., 0]).clamp(0, 1), (boxes[..., 3] - boxes[..., 1]).clamp(0, 1)
+    x1 = torch.rand(w.shape, generator=g) * (1 - w)
+    y1 = torch.rand(h.shape, generator=g) * (1 - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], -1)
+
+
+def _iou(boxes: torch.Tensor, true: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(M, K) IoU of each present true box with the image's box, or (per-label boxes) with its label's."""
+    iou = _pairwise_iou(boxes, true) if boxes.ndim == 2 else overlaps(boxes, true)[0]
+    return iou.masked_fill(~present, 0.0)
 
 
 def _coverage(true: torch.Tensor, present: torch.Tensor, grid: int = 64) -> torch.Tensor:
@@ -74,12 +129,12 @@ def _scores(
     """Per-image (M,) hit, IoU and their area-matched chance."""
     centres = (true[..., :2] + true[..., 2:]) / 2
     hit = (_contains(boxes, centres) & present).any(1).float()
-    iou = _pairwise_iou(boxes, true).amax(1)
+    iou = _iou(boxes, true, present).amax(1)
     r_hit, r_iou = torch.zeros_like(hit), torch.zeros_like(iou)
     for _ in range(n_random):
         rb = _random_boxes(boxes, g)
         r_hit += (_contains(rb, centres) & present).any(1).float() / n_random
-        r_iou += _pairwise_iou(rb, true).amax(1) / n_random
+        r_iou += _iou(rb, true, present).amax(1) / n_random
     return {"hit": hit, "random_hit": r_hit, "iou": iou, "random_iou": r_iou}
 
 
@@ -94,6 +149,8 @@ class BlockLocalization(TypedDict, total=False):
     n_images: int
     pointing_game: float
     pointing_chance: float
+    loc_acc: dict[str, float]
+    iobb_acc: dict[str, float]
     per_label: dict[str, dict[str, Any]]
 
 
@@ -109,7 +166,8 @@ def roi_localization(
     """Localization of every MXA block against the true boxes (see the module docstring).
 
     Args:
-        rois: {block: (N, 4)} predicted normalized xyxy boxes.
+        rois: {block: (N, 4)} predicted normalized xyxy boxes, or (N, K, 4) one per label (each then scored
+            against its own label's true box only).
         true_boxes: (N, K, 4) true boxes of the K labels, NaN rows where a finding has no box.
         n_random: random placements per image for the area-matched chance.
         points: {block: (N, 2)} the (x, y) arg-max of each block's saliency map, for the pointing game.
@@ -127,7 +185,7 @@ def roi_localization(
     out: dict[str, BlockLocalization] = {}
     for name, boxes_all in rois.items():
         g = torch.Generator().manual_seed(seed)
-        finite = torch.isfinite(boxes_all.float()).all(1)
+        finite = torch.isfinite(boxes_all.float()).flatten(1).all(1)
         has_any = present_all.any(1) & finite
         n_bad = int((present_all.any(1) & ~finite).sum())
         if n_bad:
@@ -143,11 +201,10 @@ def roi_localization(
             "random_hit_rate": float(s["random_hit"].mean()),
             "mean_iou": float(s["iou"].mean()),
             "random_iou": float(s["random_iou"].mean()),
-            "mean_box_area": float(
-                ((b[:, 2] - b[:, 0]).clamp(0, 1) * (b[:, 3] - b[:, 1]).clamp(0, 1)).mean()
-            ),
+            "mean_box_area": _mean_area(b, p),
             "n_images": int(b.shape[0]),
         }
+        rec.update(_accuracies(*overlaps(b, t), p))  # type: ignore[typeddict-item]
         pts = points[name][has_any].float() if points and name in points else None
         if pts is not None:
             rec["pointing_game"] = float((_point_in(t, p, pts)).float().mean())
@@ -156,6 +213,12 @@ def roi_localization(
             rec["per_label"] = _per_label(b, t, p, pts, labels, n_random, seed)
         out[name] = rec
     return out
+
+
+def _mean_area(boxes: torch.Tensor, present: torch.Tensor) -> float:
+    """Mean box area; for per-label boxes (M, K, 4), over the labels with a true box."""
+    area = (boxes[..., 2] - boxes[..., 0]).clamp(0, 1) * (boxes[..., 3] - boxes[..., 1]).clamp(0, 1)
+    return float(area.mean()) if boxes.ndim == 2 else float(area[present].mean())
 
 
 def _point_in(true: torch.Tensor, present: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
@@ -174,8 +237,8 @@ def _per_label(
     labels: Sequence[str],
     n_random: int,
     seed: int,
-) -> dict[str, dict[str, float]]:
-    out = {}
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for j, name in enumerate(labels):
         sel = present[:, j]
         if not bool(sel.any()):
@@ -184,13 +247,14 @@ def _per_label(
         only[:, j] = True  # this finding's box only
         g = torch.Generator().manual_seed(seed + 1 + j)
         s = _scores(boxes[sel], true[sel], only, max(8, n_random // 4), g)
-        rec = {
+        rec: dict[str, Any] = {
             "n_images": int(sel.sum()),
             "hit_rate": float(s["hit"].mean()),
             "random_hit_rate": float(s["random_hit"].mean()),
             "mean_iou": float(s["iou"].mean()),
             "random_iou": float(s["random_iou"].mean()),
         }
+        rec.update(_accuracies(*overlaps(boxes[sel], true[sel]), only))
         if pts is not None:
             rec["pointing_game"] = float(_point_in(true[sel], only, pts[sel]).float().mean())
             rec["pointing_chance"] = float(_coverage(true[sel], only).mean())

@@ -20,6 +20,7 @@ from mxa.layers.mxa_block import MXABlock
 __all__ = [
     "BoxCapture",
     "capture_boxes",
+    "capture_label_boxes",
     "capture_saliency_points",
     "forward_with_rois",
     "has_rois",
@@ -92,6 +93,28 @@ def capture_saliency_points(model: nn.Module) -> Iterator[dict[str, torch.Tensor
         yield found
 
 
+@contextlib.contextmanager
+def capture_label_boxes(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, forward passes fill ``{block: (B, K, 4)}``: the per-label boxes of every MXA block
+    whose ROI classifier has ``class_boxes`` (the classifier runs in eval mode too while inside)."""
+    found: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, _m: nn.Module, _inp: Any, out: Any) -> None:
+        if out[1] is not None:
+            found[name] = out[1]
+
+    blocks = {n: b for n, b in mxa_blocks(model).items() if b.roi_cls is not None and b.roi_cls.class_boxes}
+    handles = [b.roi_cls.register_forward_hook(partial(keep, n)) for n, b in blocks.items()]  # type: ignore[union-attr]
+    for b in blocks.values():
+        b.emit_label_boxes = True
+    try:
+        with _hooked(handles):
+            yield found
+    finally:
+        for b in blocks.values():
+            b.emit_label_boxes = False
+
+
 def forward_with_rois(model: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
     """One forward pass of ``model`` that also returns the ROI box of every MXA block.
 
@@ -113,17 +136,40 @@ def forward_with_rois(model: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str,
 
 class BoxCapture:
     """Keep the boxes every MXA block of ``model`` predicted in its last forward pass (for training,
-    where the forward runs inside DDP/compile wrappers): :meth:`take` returns them in block order."""
+    where the forward runs inside DDP/compile wrappers): :meth:`take` returns them in block order, and
+    :meth:`take_roi_logits` the (B, 2, K) logits of the blocks' ROI classifiers (``roi_classes`` > 0)."""
 
     def __init__(self, model: nn.Module) -> None:
         if not has_rois(model):
-            raise ValueError("box supervision needs a model with MXA blocks (train with --mxa)")
+            raise ValueError("box objectives need a model with MXA blocks (train with --mxa)")
         self._boxes: dict[str, torch.Tensor] = {}
+        self._roi_logits: dict[str, torch.Tensor] = {}
+        self._label_boxes: dict[str, torch.Tensor] = {}
         self._handles = _hook_boxes(model, self._boxes)
+
+        def keep(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
+            self._roi_logits[name] = output[0]
+            if output[1] is not None:
+                self._label_boxes[name] = output[1]
+
+        for name, blk in mxa_blocks(model).items():
+            if blk.roi_cls is not None:
+                self._handles.append(blk.roi_cls.register_forward_hook(partial(keep, name)))
 
     def take(self) -> list[torch.Tensor]:
         boxes = list(self._boxes.values())
         self._boxes.clear()
+        return boxes
+
+    def take_roi_logits(self) -> list[torch.Tensor]:
+        logits = list(self._roi_logits.values())
+        self._roi_logits.clear()
+        return logits
+
+    def take_label_boxes(self) -> list[torch.Tensor]:
+        """The (B, K, 4) per-label boxes of the blocks with ``class_boxes``, in block order."""
+        boxes = list(self._label_boxes.values())
+        self._label_boxes.clear()
         return boxes
 
     def remove(self) -> None:

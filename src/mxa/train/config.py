@@ -18,7 +18,16 @@ from mxa.data.transforms import PAPER_RAND_AUGMENT
 from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT
 from mxa.utils.runtime import AMP_CHOICES
 
-__all__ = ["ConfigError", "TrainConfig"]
+__all__ = ["LEGACY_SETTINGS", "ConfigError", "TrainConfig"]
+
+#: Settings added with a default that differs from what runs before them did: a checkpoint whose stored
+#: config lacks one was trained with the value given here (resume and rebuild use it, never the new default).
+LEGACY_SETTINGS: dict[str, Any] = {
+    "mxa_min_size": 0.25,
+    "mxa_mode": "zoom",
+    "roi_mil": 0.0,
+    "mxa_class_boxes": False,
+}
 
 
 class ConfigError(ValueError):
@@ -73,11 +82,62 @@ class TrainConfig:
         None, "stages that get MXA (default: all)", "model", min=0, nargs="+", fixed=True
     )
     mxa_mode: str = _opt(
-        "zoom",
-        "how an MXA block uses its box: 'zoom' (the paper's: the crop resized to the whole map) or 'paste' "
-        "(the gated crop put back where the box is; see docs/localization.md)",
+        "paste",
+        "how an MXA block uses its box: 'paste' (the gated crop put back where the box is, aligned with the "
+        "map) or 'zoom' (the paper's: the crop resized to the whole map); the paper's MXA is --mxa-mode zoom "
+        "--roi-mil 0 (docs/localization.md)",
         "model",
         choices=("zoom", "paste"),
+        fixed=True,
+    )
+    mxa_min_size: float = _opt(
+        0.05,
+        "smallest MXA box side, as a fraction of the feature map side (0.05 fits a median NIH nodule on a "
+        "stage-0 map; 0.25 = the paper's and 0.2's; see docs/localization.md)",
+        "model",
+        min=0.0,
+        exclusive_min=True,
+        max=1.0,
+        exclusive_max=True,
+        fixed=True,
+    )
+    mxa_init_size: float = _opt(
+        0.95,
+        "MXA box side at initialisation (between --mxa-min-size and 1; with --mxa-box-size head)",
+        "model",
+        min=0.0,
+        exclusive_min=True,
+        max=1.0,
+        exclusive_max=True,
+        fixed=True,
+    )
+    mxa_crop_size: int | None = _opt(
+        None, "side of the MXA crop in --mxa-mode paste (default: the map's size)", "model", min=1, fixed=True
+    )
+    mxa_saliency_temperature: float = _opt(
+        1.0,
+        "temperature of the MXA box head's soft-argmax (below 1: sharper centres and, with --mxa-box-size "
+        "saliency, smaller boxes)",
+        "model",
+        min=0.0,
+        exclusive_min=True,
+        max=100.0,
+        fixed=True,
+    )
+    mxa_crop_method: str = _opt(
+        "auto",
+        "how MXA crops its box: auto (separable under --deterministic, else the faster on the device), "
+        "grid_sample or separable (the same crop either way)",
+        "model",
+        choices=("auto", "grid_sample", "separable"),
+        fixed=True,
+    )
+    mxa_box_size: str = _opt(
+        "head",
+        "how an MXA box gets its size: 'head' (a linear layer on pooled features, the paper's) or 'saliency' "
+        "(sqrt(12) x the spread of the block's saliency map around its centre; docs/localization.md)",
+        "model",
+        choices=("head", "saliency"),
         fixed=True,
     )
     pretrained: bool = _opt(
@@ -158,8 +218,9 @@ class TrainConfig:
     box_loss: float = _opt(
         0.0,
         "weight of a GIoU loss between every MXA box and the best-matching true box of its image, for images "
-        "that have boxes (phantom, NIH, VinDr, RSNA, or a boxes_<split>.json; 0 = off); augmentation then "
-        "leaves out rotations, shears and translations",
+        "that have boxes (phantom, NIH, VinDr, RSNA, or a boxes_<split>.json; 0 = off), and with "
+        "--mxa-class-boxes between every label's box and its own true box; augmentation then leaves out "
+        "rotations, shears and translations",
         "localization",
         min=0.0,
         max=1e3,
@@ -168,6 +229,23 @@ class TrainConfig:
     box_area_penalty: float = _opt(
         0.0,
         "weight of a penalty on the mean area of the MXA boxes (0 = off)",
+        "localization",
+        min=0.0,
+        max=1e3,
+        fixed=True,
+    )
+    mxa_class_boxes: bool = _opt(
+        True,
+        "with --roi-mil > 0: every label gets its own box per MXA block, from that label's map of the ROI "
+        "classifier (the per-label boxes of `mxa eval`'s detection metrics)",
+        "localization",
+        fixed=True,
+    )
+    roi_mil: float = _opt(
+        1.0,
+        "weight of the ROI objective that needs image labels only: the mean label score inside each MXA box "
+        "must predict the image's labels, a soft maximum outside it none (a linear classifier per block, run "
+        "in training only; 0 = off, the paper's)",
         "localization",
         min=0.0,
         max=1e3,
@@ -211,6 +289,12 @@ class TrainConfig:
             parse_data_spec(self.data)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if self.mxa_box_size == "head" and not self.mxa_init_size > self.mxa_min_size:
+            raise ConfigError(
+                f"mxa_init_size ({self.mxa_init_size}) must be above mxa_min_size ({self.mxa_min_size})"
+            )
+        if self.mxa_crop_size is not None and self.mxa_mode != "paste":
+            raise ConfigError("mxa_crop_size is for --mxa-mode paste only (zoom crops to the map's size)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,7 +21,7 @@ from mxa.distill.cache import cache_teacher_logits
 from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.spec import ModelSpec
 from mxa.metrics.report import aggregate_runs
-from mxa.train.config import TrainConfig
+from mxa.train.config import LEGACY_SETTINGS, TrainConfig
 from mxa.train.loop import train
 from mxa.train.state import FIXED_ON_RESUME
 from mxa.utils.files import atomic_write_text
@@ -110,10 +110,9 @@ def _train_or_continue(cfg: TrainConfig) -> None:
         train(cfg)
         return
     ckpt = TrainCheckpoint.load(last)
+    old = {**LEGACY_SETTINGS, **ckpt.config}
     same = all(
-        json.loads(json.dumps(getattr(cfg, k), default=str)) == ckpt.config.get(k)
-        for k in FIXED_ON_RESUME
-        if k in ckpt.config
+        json.loads(json.dumps(getattr(cfg, k), default=str)) == old[k] for k in FIXED_ON_RESUME if k in old
     )
     if same and ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch:
         log.info("%s: already trained with these settings, kept", cfg.output)

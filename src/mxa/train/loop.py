@@ -21,8 +21,9 @@ import torch
 from timm.utils import dispatch_clip_grad
 from torch.utils.data import DataLoader, DistributedSampler
 
+from mxa.data.labels import CHEXPERT_LABELS
 from mxa.evaluate import metrics_by_source, predict, roi_localization, summarize_localization
-from mxa.losses.box import best_match_giou_loss, box_area
+from mxa.losses.box import best_match_giou_loss, box_area, per_label_giou_loss, roi_mil_loss
 from mxa.metrics.classification import SCALAR_METRICS, compute_metrics
 from mxa.train.config import TrainConfig
 from mxa.train.distributed import agree, gather_predictions, process_group
@@ -220,7 +221,17 @@ def _forward_loss(run: Run, batch: Any) -> torch.Tensor:
         logits = run.train_model(images)
     loss = run.criterion(logits.float(), targets, t_logits, t_mask, mask)
     if run.boxes is not None:
-        loss = loss + _box_terms(run, run.boxes.take(), batch[4].to(dev) if len(batch) > 4 else None)
+        true = batch[4].to(dev) if len(batch) > 4 else None
+        loss = loss + _box_terms(run, run.boxes.take(), true)
+        label_boxes = run.boxes.take_label_boxes()
+        if label_boxes and run.cfg.box_loss > 0 and true is not None:  # each label's box to its own box
+            per_block = (per_label_giou_loss(b, true) for b in label_boxes)
+            loss = loss + run.cfg.box_loss * sum(per_block, torch.zeros((), device=dev)) / len(label_boxes)
+        roi_logits = run.boxes.take_roi_logits()
+        if roi_logits:
+            findings = torch.tensor([name != "No Finding" for name in CHEXPERT_LABELS], device=dev)
+            per_block = (roi_mil_loss(z, targets, mask, findings) for z in roi_logits)
+            loss = loss + run.cfg.roi_mil * sum(per_block, torch.zeros((), device=dev)) / len(roi_logits)
     return loss
 
 

@@ -21,7 +21,7 @@ from mxa.distill.cache import TeacherCache
 from mxa.distill.teacher import load_teacher
 from mxa.losses import DistillationLoss, class_balanced_pos_weight
 from mxa.models import check_model_name
-from mxa.models.hooks import BoxCapture
+from mxa.models.hooks import BoxCapture, has_rois
 from mxa.train.config import TrainConfig
 from mxa.train.distributed import all_ranks, dist_info
 from mxa.train.run_folder import prepare_run_folder
@@ -204,7 +204,7 @@ def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
         teacher=teacher,
         cache=cache,
     )
-    if cfg.box_loss > 0 or cfg.box_area_penalty > 0:
+    if cfg.box_loss > 0 or cfg.box_area_penalty > 0 or (cfg.roi_mil > 0 and has_rois(model)):
         run.boxes = BoxCapture(model)
     if cfg.resume:
         resume(run, cfg.resume)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -17,12 +18,14 @@ import torch
 from timm.utils import ModelEmaV3
 
 from mxa.data.combine import IndexedDataset, ResumableSampler
+from mxa.data.labels import CHEXPERT_LABELS
 from mxa.distill.cache import TeacherCache
 from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.spec import ModelSpec
+from mxa.layers.mxa_block import MXABlock
 from mxa.losses import DistillationLoss
 from mxa.models.hooks import BoxCapture
-from mxa.train.config import TrainConfig
+from mxa.train.config import LEGACY_SETTINGS, TrainConfig
 from mxa.train.distributed import all_ranks
 from mxa.train.run_folder import trim_metrics
 
@@ -80,8 +83,23 @@ def all_finite(module: torch.nn.Module) -> bool:
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
     """What a run builds (and its checkpoints record): the model, its size, and its MXA options."""
-    mxa_cfg = {"mode": cfg.mxa_mode} if cfg.mxa_mode != "zoom" else None
-    return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, mxa_cfg)
+    chosen = {
+        "mode": cfg.mxa_mode,
+        "min_size": cfg.mxa_min_size,
+        "init_size": cfg.mxa_init_size,
+        "crop_size": cfg.mxa_crop_size,
+        "saliency_temperature": cfg.mxa_saliency_temperature,
+        "crop_method": cfg.mxa_crop_method,
+        "box_size": cfg.mxa_box_size,
+        "roi_classes": len(CHEXPERT_LABELS) if cfg.roi_mil > 0 else 0,
+        "class_boxes": cfg.mxa_class_boxes and cfg.roi_mil > 0,
+    }
+    # Only what differs from MXABlock's defaults: a checkpoint rebuilds with timm.create_model as it was.
+    mxa_cfg = {k: v for k, v in chosen.items() if v != _MXA_DEFAULTS[k]}
+    return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, mxa_cfg or None)
+
+
+_MXA_DEFAULTS = {k: p.default for k, p in inspect.signature(MXABlock).parameters.items() if k != "dim"}
 
 
 @dataclass(kw_only=True)
@@ -182,7 +200,7 @@ class CheckpointSaver:
 def resume(run: Run, path: str) -> None:
     """Restore weights, optimizer, schedule, EMA, RNG and position; refuse a checkpoint of another run."""
     ckpt = TrainCheckpoint.load(path, map_location="cpu")
-    old = ckpt.config
+    old = {**LEGACY_SETTINGS, **ckpt.config}
     changed = [
         f"{k} ({old[k]!r} -> {getattr(run.cfg, k)!r})"
         for k in FIXED_ON_RESUME

@@ -1,0 +1,141 @@
+"""Image labels from inside and outside a box: the ROI objective that needs no box labels.
+
+A linear classifier gives every position of the map label logits. Inside a soft box mask they are averaged
+and must predict the image's labels; outside it they are pooled towards their maximum (log-mean-exp) and
+must predict none (docs/localization.md). Background inside the box dilutes the average, so tight boxes
+pay; a single positive-looking position left outside costs, so boxes must hold all of a finding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from mxa.layers._checks import check_boxes, check_nchw
+from mxa.layers.roi import saliency_boxes, standardize
+
+__all__ = ["ROIClassifier", "soft_box_mask"]
+
+
+def soft_box_mask(boxes: torch.Tensor, size: tuple[int, int], sharpness: float = 2.0) -> torch.Tensor:
+    """A box drawn softly on the pixel grid: about 1 inside, about 0 outside, smooth across the edges.
+
+    Args:
+        boxes: (..., 4) normalized xyxy boxes.
+        size: (H, W) of the map.
+        sharpness: edge steepness in 1/pixel (the sigmoid's slope); 2 falls from 0.88 to 0.12 over a pixel.
+
+    Returns:
+        (..., H, W) in (0, 1): the product of one sigmoid step per edge at each pixel centre,
+        differentiable in ``boxes`` everywhere (not only where the box edge crosses a pixel).
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers.roi_classifier import soft_box_mask
+        >>> m = soft_box_mask(torch.tensor([[0.0, 0.0, 0.5, 0.5]]), (4, 4), sharpness=20.0)
+        >>> m[0].round()
+        tensor([[1., 1., 0., 0.],
+                [1., 1., 0., 0.],
+                [0., 0., 0., 0.],
+                [0., 0., 0., 0.]])
+    """
+    h, w = size[0], size[1]  # not int(): under torch.fx they are Proxies
+    us = (torch.arange(w, device=boxes.device, dtype=boxes.dtype) + 0.5) / w
+    vs = (torch.arange(h, device=boxes.device, dtype=boxes.dtype) + 0.5) / h
+    x1, y1, x2, y2 = (boxes[..., i, None] for i in range(4))
+    kx, ky = sharpness * w, sharpness * h  # slope per unit of the normalized axis
+    mx = torch.sigmoid(kx * (us - x1)) * torch.sigmoid(kx * (x2 - us))  # (..., W)
+    my = torch.sigmoid(ky * (vs - y1)) * torch.sigmoid(ky * (y2 - vs))  # (..., H)
+    return my[..., :, None] * mx[..., None, :]
+
+
+class ROIClassifier(nn.Module):
+    """Label logits from the positions inside a box (their mean) and outside it (a soft maximum).
+
+    With ``class_boxes`` every label gets its own box: the :func:`~mxa.layers.saliency_boxes` of that label's
+    logit map (standardized per image, softmax at ``temperature``), and its inside/outside logits are
+    pooled under its own box. Without it, all labels share the block's box.
+
+    Args:
+        dim: channels C.
+        num_classes: labels K.
+        class_boxes: one box per label from its own logit map.
+        min_size: smallest side of a label's box (``class_boxes``).
+        temperature: initial temperature of the labels' softmax maps (``class_boxes``; learned).
+        sharpness: of the soft box mask (:func:`soft_box_mask`).
+        outside_sharpness: r of the outside pooling ``log(sum m e^(r z) / sum m) / r`` (0 would be the mean,
+            large r the maximum).
+
+    Shapes:
+        forward(x (B, C, H, W), boxes (B, 4)) -> (logits (B, 2, K): ``[:, 0]`` inside, ``[:, 1]`` outside;
+        label boxes (B, K, 4), or None without ``class_boxes``).
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers import ROIClassifier
+        >>> head = ROIClassifier(8, num_classes=3, class_boxes=True)
+        >>> logits, label_boxes = head(torch.randn(2, 8, 7, 7), torch.tensor([[0.1, 0.1, 0.5, 0.6]] * 2))
+        >>> logits.shape, label_boxes.shape
+        (torch.Size([2, 2, 3]), torch.Size([2, 3, 4]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        class_boxes: bool = False,
+        min_size: float = 0.05,
+        temperature: float = 0.5,
+        sharpness: float = 2.0,
+        outside_sharpness: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not outside_sharpness > 0 or not temperature > 0:
+            raise ValueError(
+                f"outside_sharpness and temperature must be > 0, got {outside_sharpness}, {temperature}"
+            )
+        self.dim, self.num_classes, self.class_boxes = dim, num_classes, bool(class_boxes)
+        self.min_size = float(min_size)
+        # learned: the inside term pulls a label's box tight, the outside term makes it hold the finding,
+        # and the temperature (with the map's shape) is what sets the box size between them
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        self.sharpness, self.outside_sharpness = float(sharpness), float(outside_sharpness)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        check_nchw(x, self.dim)
+        check_boxes(boxes, x.shape[0])
+        # as DynamicROIPool.predict_boxes: box maths out of bf16; FX records no context manager
+        no_autocast = (
+            contextlib.nullcontext()
+            if isinstance(x, torch.fx.Proxy)
+            else torch.autocast(device_type=x.device.type, enabled=False)
+        )
+        with no_autocast:
+            x = x.to(self.fc.weight.dtype)
+            h, w = x.shape[2], x.shape[3]
+            z = self.fc(x.flatten(2).transpose(1, 2)).transpose(1, 2)  # (B, K, HW): every position's logits
+            label_boxes = None
+            if self.class_boxes:
+                zs = standardize(z, dim=2)
+                t = self.log_temperature.exp()
+                prob = torch.softmax(zs / t, dim=2).view(z.shape[0], z.shape[1], h, w)
+                label_boxes = saliency_boxes(prob, self.min_size)  # (B, K, 4)
+                inside = soft_box_mask(label_boxes, (h, w), self.sharpness).flatten(2)  # (B, K, HW)
+            else:
+                inside = soft_box_mask(boxes.to(x.dtype), (h, w), self.sharpness).flatten(1)[:, None]
+            z_in = (inside * z).sum(2) / inside.sum(2).clamp(min=1e-6)
+            # log-mean-exp under the outside mask, in log space: log(sum m e^(r z) / sum m) / r
+            r = self.outside_sharpness
+            log_m = torch.log1p(-inside.clamp(max=1 - 1e-6))
+            lme = torch.logsumexp(r * z + log_m, dim=2) - torch.logsumexp(log_m, dim=2)
+            return torch.stack([z_in, lme / r], dim=1), label_boxes
+
+    def extra_repr(self) -> str:
+        extra = ", class_boxes=True" if self.class_boxes else ""
+        return f"dim={self.dim}, num_classes={self.num_classes}{extra}"
