@@ -293,3 +293,41 @@ def test_pool_compile_fullgraph() -> None:
     (pooled, boxes), (ref_pooled, ref_boxes) = compiled(x), pool(x)
     torch.testing.assert_close(pooled, ref_pooled, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(boxes, ref_boxes, atol=1e-5, rtol=1e-5)
+
+
+# --- the folded separable crop against its obvious form -------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 9, 11), (1, 1, 4, 4), (2, 192, 14, 14)])
+@pytest.mark.parametrize("out", [(5, 7), (14, 14), (1, 3)])
+def test_folded_separable_equals_its_reference(dtype, shape, out) -> None:
+    from mxa.layers.roi import _separable, _separable_reference, interpolation_matrix
+
+    g = torch.Generator().manual_seed(sum(shape))
+    b, _, hh, ww = shape
+    x = torch.randn(*shape, generator=g, dtype=dtype)
+    lo = torch.rand(b, 2, generator=g, dtype=dtype) * 0.5
+    box = torch.cat([lo, lo + 0.1 + torch.rand(b, 2, generator=g, dtype=dtype) * 0.4], 1)
+    mx = interpolation_matrix(box[:, 0], box[:, 2] - box[:, 0], out[1], ww)
+    my = interpolation_matrix(box[:, 1], box[:, 3] - box[:, 1], out[0], hh)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    ms = [(my.clone().requires_grad_(True), mx.clone().requires_grad_(True)) for _ in range(2)]
+    got, want = _separable(xs[0], *ms[0]), _separable_reference(xs[1], *ms[1])
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(got, want, **tol)
+    assert got.is_contiguous()
+    w = torch.randn(got.shape, generator=g, dtype=dtype)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    # the matrices' gradients sum C*H products in another order: fp32 rounding grows with C
+    gtol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else tol
+    for a, r in ((xs[0], xs[1]), (ms[0][0], ms[1][0]), (ms[0][1], ms[1][1])):
+        torch.testing.assert_close(a.grad, r.grad, **gtol)
+
+
+def test_folded_separable_gradcheck() -> None:
+    from mxa.layers.roi import _separable
+
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    my = torch.rand(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    mx = torch.rand(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_separable, (x, my, mx))
