@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # CUDA benchmarks in one prepared script (under 5 minutes on one H100); writes benchmarks/results/<device>.json.
-# Usage: bash benchmarks/run_cuda.sh        (needs a CUDA device; the package installed with the test extra)
+# Usage: bash benchmarks/run_cuda.sh        (needs a CUDA device; runs from the source tree, no install:
+#        torch, timm, pytest-benchmark and, for the op tests, the test extra's packages where present)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+py=${PYTHON:-$(command -v python3 || command -v python)}
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+mxa() { "$py" -m mxa "$@"; }
+python() { "$py" "$@"; }
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
 dev=$(python -c "import torch, re; print(re.sub(r'[^A-Za-z0-9]+', '-', torch.cuda.get_device_name(0)).strip('-').lower())")
 out=benchmarks/results
@@ -17,4 +22,6 @@ python -m pytest benchmarks/test_bench_roi.py benchmarks/test_bench_inference.py
     -k "cuda" --benchmark-json "$tmp/pytest-benchmark.json" || true
 python scripts/benchmark_summary.py "$tmp"/bf16-b1024.json "$tmp"/fp32-b256.json "$tmp"/fp32-b1.json \
     "$tmp"/bf16-b1024-compile.json "$tmp"/pytest-benchmark.json --output "$out/$dev.json"
+# the CUDA variants of the op matrix (float64 oracle, bf16, autocast, deterministic, compile) and of the layers
+python -m pytest tests/test_op_matrix.py tests/test_roi.py -q -k cuda -p no:cacheprovider || true
 echo "wrote $out/$dev.json"

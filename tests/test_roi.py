@@ -331,3 +331,23 @@ def test_folded_separable_gradcheck() -> None:
     my = torch.rand(2, 4, 5, dtype=torch.float64, requires_grad=True)
     mx = torch.rand(2, 3, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_separable, (x, my, mx))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b", [1, 5])
+def test_pointwise_score_equals_the_convolution(dtype, b) -> None:
+    from mxa.layers.roi import PointwiseScore
+
+    torch.manual_seed(b)
+    m = PointwiseScore(24).to(dtype)
+    x = torch.randn(b, 24, 7, 9, dtype=dtype)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got, want = m(x1), torch.nn.functional.conv2d(x2, m.weight)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(got, want, **tol)
+    g = torch.randn(got.shape, dtype=dtype)
+    (got * g).sum().backward()
+    (want * g).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, **tol)
+    cl = m(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl, want.detach(), **tol)
