@@ -68,6 +68,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 EVAL_SAMPLES = 1000
 
 BASE = TrainConfig(
+    # the settings the results were made with, pinned: mxa train's defaults moved to classbox+mil after it
+    mxa_mode="zoom",
+    roi_mil=0.0,
+    mxa_class_boxes=False,
     data="phantom",
     model="efficientvit_ml_m0",
     img_size=224,

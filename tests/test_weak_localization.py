@@ -422,3 +422,38 @@ def test_train_and_eval_with_per_label_boxes(tmp_path: Path) -> None:
     assert set(m["detection"]["ap"]) == {"0.3", "0.5"}
     assert {"classification", "localization", "shape", "total"} <= set(m["detection"]["rodeo"])
     assert m["detection"]["block"] in m["detection"]["per_block"]
+
+
+def test_rodeo_needs_two_classes_and_saliency_boxes_ignore_init_size() -> None:
+    box, cls = [torch.tensor([[0.1, 0.1, 0.3, 0.3]])], [torch.tensor([0])]
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        rodeo(box, cls, box, cls, num_classes=1)
+    assert mxa.DynamicROIPool(8, min_size=0.96, box_size="saliency").min_size == 0.96  # no size head
+
+
+@pytest.mark.parametrize("recipe", ["paper_m5_mxa.yaml", "paper_m5_mxa_kd.yaml"])
+def test_the_paper_recipes_train_the_papers_mxa(recipe: str) -> None:
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "recipes" / recipe).read_text())
+    assert (cfg["mxa_mode"], cfg["roi_mil"], cfg["mxa_min_size"]) == ("zoom", 0, 0.25)
+    spec = model_spec(
+        TrainConfig(**{k: cfg[k] for k in ("model", "mxa", "mxa_mode", "roi_mil", "mxa_min_size")})
+    )
+    assert "mxa_cfg" not in spec.kwargs  # MXABlock's own (the paper's) settings
+
+
+def test_a_0_2_run_without_mxa_is_kept_by_a_rerun(tmp_path: Path) -> None:
+    from mxa.files.checkpoint import TrainCheckpoint
+    from mxa.train.experiment import _train_or_continue
+
+    cfg = TrainConfig(model="efficientvit_ml_m0", mxa=False, epochs=1, output=str(tmp_path / "t"))
+    stored = {
+        k: v for k, v in cfg.to_dict().items() if k not in ("mxa_min_size", "roi_mil", "mxa_class_boxes")
+    }
+    stored["mxa_mode"] = "zoom"  # 0.2's default, written into its configs
+    TrainCheckpoint(model_name="efficientvit_ml_m0", model_kwargs={}, model={}, config=stored, epoch=1).save(
+        tmp_path / "t" / "last.pt"
+    )
+    _train_or_continue(cfg)  # kept: no training, no "other settings" refusal
+    assert TrainCheckpoint.load(tmp_path / "t" / "last.pt").config == stored

@@ -229,14 +229,18 @@ def print_localization(loc: dict[str, Any]) -> None:
 
 def print_detection(det: dict[str, Any], loc: dict[str, Any]) -> None:
     """Per MXA block: localization accuracy, AP and RoDeO of its boxes as detections."""
-    print(f"\nDetection (each block's box as every finding's box; {det['n_images']} images with boxes)")
+    print(
+        f"\nDetection (per block: its per-label boxes where it has them, else its box for every finding; "
+        f"{det['n_images']} images with boxes)"
+    )
     head = (
         f"{'MXA block':<20} {'acc@.1':>7} {'acc@.3':>7} {'acc@.5':>7} {'AP@.3':>7} {'AP@.5':>7} "
         f"{'RoDeO':>7} {'cls':>6} {'loc':>6} {'shape':>6}"
     )
     print(head + "\n" + "-" * len(head))
     for name, v in det["per_block"].items():
-        acc = loc.get(name, {}).get("loc_acc", {})
+        # the same boxes as the AP and RoDeO: a block's per-label boxes where it has them
+        acc = (loc.get(name + "/labels") or loc.get(name, {})).get("loc_acc", {})
         r = v["rodeo"]
         cells = [acc.get(k, float("nan")) for k in ("0.1", "0.3", "0.5")] + [v["ap"]["0.3"], v["ap"]["0.5"]]
         print(

@@ -386,7 +386,7 @@ class DynamicROIPool(nn.Module):
             raise ValueError(f"saliency_temperature must be > 0, got {saliency_temperature}")
         if not 0.0 < min_size < 1.0:
             raise ValueError(f"min_size must be in (0, 1), got {min_size}")
-        if not min_size < init_size < 1.0:
+        if box_size == "head" and not min_size < init_size < 1.0:
             raise ValueError(f"init_size must be in (min_size={min_size}, 1), got {init_size}")
         self.dim = dim
         self.min_size = float(min_size)

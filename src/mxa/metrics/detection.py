@@ -178,6 +178,8 @@ def rodeo(
     from scipy.optimize import linear_sum_assignment
     from torchvision.ops import generalized_box_iou
 
+    if num_classes < 2:
+        raise ValueError(f"RoDeO needs at least 2 classes (its MCC is undefined for one), got {num_classes}")
     n = len(pred_boxes)
     present_p = torch.zeros(n, num_classes)
     present_t = torch.zeros(n, num_classes)
@@ -289,11 +291,19 @@ def detection_metrics(
     per_block: dict[str, dict[str, Any]] = {}
     for name, boxes in rois.items():
         finite = torch.isfinite(boxes.float()).flatten(1).all(1)
+        if not bool(finite.all()):
+            log.warning(
+                "block %s: %d image(s) with non-finite boxes are left out of its detection metrics (its "
+                "n_images says how many were scored)",
+                name,
+                int((~finite).sum()),
+            )
         b, pr, t = boxes[finite], probs[finite], true_boxes[finite]
         tg = targets[finite] if targets is not None else None
         per_block[name] = {
             "ap": detection_ap(b, pr, t, tg),
             "rodeo": _rodeo_of(b, pr, t, tg, thr),
+            "n_images": int((~torch.isnan(t[..., 0])).any(1).sum()),
         }
     if block is None:
         key = f"{DETECTION_IOUS[0]:g}"

@@ -99,6 +99,10 @@ class Experiment:
         )
 
 
+#: settings that only shape MXA blocks
+_MXA_ONLY = frozenset(k for k in FIXED_ON_RESUME if k.startswith("mxa_") or k == "roi_mil")
+
+
 def _train_or_continue(cfg: TrainConfig) -> None:
     """Train ``cfg``; a run already in its folder is kept when it finished with these settings and
     continued from its ``last.pt`` when it did not (``mxa demo``/``mxa ablate`` can simply be run again).
@@ -111,8 +115,12 @@ def _train_or_continue(cfg: TrainConfig) -> None:
         return
     ckpt = TrainCheckpoint.load(last)
     old = {**LEGACY_SETTINGS, **ckpt.config}
+    # a run without MXA blocks is the same run whatever its MXA settings (0.2 folders have other defaults)
+    ignored = _MXA_ONLY if not cfg.mxa and not old.get("mxa", True) else ()
     same = all(
-        json.loads(json.dumps(getattr(cfg, k), default=str)) == old[k] for k in FIXED_ON_RESUME if k in old
+        json.loads(json.dumps(getattr(cfg, k), default=str)) == old[k]
+        for k in FIXED_ON_RESUME
+        if k in old and k not in ignored
     )
     if same and ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch:
         log.info("%s: already trained with these settings, kept", cfg.output)
