@@ -150,7 +150,7 @@ def test_roi_classifier_per_label_boxes_shapes_and_gradients() -> None:
     roi_mil_loss(logits, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])).backward()
     assert head.log_temperature.grad is not None and torch.isfinite(head.log_temperature.grad)
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert ROIClassifier(8, 3)(x.detach(), torch.rand(2, 4).sort(1).values[:, [0, 1, 2, 3]])[1] is None
+    assert ROIClassifier(8, 3)(x.detach(), torch.rand(2, 4).sort(1).values)[1] is None
 
 
 def test_mxa_block_runs_its_roi_classifier_in_training_or_when_asked() -> None:

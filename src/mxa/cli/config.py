@@ -103,9 +103,9 @@ def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
 
 def _resumed_settings(path: Path, fields: set[str]) -> dict[str, Any]:
     from mxa.files.checkpoint import TrainCheckpoint
-    from mxa.train.config import LEGACY_SETTINGS
+    from mxa.train.config import stored_settings
 
-    stored = {**LEGACY_SETTINGS, **TrainCheckpoint.load(path).config}
+    stored = stored_settings(TrainCheckpoint.load(path).config)
     values = {k: v for k, v in stored.items() if k in fields and k not in _NOT_RESUMED}
     values["output"] = str(path.parent)
     return values

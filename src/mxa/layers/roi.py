@@ -101,6 +101,17 @@ def saliency_boxes(prob: torch.Tensor, min_size: float, spread: float = SPREAD) 
 _FASTER: dict[str, str] = {"cpu": "grid_sample"}
 
 
+def outside_autocast(x: torch.Tensor) -> contextlib.AbstractContextManager[object]:
+    """A region without autocast on ``x``'s device, for box maths that bf16/fp16 would move.
+
+    FX records no context manager (and a Proxy has no device type): a symbolic_trace graph runs the region
+    under whatever autocast it is called in. torch.compile does record the autocast region.
+    """
+    if isinstance(x, torch.fx.Proxy):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def interpolation_matrix(
     start: torch.Tensor, length: torch.Tensor, n_out: int, n_in: int, padding: str = "border"
 ) -> torch.Tensor:
@@ -450,14 +461,7 @@ class DynamicROIPool(nn.Module):
         """(B, C, H, W) -> (B, 4) normalized xyxy boxes, in the head's dtype (fp32 under autocast)."""
         check_nchw(x, self.dim)
         # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
-        # FX records no context manager (and a Proxy has no device type): a symbolic_trace graph runs the
-        # head under whatever autocast it is called in. torch.compile does record the autocast region.
-        no_autocast = (
-            contextlib.nullcontext()
-            if isinstance(x, torch.fx.Proxy)
-            else torch.autocast(device_type=x.device.type, enabled=False)
-        )
-        with no_autocast:
+        with outside_autocast(x):
             x = x.to(self.saliency.weight.dtype)
             if self.fc is None:
                 return saliency_boxes(self.saliency_prob(x), self.min_size)

@@ -8,14 +8,13 @@ pay; a single positive-looking position left outside costs, so boxes must hold a
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 from torch import nn
 
 from mxa.layers._checks import check_boxes, check_nchw
-from mxa.layers.roi import saliency_boxes, standardize
+from mxa.layers.roi import outside_autocast, saliency_boxes, standardize
 
 __all__ = ["ROIClassifier", "soft_box_mask"]
 
@@ -110,13 +109,7 @@ class ROIClassifier(nn.Module):
     def forward(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_nchw(x, self.dim)
         check_boxes(boxes, x.shape[0])
-        # as DynamicROIPool.predict_boxes: box maths out of bf16; FX records no context manager
-        no_autocast = (
-            contextlib.nullcontext()
-            if isinstance(x, torch.fx.Proxy)
-            else torch.autocast(device_type=x.device.type, enabled=False)
-        )
-        with no_autocast:
+        with outside_autocast(x):  # box maths, as in DynamicROIPool.predict_boxes
             x = x.to(self.fc.weight.dtype)
             h, w = x.shape[2], x.shape[3]
             z = self.fc(x.flatten(2).transpose(1, 2)).transpose(1, 2)  # (B, K, HW): every position's logits

@@ -141,12 +141,10 @@ def detection_ap(
 
 
 def _mcc(pred: torch.Tensor, true: torch.Tensor) -> float:
-    """Matthews correlation of two flat 0/1 vectors, clamped at 0 (0 where it is undefined)."""
-    p, t = pred.double().flatten(), true.double().flatten()
-    tp, tn = float((p * t).sum()), float(((1 - p) * (1 - t)).sum())
-    fp, fn = float((p * (1 - t)).sum()), float(((1 - p) * t).sum())
-    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return max(0.0, (tp * tn - fp * fn) / den) if den > 0 else 0.0
+    """Matthews correlation of two 0/1 tensors (torchmetrics), clamped at 0 as RoDeO does."""
+    from torchmetrics.functional.classification import binary_matthews_corrcoef
+
+    return max(0.0, float(binary_matthews_corrcoef(pred.flatten().long(), true.flatten().long())))
 
 
 def rodeo(

@@ -46,17 +46,9 @@ def _contains(boxes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 def _pairwise_iou(boxes: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """(M, K) IoU of box m (M, 4) with each true box (M, K, 4); NaN rows of ``true`` give 0.
 
-    Vectorized over images; ``tests/test_localization.py`` checks it against torchvision's ``box_iou``.
+    ``tests/test_localization.py`` checks it against torchvision's ``box_iou``.
     """
-    safe = torch.nan_to_num(true, nan=0.0)
-    b = boxes[:, None, :]
-    iw = (torch.minimum(b[..., 2], safe[..., 2]) - torch.maximum(b[..., 0], safe[..., 0])).clamp(min=0)
-    ih = (torch.minimum(b[..., 3], safe[..., 3]) - torch.maximum(b[..., 1], safe[..., 1])).clamp(min=0)
-    inter = iw * ih
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    area_t = (safe[..., 2] - safe[..., 0]) * (safe[..., 3] - safe[..., 1])
-    iou = inter / (area_b + area_t - inter).clamp(min=1e-12)
-    return iou.masked_fill(torch.isnan(true[..., 0]), 0.0)
+    return overlaps(boxes, true)[0]
 
 
 def overlaps(boxes: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,8 +101,7 @@ def _random_boxes(boxes: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _iou(boxes: torch.Tensor, true: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """(M, K) IoU of each present true box with the image's box, or (per-label boxes) with its label's."""
-    iou = _pairwise_iou(boxes, true) if boxes.ndim == 2 else overlaps(boxes, true)[0]
-    return iou.masked_fill(~present, 0.0)
+    return overlaps(boxes, true)[0].masked_fill(~present, 0.0)
 
 
 def _coverage(true: torch.Tensor, present: torch.Tensor, grid: int = 64) -> torch.Tensor:

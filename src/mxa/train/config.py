@@ -18,7 +18,7 @@ from mxa.data.transforms import PAPER_RAND_AUGMENT
 from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT
 from mxa.utils.runtime import AMP_CHOICES
 
-__all__ = ["LEGACY_SETTINGS", "ConfigError", "TrainConfig"]
+__all__ = ["LEGACY_SETTINGS", "ConfigError", "TrainConfig", "stored_settings"]
 
 #: Settings added with a default that differs from what runs before them did: a checkpoint whose stored
 #: config lacks one was trained with the value given here (resume and rebuild use it, never the new default).
@@ -28,6 +28,11 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "roi_mil": 0.0,
     "mxa_class_boxes": False,
 }
+
+
+def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored config with :data:`LEGACY_SETTINGS` for the settings it predates."""
+    return {**LEGACY_SETTINGS, **config}
 
 
 class ConfigError(ValueError):

@@ -21,7 +21,7 @@ from mxa.distill.cache import cache_teacher_logits
 from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.spec import ModelSpec
 from mxa.metrics.report import aggregate_runs
-from mxa.train.config import LEGACY_SETTINGS, TrainConfig
+from mxa.train.config import TrainConfig, stored_settings
 from mxa.train.loop import train
 from mxa.train.state import FIXED_ON_RESUME
 from mxa.utils.files import atomic_write_text
@@ -114,7 +114,7 @@ def _train_or_continue(cfg: TrainConfig) -> None:
         train(cfg)
         return
     ckpt = TrainCheckpoint.load(last)
-    old = {**LEGACY_SETTINGS, **ckpt.config}
+    old = stored_settings(ckpt.config)
     # a run without MXA blocks is the same run whatever its MXA settings (0.2 folders have other defaults)
     ignored = _MXA_ONLY if not cfg.mxa and not old.get("mxa", True) else ()
     same = all(

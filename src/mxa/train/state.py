@@ -25,7 +25,7 @@ from mxa.files.spec import ModelSpec
 from mxa.layers.mxa_block import MXABlock
 from mxa.losses import DistillationLoss
 from mxa.models.hooks import BoxCapture
-from mxa.train.config import LEGACY_SETTINGS, TrainConfig
+from mxa.train.config import TrainConfig, stored_settings
 from mxa.train.distributed import all_ranks
 from mxa.train.run_folder import trim_metrics
 
@@ -200,7 +200,7 @@ class CheckpointSaver:
 def resume(run: Run, path: str) -> None:
     """Restore weights, optimizer, schedule, EMA, RNG and position; refuse a checkpoint of another run."""
     ckpt = TrainCheckpoint.load(path, map_location="cpu")
-    old = {**LEGACY_SETTINGS, **ckpt.config}
+    old = stored_settings(ckpt.config)
     changed = [
         f"{k} ({old[k]!r} -> {getattr(run.cfg, k)!r})"
         for k in FIXED_ON_RESUME
