@@ -51,3 +51,28 @@ def test_bench_no_cuda_is_a_clear_error(monkeypatch) -> None:
 def test_missing_extra_names_the_install() -> None:
     with pytest.raises(MissingExtraError, match=r'pip install "mxa-attention\[viz\]"'):
         require("matplotlib.no_such_module", "Plotting")  # a missing module of the viz extra
+
+
+def test_bench_runtimes_side_by_side(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "r.json"
+    argv = [*BENCH_M0, "--batch-size", "2", "--repeats", "2", "--runtime", "eager", "--runtime", "onnx"]
+    assert main([*argv, "--runtime", "deterministic", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["runtimes"] == ["eager", "onnx", "deterministic"] and rep["compile"] is False
+    r = rep["results"]["efficientvit_ml_m0"]
+    assert set(r["variants"]) == {
+        f"{v}{s}" for v in ("mxa", "baseline", "timm") for s in ("", "@onnx", "@deterministic")
+    }
+    assert "train_step" not in r["variants"]["mxa@onnx"]  # ONNX Runtime: inference only
+    assert "train_step" in r["variants"]["mxa@deterministic"]
+    for key in ("mxa@onnx_vs_baseline@onnx", "timm@onnx_vs_baseline@onnx", "mxa@deterministic_vs_mxa"):
+        assert r["ratios"][key]["latency"] > 0, key
+    assert r["ratios"]["mxa@deterministic_vs_mxa"]["train_step"] > 0
+
+
+def test_bench_runtime_errors() -> None:
+    with pytest.raises(ValueError, match="unknown runtime.*choose from eager, compile, onnx, deterministic"):
+        run_bench(["efficientvit_ml_m0"], runtimes=["tensorrt"])
+    with pytest.raises(ValueError, match="CPU in float32: use --device cpu --amp none"):
+        run_bench(["efficientvit_ml_m0"], runtimes=["onnx"], amp="bf16")

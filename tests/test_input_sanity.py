@@ -106,3 +106,27 @@ def test_predict_names_a_constant_file(model, tmp_path, caplog) -> None:
         warnings.simplefilter("error", InputSanityWarning)  # the model-level warning is not repeated
         res = predict_files([f], tmp_path / "p.csv", model=model)
     assert res.constant_images == [f] and "blank.png is constant" in caplog.text
+
+
+def test_compiled_model_does_not_recompile_as_the_check_counts() -> None:
+    # The check's counter changes with every eager call; a compiled model must not guard on it.
+    from mxa.data.sanity import check_model_input
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pretrained_cfg = {"mean": (0.5,), "std": (0.25,)}
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            check_model_input(self, x)
+            return x * 2
+
+    net = Net()
+    compiled = torch.compile(net, backend="eager")
+    x = torch.randn(2, 1, 8, 8)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(4):  # the eager calls move the counter between the compiled ones
+            compiled(x)
+            net(x)
+    assert net.__dict__["_mxa_input_check"]["checks"] == 4

@@ -52,14 +52,14 @@ def test_teacher_from_exported_safetensors(run: Path, tmp_path: Path) -> None:
 
 def test_one_cache_builder_for_cli_and_experiments(run: Path, tmp_path: Path) -> None:
     # regression: `mxa cache-teacher` used the eval transform, the demo the 8-bit training path
-    from mxa.train.experiment import Experiment, _teacher_for_seed
+    from mxa.train.experiment import Experiment, teacher_for_seed
 
     teacher = str(run / "best.pt")
     out = tmp_path / "cli.safetensors"
     flags = f"--teacher {teacher} --model efficientvit_ml_m0 --img-size 64 --train-samples 32 --seed 5"
     assert main(["cache-teacher", *flags.split(), "--output", str(out), "--device", "cpu"]) == 0
     exp = Experiment(dataclasses.replace(TINY, output=str(tmp_path)), tmp_path / "exp", cache_teacher=True)
-    spec = _teacher_for_seed(exp, teacher, 0)
+    spec = teacher_for_seed(exp, teacher, 0)
     cli, demo = TeacherCache.load(out), TeacherCache.load(spec.split(":", 1)[1])
     assert cli.ids == demo.ids and len(cli) == 32
     assert torch.equal(cli.logits, demo.logits)

@@ -8,8 +8,8 @@ from torch.autograd import gradcheck
 from torchvision.ops import roi_align
 
 import mxa
-from mxa import DynamicROIPool, roi_crop
-from mxa.layers.roi import _crop
+from mxa import DynamicROIPool, MXABlock, roi_crop
+from mxa.layers.roi import _crop, boxes_to_inverse_theta, boxes_to_theta
 
 
 def _random_boxes(b: int, dtype=torch.float64, generator=None) -> torch.Tensor:
@@ -351,3 +351,60 @@ def test_pointwise_score_equals_the_convolution(dtype, b) -> None:
     torch.testing.assert_close(x1.grad, x2.grad, **tol)
     cl = m(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(cl, want.detach(), **tol)
+
+
+def test_nan_image_in_mxa_block_poisons_only_its_image() -> None:
+    torch.manual_seed(0)
+    blk = MXABlock(4, init_scale=0.5)
+    x = torch.randn(3, 4, 6, 6)
+    x[1, 2, 3, 3] = NAN
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            out = blk(x)
+        assert out[1].isnan().all()
+        torch.testing.assert_close(out[[0, 2]], blk(x[[0, 2]]))
+
+
+def _decode_reference(pool: DynamicROIPool, raw: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """The per-coordinate form of DynamicROIPool.decode, the oracle of its (B, 2) form."""
+    bx, by, aw, ah = raw.unbind(-1)
+    c = centre.clamp(1e-4, 1 - 1e-4)
+    assert pool.centre_gain is not None
+    shift = pool.centre_gain * torch.log(c / (1 - c))
+    bx, by = bx + shift[:, 0], by + shift[:, 1]
+    w = pool.min_size + (1.0 - pool.min_size) * torch.sigmoid(aw)
+    h = pool.min_size + (1.0 - pool.min_size) * torch.sigmoid(ah)
+    x1, y1 = (1.0 - w) * torch.sigmoid(bx), (1.0 - h) * torch.sigmoid(by)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decode_and_theta_match_their_per_coordinate_oracles(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    pool = DynamicROIPool(4, min_size=0.1).to(dtype)
+    with torch.no_grad():
+        pool.centre_gain.copy_(torch.tensor([0.7, 1.3]))  # type: ignore[union-attr]
+    raw = (3 * torch.randn(64, 4, dtype=dtype)).requires_grad_()
+    centre = torch.rand(64, 2, dtype=dtype).clamp(1e-6, 1 - 1e-6)
+    centre[0] = torch.tensor([0.0, 1.0])  # the clamped ends
+    got, ref = pool.decode(raw, centre), _decode_reference(pool, raw, centre)
+    torch.testing.assert_close(got, ref, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+    (g,) = torch.autograd.grad(got.sum(), raw)
+    (r,) = torch.autograd.grad(ref.sum(), raw)
+    torch.testing.assert_close(g, r)
+    # theta and its inverse, against the matrices written out entry by entry
+    b = got.detach()
+    x1, y1, x2, y2 = b.unbind(-1)
+    zero = torch.zeros_like(x1)
+    theta = torch.stack(
+        [torch.stack([x2 - x1, zero, x1 + x2 - 1], -1), torch.stack([zero, y2 - y1, y1 + y2 - 1], -1)], -2
+    )
+    inv = torch.stack(
+        [
+            torch.stack([1 / (x2 - x1), zero, -(x1 + x2 - 1) / (x2 - x1)], -1),
+            torch.stack([zero, 1 / (y2 - y1), -(y1 + y2 - 1) / (y2 - y1)], -1),
+        ],
+        -2,
+    )
+    torch.testing.assert_close(boxes_to_theta(b), theta, rtol=0, atol=0)
+    torch.testing.assert_close(boxes_to_inverse_theta(b), inv, rtol=0, atol=0)

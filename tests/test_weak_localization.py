@@ -445,7 +445,7 @@ def test_the_paper_recipes_train_the_papers_mxa(recipe: str) -> None:
 
 def test_a_0_2_run_without_mxa_is_kept_by_a_rerun(tmp_path: Path) -> None:
     from mxa.files.checkpoint import TrainCheckpoint
-    from mxa.train.experiment import _train_or_continue
+    from mxa.train.experiment import train_or_continue
 
     cfg = TrainConfig(model="efficientvit_ml_m0", mxa=False, epochs=1, output=str(tmp_path / "t"))
     stored = {
@@ -455,5 +455,5 @@ def test_a_0_2_run_without_mxa_is_kept_by_a_rerun(tmp_path: Path) -> None:
     TrainCheckpoint(model_name="efficientvit_ml_m0", model_kwargs={}, model={}, config=stored, epoch=1).save(
         tmp_path / "t" / "last.pt"
     )
-    _train_or_continue(cfg)  # kept: no training, no "other settings" refusal
+    train_or_continue(cfg)  # kept: no training, no "other settings" refusal
     assert TrainCheckpoint.load(tmp_path / "t" / "last.pt").config == stored

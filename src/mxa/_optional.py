@@ -23,6 +23,10 @@ _EXTRA_OF = {
     "onnxscript": "onnx",
     "yaml": "train",
     "tqdm": "train",
+    "submitit": "cluster",
+    "tensorboard": "tracking",
+    "wandb": "tracking",
+    "mlflow": "tracking",
 }
 
 

@@ -35,7 +35,18 @@ def add_parsers(sub: Any) -> None:
         "--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype (default none)"
     )
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--compile", action="store_true", help="torch.compile every variant")
+    p.add_argument(
+        "--runtime",
+        action="append",
+        choices=["eager", "compile", "onnx", "deterministic"],
+        default=[],
+        help="how to run every variant, repeatable, all timed in one interleaved run (default eager): eager; "
+        "compile (torch.compile; variant keys 'mxa@compile'...); onnx (exported with BN fused, as mxa export "
+        "writes it, in ONNX Runtime on the CPU with torch's thread count, inference only; needs the onnx "
+        "extra); deterministic (eager under torch.use_deterministic_algorithms, as mxa train --deterministic "
+        "runs: the separable crop)",
+    )
+    p.add_argument("--compile", action="store_true", help="the same as --runtime compile alone")
     p.add_argument(
         "--repeats", type=bounded(int, 1), default=10, help="interleaved timed repeats (default 10)"
     )
@@ -58,18 +69,19 @@ def add_parsers(sub: Any) -> None:
 def cmd_bench(ns: argparse.Namespace) -> int:
     from mxa.bench import run_bench
 
+    runtimes = ns.runtime + (["compile"] if ns.compile else [])
     rep = run_bench(
         ns.model or ["efficientvit_ml_m5"],
-        ns.device,
-        ns.batch_size,
-        ns.img_size,
-        ns.amp,
-        ns.channels_last,
-        ns.compile,
-        ns.repeats,
-        ns.warmup,
-        not ns.no_train,
+        device=ns.device,
+        batch_size=ns.batch_size,
+        img_size=ns.img_size,
+        amp=ns.amp,
+        channels_last=ns.channels_last,
+        repeats=ns.repeats,
+        warmup=ns.warmup,
+        train_step=not ns.no_train,
         crop_methods=ns.crop_method,
+        runtimes=runtimes,
     )
     print_table(rep)
     if ns.json:
@@ -83,7 +95,7 @@ def print_table(rep: Mapping[str, Any]) -> None:
         f"batch {rep['batch_size']}, {rep['img_size']}px, amp {rep['amp']}"
     )
     head = (
-        f"{'model':<20}{'variant':<10}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms [IQR]':>26}"
+        f"{'model':<20}{'variant':<24}{'params':>10}{'GFLOPs':>9}{'GMACs':>8}{'latency ms [IQR]':>26}"
         f"{'img/s':>9}{'train ms':>10}"
     )
     print(head + "\n" + "-" * len(head))
@@ -94,7 +106,7 @@ def print_table(rep: Mapping[str, Any]) -> None:
             tr_txt = "-" if tr is None else f"{tr:.1f}"
             lat = f"{inf['median_ms']:.2f} [{inf['p25_ms']:.2f}-{inf['p75_ms']:.2f}]"
             print(
-                f"{name:<20}{k:<10}{v['params'] / 1e6:>9.2f}M{v['gflops']:>9.3f}{v['gmacs']:>8.3f}  {lat:>24}"
+                f"{name:<20}{k:<24}{v['params'] / 1e6:>9.2f}M{v['gflops']:>9.3f}{v['gmacs']:>8.3f}  {lat:>24}"
                 f"{inf['images_per_s']:>9.0f}{tr_txt:>10}"
             )
         for k, rr in r["ratios"].items():

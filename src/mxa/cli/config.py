@@ -78,7 +78,7 @@ def add_config_flags(p: argparse.ArgumentParser, names: Sequence[str], **default
 _NOT_RESUMED = ("resume", "output", "overwrite", "stop_after_epoch")
 
 
-def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
+def train_config_from_args(ns: argparse.Namespace, extra_keys: Sequence[str] = ()) -> TrainConfig:
     """TrainConfig from the defaults, the ``--config`` YAML file and the flags given, checked once.
 
     With ``--resume RUN/last.pt`` the run's own settings (stored in the checkpoint) replace the defaults and
@@ -89,8 +89,9 @@ def train_config_from_args(ns: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     if getattr(ns, "resume", None):
         values.update(_resumed_settings(Path(ns.resume), fields))
-    if getattr(ns, "config", None):
-        values.update(_read_yaml(Path(ns.config), fields))
+    if getattr(ns, "config", None):  # extra_keys: a command's own YAML keys (mxa ablate's cluster settings)
+        loaded = _read_yaml(Path(ns.config), fields | set(extra_keys))
+        values.update({k: v for k, v in loaded.items() if k in fields})
     for k, v in vars(ns).items():
         if k in fields:
             values[k] = v
@@ -109,6 +110,15 @@ def _resumed_settings(path: Path, fields: set[str]) -> dict[str, Any]:
     values = {k: v for k, v in stored.items() if k in fields and k not in _NOT_RESUMED}
     values["output"] = str(path.parent)
     return values
+
+
+def read_yaml_keys(path: Path, keys: set[str]) -> dict[str, Any]:
+    """The ``keys`` a ``--config`` YAML file sets (any other key is left to the caller)."""
+    from mxa._optional import require
+
+    yaml = require("yaml", "--config")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    return {str(k).replace("-", "_"): v for k, v in loaded.items() if str(k).replace("-", "_") in keys}
 
 
 def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:

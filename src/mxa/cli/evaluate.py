@@ -94,12 +94,27 @@ def add_parsers(sub: Any) -> None:
             "mean and Student-t 95% CI over the runs of every metric and per-label AUC."
         ),
     )
-    p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
-    p.add_argument("--json", default=None, help="write the aggregate to this JSON file")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders (each with metrics.jsonl), or experiment folders of mxa ablate / mxa demo (their "
+        "<variant>/seed<k> runs); runs are grouped by variant (their folder's parent)",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        help="write the aggregate to this JSON file ({variant: aggregate} when there are several variants)",
+    )
+    p.add_argument(
+        "--curves",
+        default=None,
+        help="draw every run's learning curves (training loss, validation macro AUC, MXA box area per "
+        "block, over epochs) to this PNG",
+    )
     p.add_argument(
         "--no-ema", action="store_true", help="use the raw model's validation metrics, not the EMA's"
     )
-    declare_io(p, inputs=("runs",), outputs=("json",))
+    declare_io(p, inputs=("runs",), outputs=("json", "curves"))
     p.set_defaults(func=cmd_report)
 
 
@@ -252,13 +267,34 @@ def print_detection(det: dict[str, Any], loc: dict[str, Any]) -> None:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from mxa.metrics.report import aggregate_runs
+    from mxa.metrics.report import aggregate_runs, group_runs
 
-    rep = aggregate_runs([Path(r) for r in ns.runs], use_ema=not ns.no_ema)
-    print_report(rep)
+    groups = group_runs([Path(r) for r in ns.runs])
+    reps = {name: aggregate_runs(runs, use_ema=not ns.no_ema) for name, runs in groups.items()}
+    if len(reps) == 1:
+        rep: dict[str, Any] = next(iter(reps.values()))
+        print_report(rep)
+    else:
+        print_groups(reps)
+        rep = reps
+    if ns.curves:
+        from mxa.viz.curves import plot_learning_curves
+
+        print(f"\nlearning curves: {plot_learning_curves(groups, ns.curves)}")
     if ns.json:
         write_json(ns.json, rep)
     return 0
+
+
+def print_groups(reps: dict[str, dict[str, Any]]) -> None:
+    """Variants x metrics: mean [95% CI] over each variant's seeds."""
+    cols = [("macro_auc", "macro AUC"), ("micro_auc", "micro AUC"), ("competition_auc", "comp. AUC")]
+    head = f"{'variant':<14}{'runs':>5}" + "".join(f"{c[1]:>30}" for c in cols)
+    print(f"\nmean [95% CI] over seeds\n{head}\n" + "-" * len(head))
+    for name, rep in reps.items():
+        m = rep["metrics"]
+        cells = [fmt(m[k]["mean"], m[k]["ci"]) if k in m else "undefined" for k, _ in cols]
+        print(f"{name:<14}{len(rep['runs']):>5}" + "".join(f"{c:>30}" for c in cells))
 
 
 def print_report(rep: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mxa.cli._common import bounded, declare_io, print_rows
-from mxa.cli.config import add_train_flags, train_config_from_args
+from mxa.cli.config import add_train_flags, read_yaml_keys, train_config_from_args
 from mxa.utils.format import fmt
 
 #: the train options that name files a run reads
@@ -62,6 +62,13 @@ def add_parsers(sub: Any) -> None:
         help="epochs of the MXA-free teacher trained first (default: twice --epochs)",
     )
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="a comma-separated subset of baseline,+MXA,+MXA+KD to train (default all three); YAML key "
+        "variants",
+    )
+    add_cluster_flags(p)
     declare_io(
         p,
         inputs=_TRAIN_INPUTS,
@@ -109,18 +116,91 @@ def print_train_summary(summary: dict[str, Any]) -> None:
     print_rows(rows, "training summary")
 
 
-def cmd_ablate(ns: argparse.Namespace) -> int:
-    from mxa.train.experiment import run_ablation
+#: ``mxa ablate`` flags that are also keys of its ``--config`` YAML (beside the train settings)
+CLUSTER_FLAGS = {
+    "launcher": (
+        str,
+        "none",
+        "how runs are launched: none (one after another here, the default) or submitit",
+    ),
+    "cluster": (
+        str,
+        "slurm",
+        "with --launcher submitit: slurm, or local (parallel processes on this machine)",
+    ),
+    "partition": (str, None, "SLURM partition"),
+    "account": (str, None, "SLURM account"),
+    "gpus_per_run": (int, 1, "GPUs per run (one DDP process each; 0 on a CPU-only cluster)"),
+    "cpus_per_run": (int, 8, "CPU cores per run (data workers; torch threads on a CPU)"),
+    "time_min": (
+        int,
+        240,
+        "time limit of each job in minutes; a job that reaches it is requeued and continues",
+    ),
+    "mem_gb": (int, None, "memory per run in GB (default: the cluster's)"),
+    "max_parallel": (int, None, "at most this many runs at once (SLURM array parallelism)"),
+}
 
-    cfg = train_config_from_args(ns)
-    table = run_ablation(
-        cfg,
-        seeds=ns.seeds,
-        output=Path(ns.ablate_output),
-        teacher_epochs=ns.teacher_epochs,
-        json_path=ns.json,
+
+def add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (mxa ablate --launcher submitit; also keys of the --config YAML)")
+    for name, (kind, default, text) in CLUSTER_FLAGS.items():
+        choices = {"launcher": ["none", "submitit"], "cluster": ["slurm", "local"]}.get(name)
+        g.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            choices=choices,
+            help=f"{text} (default {default})",
+        )
+    g.add_argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="with --launcher submitit: wait for every job, then print the tables (default: submit and "
+        "return; run the same command again to collect)",
     )
-    print_ablation(table)
+
+
+def _ablate_settings(ns: argparse.Namespace) -> tuple[Any, str | None]:
+    """(ClusterConfig, variants) from the defaults, the --config YAML and the flags given."""
+    from mxa.train.launch import ClusterConfig
+
+    values: dict[str, Any] = {k: d for k, (_, d, _) in CLUSTER_FLAGS.items()}
+    values["wait"], variants = False, None
+    if getattr(ns, "config", None):
+        loaded = read_yaml_keys(Path(ns.config), {*values, "variants"})
+        variants = loaded.pop("variants", None)
+        values.update(loaded)
+    for k in values:
+        if getattr(ns, k, None) is not None:
+            values[k] = getattr(ns, k)
+    return ClusterConfig(**values), ns.variants if ns.variants is not None else variants
+
+
+def cmd_ablate(ns: argparse.Namespace) -> int:
+    from mxa.train.experiment import ablation_experiment, ablation_table, select_variants
+
+    cfg = train_config_from_args(ns, extra_keys=(*CLUSTER_FLAGS, "wait", "variants"))
+    cluster, variants = _ablate_settings(ns)
+    out = Path(ns.ablate_output)
+    exp = ablation_experiment(cfg, ns.seeds, out, ns.teacher_epochs, select_variants(variants))
+    if cluster.launcher == "none":
+        from mxa.train.experiment import run_experiment
+
+        runs = run_experiment(exp)
+    else:
+        from mxa.train.launch import collect, submit_experiment
+
+        sub = submit_experiment(exp, cluster)
+        for key, job in sub.jobs.items():
+            print(f"submitted {key}: job {job.job_id}")
+        collected = collect(exp, sub, cluster.wait)
+        if collected is None:
+            print(f"jobs are in {out / 'submitit'}; run the same command again to collect, or add --wait")
+            return 0
+        runs = collected
+    print_ablation(ablation_table(runs, out, ns.json))
     return 0
 
 

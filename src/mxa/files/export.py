@@ -138,7 +138,7 @@ def export_onnx(
         require("onnxscript", "ONNX export with the dynamo exporter")
     path = Path(path)
     eager = model.eval()
-    fused = reparameterize_model(copy.deepcopy(eager).cpu()).eval()
+    fused = reparameterize_model(copy.deepcopy(eager).cpu()).eval().requires_grad_(False)
     if auto:  # MatMul instead of GridSample: any opset >= 13, the TorchScript exporter, runtimes without it
         for blk in getattr(fused, "mxa_blocks", dict)().values():
             if blk.roi.crop_method == "auto":

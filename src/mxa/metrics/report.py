@@ -14,7 +14,12 @@ from mxa.metrics.classification import SCALAR_METRICS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["aggregate_runs", "mean_ci", "read_run"]
+__all__ = [
+    "aggregate_runs",
+    "group_runs",
+    "mean_ci",
+    "read_run",
+]
 
 
 def mean_ci(
@@ -110,3 +115,31 @@ def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]
     labels = list(runs[0]["per_label_auc"]) if runs else []
     per_label = {n: mean_ci([r["per_label_auc"].get(n) for r in runs], bounds=unit) for n in labels}
     return {"runs": [str(d) for d in run_dirs], "metrics": agg, "per_label_auc": per_label}
+
+
+#: the run folders of mxa ablate / mxa demo, by variant folder -> the variant's name in tables
+_VARIANT_NAMES = {"baseline": "baseline", "mxa": "+MXA", "mxa_kd": "+MXA+KD"}
+
+
+def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
+    """Run folders grouped by variant: a run folder counts as given, an experiment folder (``mxa ablate``,
+    ``mxa demo``) by its ``<variant>/seed<k>`` runs; a run's group is its parent folder's name.
+
+    Raises:
+        ValueError: a folder that is neither (the message says what it should hold).
+    """
+    groups: dict[str, list[Path]] = {}
+    for p in map(Path, paths):
+        if (p / "metrics.jsonl").is_file():
+            runs = [p]
+        else:
+            runs = sorted(f.parent for f in p.glob("*/seed*/metrics.jsonl"))
+            if not runs:
+                raise ValueError(
+                    f"{p} holds no metrics.jsonl and no <variant>/seed<k>/metrics.jsonl: give run folders of "
+                    "`mxa train` or the folder of `mxa ablate` / `mxa demo`"
+                )
+        for r in runs:
+            name = r.parent.name if r.name.startswith("seed") else "runs"
+            groups.setdefault(_VARIANT_NAMES.get(name, name), []).append(r)
+    return groups

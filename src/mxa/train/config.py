@@ -281,6 +281,19 @@ class TrainConfig:
         "run",
     )
     eval_bootstrap: int = _opt(0, "bootstrap resamples for per-epoch CIs", "run", min=0)
+    log: str = _opt(
+        "",
+        "live tracking, a comma-separated subset of tensorboard, wandb, mlflow (the tracking extra): each "
+        "epoch's numbers, the settings, validation images with their MXA boxes; metrics.jsonl is always "
+        "written (docs/cluster.md)",
+        "run",
+    )
+    log_images_every: int = _opt(
+        5,
+        "with --log: every this many epochs, a few validation images with their MXA boxes (0: never)",
+        "run",
+        min=0,
+    )
     progress: bool = _opt(True, "progress bars", "run")
 
     def __post_init__(self) -> None:
@@ -289,6 +302,12 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _check(f, getattr(self, f.name)))
         from mxa.data.spec import parse_data_spec
+        from mxa.train.tracking import parse_trackers
+
+        try:
+            self.log = ",".join(parse_trackers(self.log))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
         try:
             parse_data_spec(self.data)

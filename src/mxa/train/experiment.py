@@ -26,7 +26,20 @@ from mxa.train.loop import train
 from mxa.train.state import FIXED_ON_RESUME
 from mxa.utils.files import atomic_write_text
 
-__all__ = ["PAPER_VARIANTS", "Experiment", "Variant", "run_ablation", "run_experiment"]
+__all__ = [
+    "PAPER_VARIANTS",
+    "Experiment",
+    "Variant",
+    "ablation_experiment",
+    "ablation_table",
+    "run_ablation",
+    "run_experiment",
+    "run_finished",
+    "select_variants",
+    "teacher_for_seed",
+    "teacher_spec",
+    "train_or_continue",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +116,12 @@ class Experiment:
 _MXA_ONLY = frozenset(k for k in FIXED_ON_RESUME if k.startswith("mxa_") or k == "roi_mil")
 
 
-def _train_or_continue(cfg: TrainConfig) -> None:
-    """Train ``cfg``; a run already in its folder is kept when it finished with these settings and
-    continued from its ``last.pt`` when it did not (``mxa demo``/``mxa ablate`` can simply be run again).
-
-    With ``cfg.overwrite`` the run starts over; a run of other settings is refused (train says how).
-    """
+def _run_state(cfg: TrainConfig) -> str:
+    """``new`` (no run in ``cfg.output``), ``finished`` or ``unfinished`` (a run of these settings), or
+    ``other`` (a run of other settings)."""
     last = Path(cfg.output) / "last.pt"
     if cfg.overwrite or not last.is_file():
-        train(cfg)
-        return
+        return "new"
     ckpt = TrainCheckpoint.load(last)
     old = stored_settings(ckpt.config)
     # a run without MXA blocks is the same run whatever its MXA settings (0.2 folders have other defaults)
@@ -122,14 +131,31 @@ def _train_or_continue(cfg: TrainConfig) -> None:
         for k in FIXED_ON_RESUME
         if k in old and k not in ignored
     )
-    if same and ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch:
+    if not same:
+        return "other"
+    return "finished" if ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch else "unfinished"
+
+
+def run_finished(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.output`` holds a finished run of these settings."""
+    return _run_state(cfg) == "finished"
+
+
+def train_or_continue(cfg: TrainConfig) -> None:
+    """Train ``cfg``; a run already in its folder is kept when it finished with these settings and
+    continued from its ``last.pt`` when it did not (``mxa demo``/``mxa ablate`` can simply be run again).
+
+    With ``cfg.overwrite`` the run starts over; a run of other settings is refused (train says how).
+    """
+    state = _run_state(cfg)
+    if state == "finished":
         log.info("%s: already trained with these settings, kept", cfg.output)
-        return
-    if same:
+    elif state == "unfinished":
+        last = Path(cfg.output) / "last.pt"
         log.info("%s: continuing the unfinished run from %s", cfg.output, last)
         train(dataclasses.replace(cfg, resume=str(last)))
-        return
-    train(cfg)  # another run's folder: refused, with the fix in the message
+    else:
+        train(cfg)  # a new run, or another run's folder: refused, with the fix in the message
 
 
 def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
@@ -141,26 +167,34 @@ def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
     teacher = exp.teacher
     if teacher == "train" and any(v.distill for v in exp.variants):
         log.info("teacher: %s without MXA, %d epochs", exp.base.model, exp.teacher_config().epochs)
-        _train_or_continue(exp.teacher_config())
+        train_or_continue(exp.teacher_config())
         teacher = str(exp.teacher_dir / "best.pt")
     runs: dict[str, list[Path]] = {v.name: [] for v in exp.variants}
     for s in range(exp.seeds):
-        spec = _teacher_for_seed(exp, teacher, s)
+        spec = teacher_for_seed(exp, teacher, s)
         for v in exp.variants:
             log.info("%s, seed %d", v.name, exp.base.seed + s)
-            _train_or_continue(exp.run_config(v, s, spec))
+            train_or_continue(exp.run_config(v, s, spec))
             runs[v.name].append(exp.run_dir(v, s))
     return runs
 
 
-def _teacher_for_seed(exp: Experiment, teacher: str, seed_index: int) -> str:
-    """The ``--teacher`` of this seed's KD runs: the teacher itself, or its cached logits."""
+def teacher_spec(exp: Experiment, teacher: str, seed_index: int) -> str:
+    """The ``--teacher`` of this seed's KD runs (nothing is built): the teacher, or its logits' cache."""
     if not exp.cache_teacher or teacher == "none":
         return teacher
+    return f"cache:{exp.output / f'teacher_logits_seed{seed_index}.safetensors'}"
+
+
+def teacher_for_seed(exp: Experiment, teacher: str, seed_index: int) -> str:
+    """:func:`teacher_spec`, with the cache of the teacher's logits built first where it is one."""
+    spec = teacher_spec(exp, teacher, seed_index)
+    if not spec.startswith("cache:"):
+        return spec
     cfg = exp.base
     # The cache holds the student's view of each image: its input size and normalization decide.
     student = ModelSpec.for_training(cfg.model, cfg.img_size, mxa=False).build()
-    path = exp.output / f"teacher_logits_seed{seed_index}.safetensors"
+    path = Path(spec.removeprefix("cache:"))
     log.info("caching the teacher's logits on the training images (evaluation view): %s", path)
     cache_teacher_logits(
         teacher,
@@ -175,30 +209,62 @@ def _teacher_for_seed(exp: Experiment, teacher: str, seed_index: int) -> str:
         trust_pickle=cfg.trust_pickle,
         output=path,
     )
-    return f"cache:{path}"
+    return spec
 
 
-def run_ablation(
-    cfg: Any, seeds: int, output: Path, teacher_epochs: int | None = None, json_path: str | None = None
-) -> dict[str, Any]:
-    """Train baseline, +MXA and +MXA+KD with identical settings over ``seeds`` seeds (the paper's Tables
-    2-3, see :class:`~mxa.train.experiment.Experiment`); returns {variant: aggregate}, also written to
-    ``output/ablation.json`` (and ``json_path``).
-
-    ``cfg.teacher`` decides the KD teacher; ``none`` trains an MXA-free teacher of the same model first
-    (``teacher_epochs``, default 2x the epochs) and distils from it online.
-    """
-    exp = Experiment(
+def ablation_experiment(
+    cfg: Any,
+    seeds: int,
+    output: Path,
+    teacher_epochs: int | None = None,
+    variants: tuple[Variant, ...] = PAPER_VARIANTS,
+) -> Experiment:
+    """The :class:`Experiment` of ``mxa ablate``: ``cfg.teacher`` ``none`` trains an MXA-free teacher of
+    the same model first (``teacher_epochs``, default 2x the epochs) when a variant distils."""
+    return Experiment(
         cfg,
         Path(output),
         seeds,
         "train" if cfg.teacher == "none" else cfg.teacher,
         teacher_epochs,
+        variants=variants,
     )
-    runs = run_experiment(exp)
+
+
+def ablation_table(runs: dict[str, list[Path]], output: Path, json_path: str | None = None) -> dict[str, Any]:
+    """{variant: aggregate over its runs}, written to ``output/ablation.json`` (and ``json_path``)."""
     table = {name: aggregate_runs(dirs) for name, dirs in runs.items()}
     text = json.dumps(table, indent=2)
     atomic_write_text(Path(output) / "ablation.json", text)
     if json_path:
         atomic_write_text(json_path, text)
     return table
+
+
+def run_ablation(
+    cfg: Any,
+    seeds: int,
+    output: Path,
+    teacher_epochs: int | None = None,
+    json_path: str | None = None,
+    variants: tuple[Variant, ...] = PAPER_VARIANTS,
+) -> dict[str, Any]:
+    """Train baseline, +MXA and +MXA+KD (or ``variants``) with identical settings over ``seeds`` seeds (the
+    paper's Tables 2-3, see :func:`ablation_experiment`), one after another in this process; returns
+    {variant: aggregate}, also written to ``output/ablation.json`` (and ``json_path``)."""
+    exp = ablation_experiment(cfg, seeds, output, teacher_epochs, variants)
+    return ablation_table(run_experiment(exp), Path(output), json_path)
+
+
+def select_variants(spec: str | None) -> tuple[Variant, ...]:
+    """``"baseline,+MXA+KD"`` -> those of :data:`PAPER_VARIANTS`, in their order; None/"" -> all three."""
+    if not spec:
+        return PAPER_VARIANTS
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    known = {v.name: v for v in PAPER_VARIANTS}
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise ValueError(
+            f"unknown variant(s) {', '.join(bad) or '(none given)'}: choose from {', '.join(known)}"
+        )
+    return tuple(v for v in PAPER_VARIANTS if v.name in names)

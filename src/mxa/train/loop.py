@@ -9,6 +9,7 @@ Layout follows timm's ``train.py``: :func:`train` sets up a :class:`~mxa.train.s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
@@ -25,10 +26,12 @@ from mxa.data.labels import CHEXPERT_LABELS
 from mxa.evaluate import metrics_by_source, predict, roi_localization, summarize_localization
 from mxa.losses.box import best_match_giou_loss, box_area, per_label_giou_loss, roi_mil_loss
 from mxa.metrics.classification import SCALAR_METRICS, compute_metrics
+from mxa.models.hooks import has_rois
 from mxa.train.config import TrainConfig
 from mxa.train.distributed import agree, gather_predictions, process_group
 from mxa.train.setup import determinism, output_lock, schedule_phases, setup
 from mxa.train.state import CheckpointSaver, Run, all_finite
+from mxa.train.tracking import Tracking, log_roi_overlays, parse_trackers
 from mxa.utils.runtime import NonFiniteError, autocast, resolve_device
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "schedule_phases", "train", "train_one_epoch", "validate"]
@@ -69,8 +72,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     with determinism(cfg.deterministic), process_group(device), output_lock(cfg) as out_dir:
         run = setup(cfg, device, out_dir)
         saver = CheckpointSaver(out_dir, run.is_main, Path(cfg.resume) if cfg.resume else None)
-        with _StopRequest() as stopper:
-            _fit(run, saver, stopper)
+        tracking = Tracking(
+            parse_trackers(cfg.log),
+            out_dir,
+            config=dataclasses.asdict(cfg),
+            enabled=run.is_main,
+            images_every=cfg.log_images_every,
+        )
+        with _StopRequest() as stopper, tracking:
+            _fit(run, saver, stopper, tracking)
         summary = _summary(run)
         if summary["best"] is None and run.is_main:
             log.warning(
@@ -82,7 +92,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return summary
 
 
-def _fit(run: Run, saver: CheckpointSaver, stopper: _StopRequest) -> None:
+def _fit(run: Run, saver: CheckpointSaver, stopper: _StopRequest, tracking: Tracking) -> None:
     """The epoch loop: train, validate, save; stops after ``stop_after_epoch`` or on Ctrl-C."""
     cfg = run.cfg
     for epoch in range(run.start_epoch, cfg.epochs):
@@ -100,6 +110,11 @@ def _fit(run: Run, saver: CheckpointSaver, stopper: _StopRequest) -> None:
         saver.save(run.state(epoch + 1, 0), improved, record)
         if run.is_main:
             _log_epoch(run, record, improved)
+            tracking.log_epoch(epoch + 1, record)
+            if tracking.wants_images(epoch + 1) and has_rois(run.model):
+                images = torch.stack([run.val_ds[i][1] for i in range(min(4, len(run.val_ds)))])
+                labels = list(getattr(run.model, "label_names", None) or CHEXPERT_LABELS)
+                log_roi_overlays(tracking, epoch + 1, run.model, images.to(run.device), labels)
         if cfg.stop_after_epoch is not None and cfg.stop_after_epoch <= epoch + 1 < cfg.epochs:
             if run.is_main:
                 log.info(
@@ -312,15 +327,12 @@ def validate(run: Run) -> dict[str, Any]:
             per_label_auc=m["per_label_auc"], n_images=m["n_images"], n_nonfinite=m.get("n_nonfinite", 0)
         )
         if "rois" in preds and "true_boxes" in preds:
-            rec["roi_localization"] = summarize_localization(
-                roi_localization(
-                    preds["rois"],
-                    preds["true_boxes"],
-                    n_random=16,
-                    points=preds.get("points"),
-                    per_label=False,
-                )
+            loc = roi_localization(
+                preds["rois"], preds["true_boxes"], n_random=16, points=preds.get("points"), per_label=False
             )
+            # the mean over blocks, and each block's own numbers (learning curves, trackers)
+            per_block = {b: {k: v for k, v in m.items() if isinstance(v, float)} for b, m in loc.items()}
+            rec["roi_localization"] = {**summarize_localization(loc), "per_block": per_block}
         per_set = metrics_by_source(preds, run.val_ds)  # --data a+b: each set beside the pool
         if per_set:
             rec["per_dataset"] = {

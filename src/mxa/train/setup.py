@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from mxa.train.distributed import all_ranks, dist_info
 from mxa.train.run_folder import prepare_run_folder
 from mxa.train.state import Run, model_spec, resume
 from mxa.utils.files import RunLock, check_writable_dir
-from mxa.utils.runtime import resolve_amp
+from mxa.utils.runtime import determinism, resolve_amp
 
 __all__ = ["determinism", "output_lock", "schedule_phases", "setup"]
 
@@ -48,32 +47,6 @@ def schedule_phases(epochs: int, warmup: int, cooldown: int) -> tuple[int, int, 
     warmup = min(warmup, max(0, epochs - 1))
     cooldown = min(cooldown, max(0, epochs - warmup - 1))
     return warmup, epochs - warmup - cooldown, cooldown, scaled
-
-
-@contextlib.contextmanager
-def determinism(on: bool) -> Iterator[None]:
-    """``--deterministic``: deterministic algorithms for the run, the previous settings restored after.
-
-    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first call; it is set here if the user has not.
-    ``grid_sample``'s CUDA backward has no deterministic kernel: the MXA crops switch to the separable
-    method (``crop_method="auto"`` follows ``torch.are_deterministic_algorithms_enabled()``).
-    """
-    if not on:
-        yield
-        return
-    old = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
 
 
 @contextlib.contextmanager

@@ -85,8 +85,9 @@ class RunLockedError(RuntimeError):
 class RunLock:
     """An exclusive lock file (``.lock``, created with O_EXCL) in a run folder.
 
-    It holds the owner's host and pid. A lock left by a process that no longer runs on this host is
-    taken over (a crash or SIGKILL must not block the folder forever); any other lock raises
+    It holds the owner's host, pid and SLURM job (``-`` outside SLURM). A lock left by a process that no
+    longer runs on this host is taken over (a crash or SIGKILL must not block the folder forever), and so
+    is one of the same SLURM job (a preempted job requeued on another node); any other lock raises
     :class:`RunLockedError` naming the owner.
     """
 
@@ -94,22 +95,25 @@ class RunLock:
         self.path = Path(folder) / ".lock"
         self.held = False
 
-    def _owner(self) -> tuple[str, int] | None:
+    def _owner(self) -> tuple[str, int, str] | None:
         try:
-            host, pid = self.path.read_text().split()[:2]
-            return host, int(pid)
-        except (OSError, ValueError):
+            parts = self.path.read_text().split()
+            return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "-"
+        except (OSError, ValueError, IndexError):
             return None
 
     def acquire(self) -> RunLock:
-        me = f"{socket.gethostname()} {os.getpid()}\n"
+        job = slurm_job()
+        me = f"{socket.gethostname()} {os.getpid()} {job}\n"
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner and owner[0] == socket.gethostname() and not _alive(owner[1]):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                stale = owner is not None and owner[0] == socket.gethostname() and not _alive(owner[1])
+                requeued = owner is not None and job != "-" and owner[2] == job
+                if stale or requeued:
+                    self.path.unlink(missing_ok=True)  # its process is gone (or was this job, requeued)
                     continue
                 who = f"process {owner[1]} on {owner[0]}" if owner else "another process"
                 raise RunLockedError(
@@ -132,6 +136,14 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def slurm_job() -> str:
+    """This process's SLURM job (``<array job>_<task>`` in a job array), or ``-`` outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID", "-")
 
 
 def _alive(pid: int) -> bool:

@@ -1,14 +1,15 @@
-"""Where and how a model runs: device resolution and autocast (one helper each)."""
+"""Where and how a model runs: device resolution, autocast and deterministic algorithms (one helper each)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["AMP_CHOICES", "NonFiniteError", "autocast", "resolve_amp", "resolve_device"]
+__all__ = ["AMP_CHOICES", "NonFiniteError", "autocast", "determinism", "resolve_amp", "resolve_device"]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
@@ -66,3 +67,29 @@ def autocast(device: torch.device | str, amp: str) -> Any:
 
 class NonFiniteError(RuntimeError):
     """Numbers stopped being finite (weights, loss or scores); the CLI exits with status 3."""
+
+
+@contextlib.contextmanager
+def determinism(on: bool) -> Iterator[None]:
+    """``--deterministic``: deterministic algorithms for the run, the previous settings restored after.
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first call; it is set here if the user has not.
+    ``grid_sample``'s CUDA backward has no deterministic kernel: the MXA crops switch to the separable
+    method (``crop_method="auto"`` follows ``torch.are_deterministic_algorithms_enabled()``).
+    """
+    if not on:
+        yield
+        return
+    old = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
