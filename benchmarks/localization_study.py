@@ -30,7 +30,7 @@ from mxa.data.combine import build_eval_dataset
 from mxa.evaluate import _with_label_boxes, evaluate_model
 from mxa.metrics.localization import overlaps
 from mxa.train.config import TrainConfig
-from mxa.train.experiment import _train_or_continue
+from mxa.train.experiment import train_or_continue
 from mxa.utils.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def run_one(name: str, seed: int, base: TrainConfig, output: Path) -> dict[str, 
     cfg = dataclasses.replace(base, seed=seed, output=str(output / name / f"seed{seed}"))
     cfg = dataclasses.replace(cfg, **VARIANTS[name][1])
     t0 = time.perf_counter()
-    _train_or_continue(cfg)  # a run already trained with these settings is kept: re-evaluation is cheap
+    train_or_continue(cfg)  # a run already trained with these settings is kept: re-evaluation is cheap
     minutes = (time.perf_counter() - t0) / 60
     model = mxa.load_model(Path(cfg.output) / "last.pt")
     # one validation set for all runs, larger than the per-epoch one: ~16% of phantoms have one finding

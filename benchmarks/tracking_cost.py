@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--output", default="benchmarks/results/cpu-tracking.json")
     args = ap.parse_args()
+    if Path(args.output).exists():  # before the run, not after it
+        raise SystemExit(f"{args.output} exists: move it away first (results are never overwritten)")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -252,8 +252,47 @@ def tracking_cost() -> list[str]:
     ]
 
 
+def how_long() -> list[str]:
+    """The "How long things take" table, from cpu-timings.json (benchmarks/timings.py)."""
+    f = RESULTS / "cpu-timings.json"
+    if not f.is_file():
+        return []
+    t = json.loads(f.read_text())
+    rows = []
+    if "help_s" in t:
+        h = t["help_s"]
+        slow = max(h["each"], key=h["each"].get)
+        rows.append(
+            f"| `mxa --help`, `mxa COMMAND --help` ({len(h['each'])} texts) | median {h['median']:.2f} s, "
+            f"slowest {h['max']:.2f} s (`{slow or '--help'}`); goal < 1 s: "
+            f"{'met' if h['max'] < 1 else '**missed**'} |"
+        )
+    if "quick_demo_s" in t:
+        rows.append(f"| `mxa demo --quick` | {t['quick_demo_s'] / 60:.1f} min |")
+    if t.get("demo_minutes") is not None:
+        rows.append(
+            f"| `mxa demo` (the README's table; `docs/results/demo.json`) | {t['demo_minutes']:.1f} min |"
+        )
+    if "bench_s" in t:
+        rows.append(f"| `mxa bench` (M5, batch 32, 10 repeats, train step) | {t['bench_s'] / 60:.1f} min |")
+    if "tests_s" in t:
+        rows.append(f"| `python -m pytest -q` (the whole suite) | {t['tests_s'] / 60:.1f} min |")
+    return [
+        "## How long things take",
+        "",
+        f"Wall clock on this machine ({t['machine']}, Python {t['python']}, {t['date']}), each run as a user "
+        "runs it, from `cpu-timings.json` (`python benchmarks/timings.py`). A GPU shortens the demo and the "
+        "tests' training runs.",
+        "",
+        "| what | time |",
+        "| --- | ---: |",
+        *rows,
+        "",
+    ]
+
+
 def extra_runs() -> list[str]:
-    out = runtime_runs() + tracking_cost()
+    out = how_long() + runtime_runs() + tracking_cost()
     for name, title in EXTRA_BENCH:
         f = RESULTS / name
         if f.is_file():

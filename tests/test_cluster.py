@@ -186,7 +186,7 @@ def test_submitit_local_ablation_with_a_preemption_equals_the_sequential_run(tmp
             "1",
         ]
     )
-    cluster, variants = _ablate_settings(ns)
+    cluster, variants, _ = _ablate_settings(ns)
     assert cluster.cluster == "local" and cluster.gpus_per_run == 1
     cluster = dataclasses.replace(cluster, gpus_per_run=0)  # this machine has no GPU
     exp = ablation_experiment(train_config_from_args(ns), 2, tmp_path / "sub", 2, select_variants(variants))
@@ -232,14 +232,42 @@ def test_ablate_cluster_settings_from_yaml_and_flags(tmp_path: Path, capsys) -> 
     cfg = tmp_path / "ab.yaml"
     cfg.write_text("epochs: 1\nlauncher: submitit\npartition: gpu\ntime_min: 30\nvariants: baseline,+MXA\n")
     ns = build_parser().parse_args(["ablate", "--config", str(cfg), "--time-min", "90", "--account", "lab"])
-    cluster, variants = _ablate_settings(ns)
+    cluster, variants, given = _ablate_settings(ns)
     assert (cluster.launcher, cluster.partition, cluster.time_min, cluster.account) == (
         "submitit",
         "gpu",
         90,
         "lab",
     )
-    assert variants == "baseline,+MXA"
+    assert variants == "baseline,+MXA" and set(given) == {"launcher", "partition", "time_min", "account"}
+    cfg.write_text("variants: [baseline, +MXA+KD]\ntime_min: '30'\n")
+    with pytest.raises(ValueError, match="time_min must be int, got '30'"):
+        _ablate_settings(build_parser().parse_args(["ablate", "--config", str(cfg)]))
+    cfg.write_text("variants: [baseline, +MXA+KD]\nmax_parallel: 0\nlauncher: submitit\n")
+    with pytest.raises(ValueError, match="max_parallel must be an integer >= 1, got 0"):
+        _ablate_settings(build_parser().parse_args(["ablate", "--config", str(cfg)]))
+    cfg.write_text("variants: [baseline, +MXA+KD]\n")
+    assert (
+        _ablate_settings(build_parser().parse_args(["ablate", "--config", str(cfg)]))[1] == "baseline,+MXA+KD"
+    )
+    # settings without effect are named, not dropped (the runs themselves fail fast: no such variant)
+    assert (
+        main(
+            [
+                "ablate",
+                "--wait",
+                "--gpus-per-run",
+                "2",
+                "--variants",
+                "+KD",
+                "--ablate-output",
+                str(tmp_path / "y"),
+            ]
+        )
+        != 0
+    )
+    out = capsys.readouterr()
+    assert "note: --gpus-per-run, --wait has no effect with --launcher none" in out.out
     assert main(["ablate", "--variants", "baseline,+KD", "--ablate-output", str(tmp_path / "x")]) != 0
     assert "unknown variant(s) +KD: choose from baseline, +MXA, +MXA+KD" in capsys.readouterr().err
 
@@ -290,6 +318,10 @@ def test_requeued_slurm_job_takes_over_its_own_lock(tmp_path: Path, monkeypatch)
         assert lock.read_text().split()[2] == "777_3"
     lock.write_text("node-a 4242 777_4\n")  # another task's lock is refused
     with pytest.raises(RunLockedError, match="in use by process 4242 on node-a"):
+        RunLock(tmp_path).acquire()
+    # the same job on this host with a live owner (two runs of one job script): refused
+    lock.write_text(f"{socket.gethostname()} {os.getppid()} 777_3\n")
+    with pytest.raises(RunLockedError, match=f"in use by process {os.getppid()}"):
         RunLock(tmp_path).acquire()
 
 

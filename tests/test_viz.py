@@ -93,3 +93,16 @@ def test_cli_viz(tmp_path, shared_cxr) -> None:
     )
     for name in ("00000001_000_roi.png", "00000001_000_attention.png", "phantom_grid.png"):
         _png_ok(out / name)
+
+
+def test_block_colours_are_fixed_and_never_the_truths_green() -> None:
+    import matplotlib.colors as mcolors
+
+    from mxa.viz._common import BLOCK_COLORS, TRUTH_COLOR, block_color
+
+    truth = mcolors.to_rgb(TRUTH_COLOR)
+    for c in BLOCK_COLORS:
+        r, g, b = mcolors.to_rgb(c)
+        assert not (g > 0.5 and g > r + 0.2 and g > b + 0.2), c  # no green-dominant block colour
+        assert mcolors.to_rgb(c) != truth
+    assert len(set(BLOCK_COLORS)) == len(BLOCK_COLORS) and block_color(len(BLOCK_COLORS)) == BLOCK_COLORS[0]

@@ -217,8 +217,17 @@ def _heatmap(
         labels[j],
         float(probs[j]),
         decisions[j] or None,
-        title=f"{src.name}: Grad-CAM of {labels[j]} (stage {stage}) beside the MXA boxes",
+        title=f"{src.name}: Grad-CAM of {labels[j]} (stage {stage})",
+        threshold=_threshold(model, labels[j]),
     )
+
+
+def _threshold(model: torch.nn.Module, label: str) -> float | None:
+    """The decision rule's threshold for ``label``, if the model carries one."""
+    from mxa.decision.rule import get_decision_rule
+
+    rule = get_decision_rule(model)
+    return None if rule is None or not rule.thresholds else rule.thresholds.get(label)
 
 
 def _resolve_model(

@@ -7,17 +7,20 @@ them); the library below never builds a parser. Errors a user can fix end in one
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from mxa.cli import bench, data, demo, evaluate, export, predict, train
-from mxa.cli._common import guard_io, setup_logging
-from mxa.cli.config import train_config_from_args
+from mxa._compat import lazy_names
+from mxa.cli._help import cached_help
 
 __all__ = ["build_parser", "main", "train_config_from_args"]
 
-#: The command modules, in the order of ``mxa --help``.
-COMMAND_MODULES = (train, evaluate, predict, demo, export, bench, data)
+#: The command modules, in the order of ``mxa --help`` (imported when a parser is built: ``--help`` is
+#: answered from the generated ``help.json`` without them, and without torch).
+COMMAND_MODULES = ("train", "evaluate", "predict", "demo", "export", "bench", "data")
+
+__getattr__ = lazy_names(__name__, {"train_config_from_args": "mxa.cli.config"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mxa-attention {__version__}")
     parser.add_argument("--verbose", action="store_true", help="also show debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.add_parsers(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mxa.cli.{name}").add_parsers(sub)
+    parser.set_defaults(commands=list(sub.choices))  # every command's name (an Action's choices)
     return parser
 
 
@@ -43,12 +47,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C.
     """
+    args = sys.argv[1:] if argv is None else list(argv)
+    text = cached_help(args)
+    if text is not None:  # `mxa --help`, `mxa COMMAND --help`: no parser, no torch (under a second)
+        sys.stdout.write(text)
+        return 0
     from mxa._optional import MissingExtraError
+    from mxa.cli._common import guard_io, setup_logging
     from mxa.utils.files import RunLockedError
     from mxa.utils.runtime import NonFiniteError
 
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(args)
     if not getattr(ns, "command", None):
         parser.print_help()
         return 2

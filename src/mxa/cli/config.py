@@ -112,16 +112,8 @@ def _resumed_settings(path: Path, fields: set[str]) -> dict[str, Any]:
     return values
 
 
-def read_yaml_keys(path: Path, keys: set[str]) -> dict[str, Any]:
-    """The ``keys`` a ``--config`` YAML file sets (any other key is left to the caller)."""
-    from mxa._optional import require
-
-    yaml = require("yaml", "--config")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    return {str(k).replace("-", "_"): v for k, v in loaded.items() if str(k).replace("-", "_") in keys}
-
-
-def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A ``--config`` YAML file's mapping, keys as Python names (``time-min`` -> ``time_min``)."""
     from mxa._optional import require
 
     yaml = require("yaml", "--config")
@@ -133,10 +125,12 @@ def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a mapping of settings (flag names without --)")
-    values = {}
-    for k, v in loaded.items():
-        key = str(k).replace("-", "_")
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
+def _read_yaml(path: Path, fields: set[str]) -> dict[str, Any]:
+    values = read_yaml(path)
+    for key in values:
         if key not in fields:
-            raise ValueError(f"{path}: unknown setting {k!r}; the settings are the `mxa train` flags")
-        values[key] = v
+            raise ValueError(f"{path}: unknown setting {key!r}; the settings are the `mxa train` flags")
     return values

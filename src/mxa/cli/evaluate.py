@@ -268,8 +268,9 @@ def print_detection(det: dict[str, Any], loc: dict[str, Any]) -> None:
 
 def cmd_report(ns: argparse.Namespace) -> int:
     from mxa.metrics.report import aggregate_runs, group_runs
+    from mxa.train.experiment import PAPER_VARIANTS
 
-    groups = group_runs([Path(r) for r in ns.runs])
+    groups = group_runs([Path(r) for r in ns.runs], names={v.folder: v.name for v in PAPER_VARIANTS})
     reps = {name: aggregate_runs(runs, use_ema=not ns.no_ema) for name, runs in groups.items()}
     if len(reps) == 1:
         rep: dict[str, Any] = next(iter(reps.values()))
@@ -280,7 +281,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
     if ns.curves:
         from mxa.viz.curves import plot_learning_curves
 
-        print(f"\nlearning curves: {plot_learning_curves(groups, ns.curves)}")
+        print(f"\nlearning curves: {plot_learning_curves(groups, ns.curves, use_ema=not ns.no_ema)}")
     if ns.json:
         write_json(ns.json, rep)
     return 0

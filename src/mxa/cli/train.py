@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from mxa.cli._common import bounded, declare_io, print_rows
-from mxa.cli.config import add_train_flags, read_yaml_keys, train_config_from_args
+from mxa.cli.config import add_train_flags, read_yaml, train_config_from_args
 from mxa.utils.format import fmt
 
 #: the train options that name files a run reads
@@ -162,27 +163,47 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _ablate_settings(ns: argparse.Namespace) -> tuple[Any, str | None]:
-    """(ClusterConfig, variants) from the defaults, the --config YAML and the flags given."""
+def _ablate_settings(ns: argparse.Namespace) -> tuple[Any, str | None, list[str]]:
+    """(ClusterConfig, variants, the cluster settings given) from the defaults, the --config YAML and the
+    flags given (in that order of precedence, the flags last)."""
     from mxa.train.launch import ClusterConfig
 
     values: dict[str, Any] = {k: d for k, (_, d, _) in CLUSTER_FLAGS.items()}
-    values["wait"], variants = False, None
+    values["wait"], variants, given = False, None, []
     if getattr(ns, "config", None):
-        loaded = read_yaml_keys(Path(ns.config), {*values, "variants"})
+        loaded = read_yaml(Path(ns.config))
         variants = loaded.pop("variants", None)
-        values.update(loaded)
+        if isinstance(variants, list):  # variants: [baseline, +MXA] as well as "baseline,+MXA"
+            variants = ",".join(map(str, variants))
+        for k in [k for k in loaded if k in values]:
+            kind = bool if k == "wait" else CLUSTER_FLAGS[k][0]
+            v = loaded[k]
+            if v is not None and not (isinstance(v, kind) and not (kind is int and isinstance(v, bool))):
+                raise ValueError(f"{ns.config}: {k} must be {kind.__name__}, got {v!r}")
+            values[k] = v
+            given.append(k)
     for k in values:
         if getattr(ns, k, None) is not None:
             values[k] = getattr(ns, k)
-    return ClusterConfig(**values), ns.variants if ns.variants is not None else variants
+            given.append(k)
+    return ClusterConfig(**values), ns.variants if ns.variants is not None else variants, given
 
 
 def cmd_ablate(ns: argparse.Namespace) -> int:
     from mxa.train.experiment import ablation_experiment, ablation_table, select_variants
 
     cfg = train_config_from_args(ns, extra_keys=(*CLUSTER_FLAGS, "wait", "variants"))
-    cluster, variants = _ablate_settings(ns)
+    cluster, variants, given = _ablate_settings(ns)
+    unused = [k for k in given if k != "launcher"] if cluster.launcher == "none" else []
+    if cluster.cluster == "local" and "max_parallel" in given:
+        unused.append("max_parallel")
+    if unused:  # accepted but without effect: say so instead of silently ignoring them
+        where = (
+            "with --launcher none (runs one after another here)"
+            if cluster.launcher == "none"
+            else ("with --cluster local (every run starts at once)")
+        )
+        print(f"note: {', '.join('--' + k.replace('_', '-') for k in unused)} has no effect {where}")
     out = Path(ns.ablate_output)
     exp = ablation_experiment(cfg, ns.seeds, out, ns.teacher_epochs, select_variants(variants))
     if cluster.launcher == "none":
@@ -190,12 +211,20 @@ def cmd_ablate(ns: argparse.Namespace) -> int:
 
         runs = run_experiment(exp)
     else:
-        from mxa.train.launch import collect, submit_experiment
+        from mxa.train.launch import JobFailedError, collect, submit_experiment
 
-        sub = submit_experiment(exp, cluster)
-        for key, job in sub.jobs.items():
-            print(f"submitted {key}: job {job.job_id}")
-        collected = collect(exp, sub, cluster.wait)
+        try:
+            sub = submit_experiment(exp, cluster)
+            if sub.teacher is not None:
+                print(f"submitted the teacher {exp.teacher_dir}: job {sub.teacher.job_id}")
+            for key, job in sub.jobs.items():
+                print(f"submitted {key}: job {job.job_id}")
+            for key in sub.running:
+                print(f"still queued or running from an earlier submission: {key}")
+            collected = collect(exp, sub, cluster.wait, cluster)
+        except JobFailedError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if collected is None:
             print(f"jobs are in {out / 'submitit'}; run the same command again to collect, or add --wait")
             return 0

@@ -48,8 +48,8 @@ def mean_ci(
     return {"mean": mean, "ci": [lo, hi], "n": n, "std": sd}
 
 
-def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
-    """The validation metrics of a run's best epoch (by macro AUC), from its metrics.jsonl."""
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every epoch record of a run's metrics.jsonl, checked (a corrupt line is an error naming it)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}: is it a folder written by `mxa train`?")
@@ -69,6 +69,12 @@ def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
         records.append(rec)
     if not records:
         raise ValueError(f"{path} is empty: the run has not finished an epoch")
+    return records
+
+
+def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
+    """The validation metrics of a run's best epoch (by macro AUC), from its metrics.jsonl."""
+    records = read_records(run_dir)
 
     def val(r: dict) -> dict:
         return r["val_ema"] if use_ema and isinstance(r.get("val_ema"), dict) else r["val"]
@@ -117,17 +123,17 @@ def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]
     return {"runs": [str(d) for d in run_dirs], "metrics": agg, "per_label_auc": per_label}
 
 
-#: the run folders of mxa ablate / mxa demo, by variant folder -> the variant's name in tables
-_VARIANT_NAMES = {"baseline": "baseline", "mxa": "+MXA", "mxa_kd": "+MXA+KD"}
-
-
-def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
+def group_runs(paths: list[Path], names: dict[str, str] | None = None) -> dict[str, list[Path]]:
     """Run folders grouped by variant: a run folder counts as given, an experiment folder (``mxa ablate``,
-    ``mxa demo``) by its ``<variant>/seed<k>`` runs; a run's group is its parent folder's name.
+    ``mxa demo``) by its ``<variant>/seed<k>`` runs. A run's group is its parent folder's name, or
+    ``names[folder]`` (the variant's name in tables); with several experiment folders, prefixed by the
+    experiment's, so that two experiments' variants of one name are not pooled.
 
     Raises:
         ValueError: a folder that is neither (the message says what it should hold).
     """
+    names = names or {}
+    experiments = [p for p in map(Path, paths) if not (p / "metrics.jsonl").is_file()]
     groups: dict[str, list[Path]] = {}
     for p in map(Path, paths):
         if (p / "metrics.jsonl").is_file():
@@ -140,6 +146,9 @@ def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
                     "`mxa train` or the folder of `mxa ablate` / `mxa demo`"
                 )
         for r in runs:
-            name = r.parent.name if r.name.startswith("seed") else "runs"
-            groups.setdefault(_VARIANT_NAMES.get(name, name), []).append(r)
+            folder = r.parent.name if r.name.startswith("seed") else "runs"
+            name = names.get(folder, folder)
+            if len(experiments) > 1 and p in experiments:
+                name = f"{p.name}/{name}"
+            groups.setdefault(name, []).append(r)
     return groups

@@ -162,7 +162,7 @@ def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
     """Train the teacher (if asked) and every variant for every seed; returns {variant name: run folders}.
 
     Runs that already finished in their folders are kept, unfinished ones continued (see
-    :func:`_train_or_continue`); ``base.overwrite`` starts them all over.
+    :func:`train_or_continue`); ``base.overwrite`` starts them all over.
     """
     teacher = exp.teacher
     if teacher == "train" and any(v.distill for v in exp.variants):

@@ -34,14 +34,29 @@ from mxa.train.experiment import (
 )
 from mxa.utils.files import atomic_write_text
 
-__all__ = ["CLUSTERS", "LAUNCHERS", "ClusterConfig", "Submission", "TrainJob", "collect", "submit_experiment"]
+__all__ = [
+    "CLUSTERS",
+    "LAUNCHERS",
+    "ClusterConfig",
+    "JobFailedError",
+    "Submission",
+    "TrainJob",
+    "collect",
+    "submit_experiment",
+]
 
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("none", "submitit")
 CLUSTERS = ("slurm", "local")
 #: submitit job states of a job that has not ended (SLURM's, and the local executor's)
-_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "UNKNOWN"}
+_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+#: seconds between two looks at a job that this process did not submit (``--wait`` on a re-run)
+_POLL_S = {"local": 2.0, "slurm": 30.0}
+
+
+class JobFailedError(RuntimeError):
+    """A job of the experiment ended without finishing its run (the message names its log)."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +91,12 @@ class ClusterConfig:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
         if self.cluster not in CLUSTERS:
             raise ValueError(f"cluster must be one of {', '.join(CLUSTERS)}, got {self.cluster!r}")
-        for name in ("gpus_per_run", "cpus_per_run", "time_min"):
-            low = 0 if name == "gpus_per_run" else 1
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        for name in ("gpus_per_run", "cpus_per_run", "time_min", "mem_gb", "max_parallel"):
+            value, low = getattr(self, name), 0 if name == "gpus_per_run" else 1
+            if value is None and name in ("mem_gb", "max_parallel"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
     def executor(self, folder: Path, name: str, after: str | None = None) -> Any:
         """A submitit executor for one kind of job (``after``: a SLURM job id it must wait for)."""
@@ -104,8 +121,9 @@ class ClusterConfig:
         if self.mem_gb is not None:
             params["mem_gb"] = self.mem_gb
         extra: dict[str, Any] = {}
-        if after is not None:
+        if after is not None:  # and cancelled by SLURM if the teacher fails (then a re-run resubmits it)
             extra["dependency"] = f"afterok:{after}"
+            extra["kill-on-invalid-dep"] = "yes"
         if self.partition:
             params["slurm_partition"] = self.partition
         if self.account:
@@ -183,9 +201,10 @@ def _active(cluster: ClusterConfig, folder: Path, job_id: str) -> bool:
         return True
     submitit = require("submitit", "mxa ablate --launcher submitit")
     try:
-        return str(submitit.SlurmJob(folder=str(folder / "%j"), job_id=job_id).state) in _ACTIVE
+        state = str(submitit.SlurmJob(folder=str(folder / "%j"), job_id=job_id).state)
     except Exception:  # sacct unavailable: do not submit the run twice
         return True
+    return state in _ACTIVE
 
 
 def submit_experiment(exp: Experiment, cluster: ClusterConfig) -> Submission:
@@ -207,9 +226,18 @@ def submit_experiment(exp: Experiment, cluster: ClusterConfig) -> Submission:
             sub.teacher = ex.submit(TrainJob(exp, None, 0, threads))
             after = sub.teacher.job_id
             recorded[key] = after
+            atomic_write_text(_jobs_file(exp), json.dumps(recorded, indent=2))  # kept if we are stopped
             log.info("submitted the teacher: job %s", after)
         if cluster.cluster == "local":  # no dependencies on the local executor: the teacher first
-            _wait_for(sub.teacher, key) if sub.teacher is not None else _wait_for_pid(recorded[key])
+            if sub.teacher is not None:
+                _wait_for(sub.teacher, key)
+            else:
+                _wait_until_ended(cluster, folder, recorded[key])
+            if not run_finished(exp.teacher_config()):
+                raise JobFailedError(
+                    f"the teacher's job {recorded[key]} ended without finishing {key}: see its log in "
+                    f"{folder / recorded[key]}; run the same command again to resubmit it"
+                )
             after = None
     todo = []
     for s in range(exp.seeds):
@@ -237,26 +265,41 @@ def _wait_for(job: Any, what: str) -> None:
     try:
         job.result()
     except Exception as e:  # submitit re-raises the job's error with its log's tail
-        raise RuntimeError(f"the job of {what} failed; its log is in {job.paths.stderr}:\n{e}") from None
+        raise JobFailedError(
+            f"the job of {what} failed; its log is in {job.paths.stderr}; run the same command again to "
+            f"resubmit it:\n{e}"
+        ) from None
 
 
-def _wait_for_pid(job_id: str) -> None:
-    while True:
-        try:
-            os.kill(int(job_id), 0)
-        except (OSError, ValueError):
-            return
-        time.sleep(2)
+def _wait_until_ended(cluster: ClusterConfig, folder: Path, job_id: str) -> None:
+    """Block until a job this process did not submit (an earlier ``mxa ablate``'s) is no longer active."""
+    while _active(cluster, folder, job_id):
+        time.sleep(_POLL_S[cluster.cluster])
 
 
-def collect(exp: Experiment, sub: Submission, wait: bool) -> dict[str, list[Path]] | None:
+def collect(
+    exp: Experiment, sub: Submission, wait: bool, cluster: ClusterConfig | None = None
+) -> dict[str, list[Path]] | None:
     """{variant name: run folders} once every run has finished (waiting for the jobs when ``wait``); None
-    while some are still queued or running (then it says how many and how to collect later)."""
+    while some are still queued or running (then it says how many and how to collect later).
+
+    Raises:
+        JobFailedError: with ``wait``, a job failed (every job is waited for first).
+    """
     if wait:
+        failed = []
         for key, job in sub.jobs.items():
-            _wait_for(job, key)
-        for key in sub.running:
-            _wait_for_pid(json.loads(_jobs_file(exp).read_text())[key])
+            try:
+                _wait_for(job, key)
+            except JobFailedError as e:
+                failed.append(str(e))
+        recorded = json.loads(_jobs_file(exp).read_text()) if _jobs_file(exp).is_file() else {}
+        for key in sub.running:  # submitted by an earlier mxa ablate: polled (SLURM: sacct)
+            _wait_until_ended(
+                cluster or ClusterConfig(launcher="submitit"), exp.output / "submitit", recorded[key]
+            )
+        if failed:
+            raise JobFailedError(f"{len(failed)} job(s) failed:\n" + "\n".join(failed))
     runs: dict[str, list[Path]] = {v.name: [] for v in exp.variants}
     pending = []
     for s in range(exp.seeds):

@@ -78,6 +78,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             config=dataclasses.asdict(cfg),
             enabled=run.is_main,
             images_every=cfg.log_images_every,
+            resume=bool(cfg.resume),
         )
         with _StopRequest() as stopper, tracking:
             _fit(run, saver, stopper, tracking)

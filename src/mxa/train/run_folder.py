@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from mxa.utils.files import atomic_write_text, check_writable_dir
 
-__all__ = ["RUN_FILES", "RunFolderError", "prepare_run_folder", "remove_stale_temporaries", "trim_metrics"]
+__all__ = [
+    "RUN_FILES",
+    "TRACKER_OUTPUTS",
+    "RunFolderError",
+    "prepare_run_folder",
+    "remove_stale_temporaries",
+    "trim_metrics",
+]
 
 log = logging.getLogger(__name__)
 
 #: What `mxa train` writes into a run folder.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+#: What `--log` adds (trackers' files and their run ids): replaced with the run under --overwrite.
+TRACKER_OUTPUTS = ("tracking.json", "tensorboard", "mlruns", "wandb")
 
 
 class RunFolderError(ValueError):
@@ -43,6 +53,14 @@ def prepare_run_folder(output: str | Path, resume: str | None, overwrite: bool) 
         )
     for f in existing:
         (out / f).unlink()
+    for name in TRACKER_OUTPUTS:  # the earlier run's tracker logs: the new run must not continue them
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+            existing.append(name + "/")
+        elif p.is_file():
+            p.unlink()
+            existing.append(name)
     log.warning("--overwrite: removed the earlier run's %s from %s", ", ".join(existing), out)
     return out
 

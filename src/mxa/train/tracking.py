@@ -93,7 +93,7 @@ class _TensorBoard:
 
         self.writer.add_image(tag, decode_png(read_file(str(png)))[:3], step, dataformats="CHW")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
@@ -129,8 +129,8 @@ class _MLflow:
     def image(self, tag: str, png: Path, step: int) -> None:
         self.client.log_artifact(self.run_id, str(png), artifact_path=f"{tag}/epoch{step:03d}")
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def close(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
 class _WandB:
@@ -154,8 +154,8 @@ class _WandB:
     def image(self, tag: str, png: Path, step: int) -> None:
         self.run.log({tag: self.wandb.Image(str(png))}, step=step)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 _Backend = _TensorBoard | _WandB | _MLflow
@@ -171,6 +171,8 @@ class Tracking:
         config: the run's settings (logged once as hyper-parameters).
         enabled: False on ranks other than global rank 0.
         images_every: log validation images with their MXA boxes every this many epochs (0: never).
+        resume: continue the W&B / MLflow runs recorded in ``OUTPUT/tracking.json`` (a resumed run);
+            otherwise new ones are started and recorded there.
 
     Examples:
         >>> import tempfile
@@ -187,24 +189,29 @@ class Tracking:
         config: Mapping[str, Any],
         enabled: bool = True,
         images_every: int = 5,
+        resume: bool = False,
     ) -> None:
         self.names = tuple(names) if enabled else ()
         self.images_every = images_every
         self._ids_file = out_dir / "tracking.json"
         ids: dict[str, str] = {}
-        if self.names and self._ids_file.is_file():
+        if self.names and resume and self._ids_file.is_file():
             ids = json.loads(self._ids_file.read_text())
-        self._backends: list[_Backend] = [
-            _BACKENDS[n](out_dir, out_dir.name, config, ids) for n in self.names
-        ]
+        self._backends: list[_Backend] = []
+        try:
+            for n in self.names:
+                self._backends.append(_BACKENDS[n](out_dir, out_dir.name, config, ids))
+        except BaseException:
+            self.close(failed=True)  # the trackers already started are not left open
+            raise
         if self.names:
             atomic_write_text(self._ids_file, json.dumps(ids, indent=2))
 
     def __enter__(self) -> Tracking:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(failed=kind is not None and not issubclass(kind, KeyboardInterrupt))
 
     def wants_images(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) logs validation images."""
@@ -224,9 +231,10 @@ class Tracking:
             for b in self._backends:
                 b.image(f"{tag}/{i}", png, epoch)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End every tracker's run (FAILED where the training raised)."""
         for b in self._backends:
-            b.close()
+            b.close(failed)
         self._backends = []
 
 

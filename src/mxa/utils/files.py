@@ -110,8 +110,11 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                stale = owner is not None and owner[0] == socket.gethostname() and not _alive(owner[1])
-                requeued = owner is not None and job != "-" and owner[2] == job
+                here = owner is not None and owner[0] == socket.gethostname()
+                stale = here and not _alive(owner[1])  # type: ignore[index]
+                # the same SLURM job on another node: requeued (SLURM ran it there before); on this node
+                # only a dead owner is taken over (two runs of one job script must not share a folder)
+                requeued = owner is not None and job != "-" and owner[2] == job and not here
                 if stale or requeued:
                     self.path.unlink(missing_ok=True)  # its process is gone (or was this job, requeued)
                     continue

@@ -12,6 +12,28 @@ from mxa._optional import require
 
 DISCLAIMER = "Research software; not a medical device. Not for clinical use."
 
+#: The true findings' colour; no block colour is green, so a box is never mistaken for the truth.
+TRUTH_COLOR = "lime"
+#: One fixed colour per MXA block, in block order, the same in every figure (Paul Tol's "bright" and
+#: "vibrant" schemes without their greens; readable on a grey X-ray).
+BLOCK_COLORS = (
+    "#4477AA",  # blue
+    "#EE6677",  # red
+    "#CCBB44",  # yellow
+    "#66CCEE",  # cyan
+    "#AA3377",  # purple
+    "#EE7733",  # orange
+    "#FFFFFF",  # white
+    "#0077BB",  # dark blue
+    "#EE3377",  # magenta
+    "#BBBBBB",  # grey
+)
+
+
+def block_color(index: int) -> str:
+    """The colour of the ``index``-th MXA block (:data:`BLOCK_COLORS`, cycled)."""
+    return BLOCK_COLORS[index % len(BLOCK_COLORS)]
+
 
 def pyplot():
     mpl = require("matplotlib", "Plotting")
@@ -66,3 +88,15 @@ def model_views(
         with torch.no_grad():
             logits, boxes = forward_with_rois(model, x)
         yield f, raw, x, logits, boxes
+
+
+def frame_rect(plt: Any, box: Any, w: int, h: int, lw: float, nest: int = 0, **kw: Any) -> Any:
+    """A rectangle for a normalized xyxy box, pulled inside the image where it touches the border, so a box
+    that covers the image is drawn whole (not as a stray line on the edge). The ``nest``-th box (its block's
+    index) is pulled in ``nest`` line widths further: several whole-image boxes show as nested frames."""
+    # in image pixels: a panel shows the image about 400 screen pixels wide, a line width is ~1.5 of those
+    inset = (0.5 + lw * (0.5 + 1.2 * nest)) * max(1.0, max(w, h) / 400)
+    x1, y1, x2, y2 = (torch.as_tensor(box).float() * torch.tensor([w, h, w, h])).tolist()
+    x1, y1 = max(x1, inset - 0.5), max(y1, inset - 0.5)
+    x2, y2 = min(x2, w - inset - 0.5), min(y2, h - inset - 0.5)
+    return plt.Rectangle((x1, y1), max(x2 - x1, 1.0), max(y2 - y1, 1.0), fill=False, lw=lw, **kw)

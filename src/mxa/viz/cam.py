@@ -110,7 +110,8 @@ def plot_gradcam_overlay(
     label: str = "",
     prob: float | None = None,
     decision: str | None = None,
-    title: str = "Grad-CAM and MXA boxes",
+    title: str = "Grad-CAM",
+    threshold: float | None = None,
 ) -> Path:
     """The X-ray with the MXA boxes (left) and the Grad-CAM heatmap with the same boxes (right).
 
@@ -118,8 +119,11 @@ def plot_gradcam_overlay(
         image: (H, W) or (1, H, W) display image (any range: rescaled for display).
         cam: (h, w) heatmap in [0, 1] over the whole image (stretched to the image).
         boxes: {block: (4,) normalized xyxy}; none for a model without MXA.
+        decision, threshold: the decision rule's call for ``label`` and the threshold it compared ``prob``
+            with (shown beside it).
+        title: the figure's title; " beside the MXA boxes" is added when there are boxes.
     """
-    from mxa.viz._common import DISCLAIMER, pyplot, save_figure
+    from mxa.viz._common import DISCLAIMER, block_color, frame_rect, pyplot, save_figure, short_name
 
     plt = pyplot()
     img = torch.as_tensor(image).detach().float().squeeze().numpy()
@@ -127,7 +131,6 @@ def plot_gradcam_overlay(
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
     h, w = img.shape
     boxes = boxes or {}
-    cmap = plt.get_cmap("plasma")
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
     notes = []
     for k, ax in enumerate(axes):
@@ -135,17 +138,37 @@ def plot_gradcam_overlay(
         if k == 1:
             im = ax.imshow(cam.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(0, w, h, 0))
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="Grad-CAM (relative)")
-        for i, (name, b) in enumerate(boxes.items()):
-            x1, y1, x2, y2 = (torch.as_tensor(b).float() * torch.tensor([w, h, w, h])).tolist()
-            color = cmap(i / max(1, len(boxes) - 1))
-            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.5, color=color))
+        handles = []
+        for i, (name, b) in enumerate(boxes.items()):  # the same colour per block as the ROI overlay
+            handles.append(
+                ax.add_patch(
+                    frame_rect(plt, b, w, h, lw=1.5, nest=i, color=block_color(i), label=short_name(name))
+                )
+            )
             if k == 1:
                 a = cam_box_agreement(cam, b)
-                short = name.replace("stages.", "s").replace(".blocks.", ".b")
-                notes.append(f"{short}: {a['cam_in_box']:.0%} of the heatmap in a box of {a['box_area']:.0%}")
+                notes.append(
+                    f"{short_name(name)}: {a['cam_in_box']:.0%} of the heatmap in a box of "
+                    f"{a['box_area']:.0%}"
+                )
+        if k == 0 and handles:
+            ax.legend(
+                handles=handles,
+                title="MXA block",
+                fontsize=6.5,
+                title_fontsize=7,
+                loc="lower left",
+                framealpha=0.7,
+            )
         ax.set_axis_off()
-    axes[0].set_title("MXA boxes (colour = block)" if boxes else "input (model without MXA)", fontsize=9)
-    what = label + (f", p = {prob:.3f}" if prob is not None else "") + (f", {decision}" if decision else "")
+    axes[0].set_title("MXA boxes" if boxes else "input (model without MXA)", fontsize=9)
+    what = label + (f", p = {prob:.3f}" if prob is not None else "")
+    if decision:
+        what += (
+            f" ({'≥' if decision == 'positive' else '<'} threshold {threshold:.3f}): {decision}"
+            if (threshold is not None)
+            else f": {decision}"
+        )
     axes[1].set_title(f"Grad-CAM: {what}", fontsize=9)
     if notes:
         axes[1].text(
@@ -158,7 +181,9 @@ def plot_gradcam_overlay(
             color="black",
             bbox={"facecolor": "white", "alpha": 0.7, "lw": 0},
         )
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(
+        title + (" beside the MXA boxes" if boxes else " (no MXA boxes: a model without MXA)"), fontsize=10
+    )
     fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
     fig.tight_layout(rect=(0, 0.03 + 0.022 * len(notes), 1, 0.93))
     return save_figure(fig, path)
@@ -213,7 +238,10 @@ def draw_gradcam(
                     labels[j],
                     float(probs[j]),
                     dec,
-                    title=f"{f.name}: Grad-CAM of {labels[j]} (stage {stage}) beside the MXA boxes",
+                    title=f"{f.name}: Grad-CAM of {labels[j]} (stage {stage})",
+                    threshold=rule.thresholds.get(labels[j])
+                    if rule is not None and rule.thresholds
+                    else None,
                 )
             )
     return paths

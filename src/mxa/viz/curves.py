@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def plot_roc_curves(
     plt = pyplot()
     mask = torch.ones_like(probs, dtype=torch.bool) if mask is None else mask.bool()
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10")  # 10 distinct colours; labels 11-20 repeat them dashed
     for j, name in enumerate(labels):
         m = mask[:, j]
         t = targets[m, j].long()
@@ -35,7 +34,7 @@ def plot_roc_curves(
             continue
         fpr, tpr, _ = roc_points(probs[m, j].float().numpy(), t.numpy())
         auc = auroc(probs[m, j].float(), t)
-        ax.plot(fpr, tpr, color=cmap(j % 20), lw=1.4, label=f"{name} ({auc:.3f})")
+        ax.plot(fpr, tpr, color=cmap(j % 10), ls="-" if j < 10 else "--", lw=1.4, label=f"{name} ({auc:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(
         xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title
@@ -46,7 +45,9 @@ def plot_roc_curves(
     return save_figure(fig, path)
 
 
-def plot_learning_curves(groups: Mapping[str, Sequence[Path]], path: str | Path) -> Path:
+def plot_learning_curves(
+    groups: Mapping[str, Sequence[Path]], path: str | Path, use_ema: bool = True
+) -> Path:
     """Training loss, validation macro AUC and (for MXA runs) each block's mean box area over epochs.
 
     One colour per group (a variant), one line style per run in it (a seed), read from each run's
@@ -55,7 +56,10 @@ def plot_learning_curves(groups: Mapping[str, Sequence[Path]], path: str | Path)
     Args:
         groups: {name: run folders}.
         path: the PNG to write.
+        use_ema: the EMA's validation AUC where a run kept one (as ``mxa report``).
     """
+    from mxa.metrics.report import read_records
+
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     colors = plt.get_cmap("tab10")
@@ -63,13 +67,12 @@ def plot_learning_curves(groups: Mapping[str, Sequence[Path]], path: str | Path)
     blocks_seen = False
     for g, (name, runs) in enumerate(groups.items()):
         for r, run in enumerate(runs):
-            lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
-            recs = [json.loads(x) for x in lines if x.strip()]
+            recs = read_records(Path(run))
             ep = [x["epoch"] for x in recs]
             kw = dict(color=colors(g % 10), ls=styles[r % len(styles)], lw=1.4)
             label = f"{name}, {Path(run).name}"
             axes[0].plot(ep, [x["train_loss"] for x in recs], label=label, **kw)
-            val = [x.get("val_ema", x["val"])["macro_auc"] for x in recs]
+            val = [(x.get("val_ema", x["val"]) if use_ema else x["val"])["macro_auc"] for x in recs]
             axes[1].plot(ep, [float("nan") if v is None else v for v in val], label=label, **kw)
             per_block = [x["val"].get("roi_localization", {}).get("per_block", {}) for x in recs]
             for b, block in enumerate(sorted(per_block[-1]) if per_block else []):

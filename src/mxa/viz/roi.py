@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,20 +13,20 @@ import torch
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.models.hooks import has_rois
 from mxa.utils.outputs import check_output
-from mxa.viz._common import DISCLAIMER, display_image, model_views, pyplot, save_figure, short_name
+from mxa.viz._common import (
+    DISCLAIMER,
+    TRUTH_COLOR,
+    block_color,
+    display_image,
+    frame_rect,
+    model_views,
+    pyplot,
+    save_figure,
+    short_name,
+)
 from mxa.viz.attention import plot_attention_comparison
 
 __all__ = ["draw_images", "plot_phantom_grid", "plot_roi_overlay"]
-
-
-def _frame_rect(plt: Any, box: Any, w: int, h: int, lw: float, **kw: Any) -> Any:
-    """A rectangle for a normalized xyxy box, pulled half a line inside the image so a box that
-    touches the border is drawn whole (not as a stray line on the edge)."""
-    inset = 0.5 + lw / 2
-    x1, y1, x2, y2 = (torch.as_tensor(box).float() * torch.tensor([w, h, w, h])).tolist()
-    x1, y1 = max(x1, inset - 0.5), max(y1, inset - 0.5)
-    x2, y2 = min(x2, w - inset - 0.5), min(y2, h - inset - 0.5)
-    return plt.Rectangle((x1, y1), max(x2 - x1, 1.0), max(y2 - y1, 1.0), fill=False, lw=lw, **kw)
 
 
 def plot_roi_overlay(
@@ -58,26 +59,32 @@ def plot_roi_overlay(
     h, w = img.shape
     fig, (ax, side) = plt.subplots(1, 2, figsize=(10, 5.4), gridspec_kw={"width_ratios": [3, 2]})
     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-    cmap = plt.get_cmap("tab10")
     handles = []
     for i, (name, box) in enumerate(boxes.items()):
         b = torch.as_tensor(box).detach().float()
         area = float((b[2] - b[0]).clamp(0, 1) * (b[3] - b[1]).clamp(0, 1))
-        rect = _frame_rect(
-            plt, b, w, h, lw=1.8, color=cmap(i % 10), label=f"{short_name(name)} ({area:.0%} of image)"
+        rect = frame_rect(
+            plt,
+            b,
+            w,
+            h,
+            lw=1.8,
+            nest=i,
+            color=block_color(i),
+            label=f"{short_name(name)} ({area:.0%} of image)",
         )
         handles.append(ax.add_patch(rect))
     if true_boxes is not None:
         for j, b in enumerate(torch.as_tensor(true_boxes)):
             if torch.isnan(b[0]):
                 continue
-            ax.add_patch(_frame_rect(plt, b, w, h, lw=1.2, ls="--", color="lime"))
+            ax.add_patch(frame_rect(plt, b, w, h, lw=1.2, ls="--", color=TRUTH_COLOR))
             x1, y1 = float(b[0]) * w, float(b[1]) * h
             ax.text(
                 x1 + 2,
                 y1 + 2,
                 labels[j],
-                color="lime",
+                color=TRUTH_COLOR,
                 fontsize=7,
                 va="top",
                 bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0),
@@ -146,7 +153,8 @@ def plot_phantom_grid(
         text = ", ".join(pos) or "(no positive label)"
         if unc:
             text += "\nuncertain: " + ", ".join(unc)
-        ax.set_title(text, fontsize=6.5)
+        # each line wrapped on its own: long label lists fit the panel, "uncertain:" keeps its line
+        ax.set_title("\n".join(textwrap.fill(line, 38) for line in text.split("\n")), fontsize=6.5)
     fig.suptitle("PhantomCXR: planted findings (red: positive, yellow: uncertain)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
