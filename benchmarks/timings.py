@@ -53,8 +53,9 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     if "help" in only:
-        runs = {"": [*py, "-m", "mxa", "--help"]}
-        runs.update({c: [*py, "-m", "mxa", c, "--help"] for c in _commands()})
+        # the `mxa` command's own entry point (the console script runs mxa_cli.main)
+        runs = {"": [*py, "-m", "mxa_cli", "--help"]}
+        runs.update({c: [*py, "-m", "mxa_cli", c, "--help"] for c in _commands()})
         each = {name: statistics.median(_wall(cmd) for _ in range(5)) for name, cmd in runs.items()}
         out["help_s"] = {"median": statistics.median(each.values()), "max": max(each.values()), "each": each}
         print(

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mxa.cli import build_parser  # noqa: E402
-from mxa.cli._help import HELP_COLUMNS, HELP_FILE  # noqa: E402
+from mxa_cli import HELP_COLUMNS, HELP_FILE  # noqa: E402
 
 
 def _help(args: list[str]) -> str:

@@ -12,12 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from mxa._compat import lazy_names
-from mxa.cli._help import cached_help
 
 __all__ = ["build_parser", "main", "train_config_from_args"]
 
-#: The command modules, in the order of ``mxa --help`` (imported when a parser is built: ``--help`` is
-#: answered from the generated ``help.json`` without them, and without torch).
+#: The command modules, in the order of ``mxa --help`` (imported when a parser is built; the ``mxa`` command
+#: answers ``--help`` from the generated help.json without them: ``mxa_cli``).
 COMMAND_MODULES = ("train", "evaluate", "predict", "demo", "export", "bench", "data")
 
 __getattr__ = lazy_names(__name__, {"train_config_from_args": "mxa.cli.config"})
@@ -48,10 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 ok, 1 partly failed, 2 bad input, 3 non-finite, 130 Ctrl-C.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    text = cached_help(args)
-    if text is not None:  # `mxa --help`, `mxa COMMAND --help`: no parser, no torch (under a second)
-        sys.stdout.write(text)
-        return 0
     from mxa._optional import MissingExtraError
     from mxa.cli._common import guard_io, setup_logging
     from mxa.utils.files import RunLockedError
