@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -30,16 +31,9 @@ def _help(args: list[str]) -> str:
 
 def texts() -> dict[str, str]:
     """Every help text, formatted at HELP_COLUMNS columns."""
-    old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(HELP_COLUMNS)
-    try:
+    with mock.patch.dict(os.environ, {"COLUMNS": str(HELP_COLUMNS)}):
         names = build_parser().get_default("commands")
         return {"": _help(["--help"]), **{n: _help([n, "--help"]) for n in names}}
-    finally:
-        if old is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = old
 
 
 def main() -> int:

@@ -204,7 +204,7 @@ def test_submitit_local_ablation_with_a_preemption_equals_the_sequential_run(tmp
     tasks = _children(int(job.job_id))
     assert len(tasks) == 1, tasks
     os.kill(tasks[0], signal.SIGUSR2)
-    runs = collect(exp, sub, wait=True)
+    runs = collect(exp, sub, wait=True, cluster=cluster)
     assert runs is not None
     log = Path(job.paths.stdout).read_text() + Path(job.paths.stderr).read_text()
     assert "continuing the unfinished run" in log  # it was requeued and resumed
@@ -241,7 +241,7 @@ def test_ablate_cluster_settings_from_yaml_and_flags(tmp_path: Path, capsys) -> 
     )
     assert variants == "baseline,+MXA" and set(given) == {"launcher", "partition", "time_min", "account"}
     cfg.write_text("variants: [baseline, +MXA+KD]\ntime_min: '30'\n")
-    with pytest.raises(ValueError, match="time_min must be int, got '30'"):
+    with pytest.raises(ValueError, match="time_min must be an integer >= 1, got '30'"):
         _ablate_settings(build_parser().parse_args(["ablate", "--config", str(cfg)]))
     cfg.write_text("variants: [baseline, +MXA+KD]\nmax_parallel: 0\nlauncher: submitit\n")
     with pytest.raises(ValueError, match="max_parallel must be an integer >= 1, got 0"):
@@ -430,3 +430,25 @@ def test_report_groups_an_experiment_folder_and_draws_curves(tmp_path: Path, cap
     (tmp_path / "nothing-here").mkdir()
     assert main(["report", str(tmp_path / "nothing-here")]) != 0
     assert "no <variant>/seed<k>/metrics.jsonl" in capsys.readouterr().err
+
+
+def test_corrupt_records_are_one_clear_error(tmp_path: Path) -> None:
+    from mxa.train.experiment import Experiment
+    from mxa.train.launch import _recorded
+    from mxa.train.tracking import Tracking
+
+    exp = Experiment(TINY, tmp_path / "ab")
+    exp.output.mkdir()
+    (exp.output / "jobs.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"jobs.json is not a record of mxa ablate's jobs .*move it away"):
+        _recorded(exp)
+    (exp.output / "jobs.json").write_text('{"a": 3}')
+    with pytest.raises(ValueError, match="jobs.json is not a record"):
+        _recorded(exp)
+    (tmp_path / "tracking.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match="tracking.json is not a record of this run's trackers"):
+        Tracking(("tensorboard",), tmp_path, config={}, resume=True)
+    # without --resume an earlier record is not read (a new run starts new tracker runs)
+    pytest.importorskip("tensorboard")
+    Tracking(("tensorboard",), tmp_path, config={}, resume=False).close()
+    assert json.loads((tmp_path / "tracking.json").read_text())["tensorboard"].endswith("tensorboard")

@@ -209,6 +209,7 @@ def _heatmap(
     with suppress_input_checks():
         cam = gradcam(model, x, j, stage)[0]
     name = stem.removesuffix("_roi.png") + f"_gradcam_{labels[j].replace(' ', '_')}.png"
+    rule = get_decision_rule(model)
     return plot_gradcam_overlay(
         display_image(raw),
         cam,
@@ -218,16 +219,8 @@ def _heatmap(
         float(probs[j]),
         decisions[j] or None,
         title=f"{src.name}: Grad-CAM of {labels[j]} (stage {stage})",
-        threshold=_threshold(model, labels[j]),
+        threshold=rule.threshold(labels[j]) if rule is not None else None,
     )
-
-
-def _threshold(model: torch.nn.Module, label: str) -> float | None:
-    """The decision rule's threshold for ``label``, if the model carries one."""
-    from mxa.decision.rule import get_decision_rule
-
-    rule = get_decision_rule(model)
-    return None if rule is None or not rule.thresholds else rule.thresholds.get(label)
 
 
 def _resolve_model(

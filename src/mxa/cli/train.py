@@ -175,12 +175,8 @@ def _ablate_settings(ns: argparse.Namespace) -> tuple[Any, str | None, list[str]
         variants = loaded.pop("variants", None)
         if isinstance(variants, list):  # variants: [baseline, +MXA] as well as "baseline,+MXA"
             variants = ",".join(map(str, variants))
-        for k in [k for k in loaded if k in values]:
-            kind = bool if k == "wait" else CLUSTER_FLAGS[k][0]
-            v = loaded[k]
-            if v is not None and not (isinstance(v, kind) and not (kind is int and isinstance(v, bool))):
-                raise ValueError(f"{ns.config}: {k} must be {kind.__name__}, got {v!r}")
-            values[k] = v
+        for k in [k for k in loaded if k in values]:  # their types are checked by ClusterConfig
+            values[k] = loaded[k]
             given.append(k)
     for k in values:
         if getattr(ns, k, None) is not None:

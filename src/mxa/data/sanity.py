@@ -122,7 +122,7 @@ def _skip(x: Any) -> bool:
 def check_model_input(model: torch.nn.Module, x: torch.Tensor) -> None:
     """Warn once per ``model`` (:class:`InputSanityWarning`) if ``x`` does not look like its input."""
     # Before the state is read: torch.compile would guard on its counter and recompile on every change.
-    if torch.compiler.is_compiling() or _skip(x):
+    if _skip(x):
         return
     state = model.__dict__.setdefault("_mxa_input_check", {"checks": 0, "warned": False})
     if state["warned"] or state["checks"] >= _MAX_CHECKS:

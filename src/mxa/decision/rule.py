@@ -97,6 +97,10 @@ class DecisionRule:
         b = torch.tensor(self.intercept, dtype=torch.float32, device=z.device)
         return torch.sigmoid(z * a + b)
 
+    def threshold(self, label: str) -> float | None:
+        """``label``'s threshold, or None where it has none (or there are no thresholds)."""
+        return (self.thresholds or {}).get(label)
+
     def threshold_tensor(self) -> torch.Tensor:
         """(C,) thresholds, NaN where a label has none (or no thresholds at all)."""
         th = self.thresholds or {}

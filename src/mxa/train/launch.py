@@ -97,6 +97,11 @@ class ClusterConfig:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("partition", "account"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name (text), got {getattr(self, name)!r}")
+        if not isinstance(self.wait, bool):
+            raise ValueError(f"wait must be true or false, got {self.wait!r}")
 
     def executor(self, folder: Path, name: str, after: str | None = None) -> Any:
         """A submitit executor for one kind of job (``after``: a SLURM job id it must wait for)."""
@@ -191,6 +196,24 @@ def _jobs_file(exp: Experiment) -> Path:
     return exp.output / "jobs.json"
 
 
+def _recorded(exp: Experiment) -> dict[str, str]:
+    """``jobs.json``: {run folder: job id} of earlier submissions ({} when there is none)."""
+    path = _jobs_file(exp)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is not a record of mxa ablate's jobs ({e}); move it away to submit anew"
+        ) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(
+            f"{path} is not a record of mxa ablate's jobs ({{run folder: job id}}); move it away"
+        )
+    return data
+
+
 def _active(cluster: ClusterConfig, folder: Path, job_id: str) -> bool:
     """Whether an earlier submission's job is still queued or running."""
     if cluster.cluster == "local":  # the local executor's job id is the process id
@@ -211,7 +234,7 @@ def submit_experiment(exp: Experiment, cluster: ClusterConfig) -> Submission:
     """Submit the experiment's unfinished runs (the teacher first); see the module docstring."""
     folder = exp.output / "submitit"
     exp.output.mkdir(parents=True, exist_ok=True)
-    recorded: dict[str, str] = json.loads(_jobs_file(exp).read_text()) if _jobs_file(exp).is_file() else {}
+    recorded = _recorded(exp)
     sub = Submission()
     threads = max(1, cluster.cpus_per_run // max(1, cluster.gpus_per_run))
     needs_teacher = exp.teacher == "train" and any(v.distill for v in exp.variants)
@@ -278,7 +301,7 @@ def _wait_until_ended(cluster: ClusterConfig, folder: Path, job_id: str) -> None
 
 
 def collect(
-    exp: Experiment, sub: Submission, wait: bool, cluster: ClusterConfig | None = None
+    exp: Experiment, sub: Submission, wait: bool, cluster: ClusterConfig
 ) -> dict[str, list[Path]] | None:
     """{variant name: run folders} once every run has finished (waiting for the jobs when ``wait``); None
     while some are still queued or running (then it says how many and how to collect later).
@@ -293,11 +316,9 @@ def collect(
                 _wait_for(job, key)
             except JobFailedError as e:
                 failed.append(str(e))
-        recorded = json.loads(_jobs_file(exp).read_text()) if _jobs_file(exp).is_file() else {}
+        recorded = _recorded(exp)
         for key in sub.running:  # submitted by an earlier mxa ablate: polled (SLURM: sacct)
-            _wait_until_ended(
-                cluster or ClusterConfig(launcher="submitit"), exp.output / "submitit", recorded[key]
-            )
+            _wait_until_ended(cluster, exp.output / "submitit", recorded[key])
         if failed:
             raise JobFailedError(f"{len(failed)} job(s) failed:\n" + "\n".join(failed))
     runs: dict[str, list[Path]] = {v.name: [] for v in exp.variants}

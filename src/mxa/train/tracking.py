@@ -196,7 +196,15 @@ class Tracking:
         self._ids_file = out_dir / "tracking.json"
         ids: dict[str, str] = {}
         if self.names and resume and self._ids_file.is_file():
-            ids = json.loads(self._ids_file.read_text())
+            try:
+                ids = json.loads(self._ids_file.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(
+                    f"{self._ids_file} is not a record of this run's trackers ({e}); move it away to start "
+                    "new tracker runs"
+                ) from None
+            if not isinstance(ids, dict) or not all(isinstance(v, str) for v in ids.values()):
+                raise ValueError(f"{self._ids_file} is not a record of this run's trackers; move it away")
         self._backends: list[_Backend] = []
         try:
             for n in self.names:

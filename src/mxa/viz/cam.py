@@ -239,9 +239,7 @@ def draw_gradcam(
                     float(probs[j]),
                     dec,
                     title=f"{f.name}: Grad-CAM of {labels[j]} (stage {stage})",
-                    threshold=rule.thresholds.get(labels[j])
-                    if rule is not None and rule.thresholds
-                    else None,
+                    threshold=rule.threshold(labels[j]) if rule is not None else None,
                 )
             )
     return paths
