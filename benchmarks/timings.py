@@ -1,11 +1,11 @@
-"""How long things take on this machine: ``--help``, the quick demo, ``mxa bench``, the test suite.
+"""How long things take here: ``--help``, the quick demo, ``mxa bench``, the tests, the walkthrough.
 
 Each item is timed as a user runs it (a fresh ``python -m mxa`` / ``python -m pytest`` process, wall clock)
 and written to benchmarks/results/cpu-timings.json, with the full demo's time read from
 docs/results/demo.json. docs/benchmarks.md's "How long things take" table is generated from that file.
 
-Usage: python benchmarks/timings.py [--only help,quick_demo,bench,tests] [--output FILE]
-(about 15 minutes on 2 cores; the goal of issue 25: every --help under 1 s)
+Usage: python benchmarks/timings.py [--only help,quick_demo,bench,tests,walkthrough] [--output FILE]
+(about 25 minutes on 2 cores; the goal of issue 25: every --help under 1 s)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ITEMS = ("help", "quick_demo", "bench", "tests")
+ITEMS = ("help", "quick_demo", "bench", "tests", "walkthrough")
 
 
 def _wall(cmd: list[str], **kw: object) -> float:
@@ -73,6 +73,10 @@ def main() -> int:
     if "tests" in only:
         out["tests_s"] = _wall([*py, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
         print(f"python -m pytest -q: {out['tests_s'] / 60:.1f} min")
+    if "walkthrough" in only:  # CI's second step: README and quick start verbatim in a fresh venv
+        walk = ["-m", "walkthrough", "tests/test_walkthrough.py"]
+        out["walkthrough_s"] = _wall([*py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *walk])
+        print(f"the walkthrough: {out['walkthrough_s'] / 60:.1f} min")
     demo = json.loads((ROOT / "docs" / "results" / "demo.json").read_text())
     out["demo_minutes"] = demo.get("minutes")
     path = Path(args.output)

@@ -276,7 +276,12 @@ def how_long() -> list[str]:
     if "bench_s" in t:
         rows.append(f"| `mxa bench` (M5, batch 32, 10 repeats, train step) | {t['bench_s'] / 60:.1f} min |")
     if "tests_s" in t:
-        rows.append(f"| `python -m pytest -q` (the whole suite) | {t['tests_s'] / 60:.1f} min |")
+        rows.append(f"| `python -m pytest -q` (all but the walkthrough) | {t['tests_s'] / 60:.1f} min |")
+    if "walkthrough_s" in t:
+        rows.append(
+            "| `python -m pytest -m walkthrough tests/test_walkthrough.py` (the README and quick start "
+            f"verbatim in a fresh venv, after the suite in CI) | {t['walkthrough_s'] / 60:.1f} min |"
+        )
     return [
         "## How long things take",
         "",

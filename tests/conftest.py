@@ -17,6 +17,15 @@ DEVICES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in an empty folder of its own: outputs with a default path (``mxa-eval/``,
+    ``preds.csv``, ...) land there, never in the clone, and no test sees another's."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param

@@ -346,22 +346,3 @@ def test_cli_ablate_prints_paper_tables(tmp_path: Path, capsys) -> None:
     base_cfg = load_checkpoint(tmp_path / "ab" / "baseline" / "seed0" / "last.pt")["config"]
     same = {k for k in base_cfg if k not in ("mxa", "teacher", "output")}
     assert all(base_cfg[k] == kd_cfg[k] for k in same)  # identical settings but the variable under study
-
-
-def test_the_cpu_recipe_is_cpu_sized_and_named_by_the_warning(tmp_path: Path, caplog) -> None:
-    import argparse
-
-    from mxa.cli import train_config_from_args
-    from mxa.train.setup import CPU_RECIPE, _warn_about_sizes
-
-    recipe = Path(__file__).parents[1] / CPU_RECIPE
-    cfg = train_config_from_args(argparse.Namespace(config=str(recipe)))
-    assert (
-        cfg.model == "efficientvit_ml_m0" and cfg.img_size * cfg.img_size * cfg.batch_size < 224 * 224 * 256
-    )
-    with caplog.at_level("WARNING", logger="mxa"):
-        _warn_about_sizes(cfg, torch.device("cpu"), steps=50)
-    assert caplog.text == ""  # CPU-sized, and its EMA (about 100 updates) can follow a 200-update run
-    with caplog.at_level("WARNING", logger="mxa"):
-        _warn_about_sizes(TrainConfig(), torch.device("cpu"), steps=4)  # the defaults: the GPU recipe
-    assert CPU_RECIPE in caplog.text and "averages over about 25000 updates" in caplog.text

@@ -811,6 +811,27 @@ def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path: Path, caplog) 
     assert "interrupted save" in caplog.text
 
 
+def test_eval_figures_go_to_the_output_folder_never_beside_the_checkpoint(done: Path, capsys) -> None:
+    before = sorted(p.name for p in done.iterdir())
+    argv = ["eval", "--checkpoint", str(done / "best.pt"), "--val-samples", "16", "--bootstrap", "0"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert sorted(p.name for p in Path("mxa-eval").iterdir()) == ["reliability.png", "roc.png"]
+    assert sorted(p.name for p in done.iterdir()) == before
+    capsys.readouterr()
+    # a second evaluation is refused before it starts, naming the fix; --overwrite or --output resolve it
+    assert main([*argv, "--no-progress"]) == 2
+    cap = capsys.readouterr()
+    assert "mxa-eval/roc.png already exists: pass --overwrite" in cap.err and "evaluation of" not in cap.out
+    assert main([*argv, "--no-progress", "--output", "second"]) == 0
+    assert Path("second/roc.png").is_file()
+    before = Path("mxa-eval/roc.png").stat().st_mtime_ns
+    assert main([*argv, "--no-progress", "--overwrite"]) == 0
+    assert Path("mxa-eval/roc.png").stat().st_mtime_ns != before
+    Path("a-file").write_text("x")  # --output must be a folder: refused before the evaluation
+    assert main([*argv, "--no-progress", "--output", "a-file"]) == 2
+    assert "--output a-file is a file, not a folder" in capsys.readouterr().err
+
+
 def test_eval_of_a_broken_model_measures_nothing(done: Path, tmp_path: Path, capsys) -> None:
     from mxa.files.checkpoint import save_checkpoint
 
@@ -824,25 +845,7 @@ def test_eval_of_a_broken_model_measures_nothing(done: Path, tmp_path: Path, cap
     assert main(["eval", "--checkpoint", str(bad), "--val-samples", "16", "--bootstrap", "5"]) == 3
     err = capsys.readouterr().err
     assert "gives non-finite scores" in err and "Traceback" not in err
-    assert not (tmp_path / "roc.png").exists() and not (tmp_path / "reliability.png").exists()
-
-
-def test_the_printed_resume_hint_works_as_printed(tmp_path: Path, capsys, monkeypatch) -> None:
-    import re
-
-    monkeypatch.chdir(tmp_path)
-    flags = [f for f in TINY_FLAGS]
-    flags[flags.index("--epochs") + 1] = "2"
-    assert main(["train", *flags, "--output", "r", "--stop-after-epoch", "1"]) == 0
-    out = capsys.readouterr().out
-    hint = re.search(r"continue with: (mxa train --resume \S+)", out)
-    assert hint, out
-    argv = hint.group(1).split()[1:]  # exactly what was printed, no other flag
-    assert main(argv) == 0
-    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
-    # a flag given explicitly is compared with the run; one a run may not change is refused
-    assert main([*argv, "--lr", "0.5"]) == 2
-    assert "other settings: lr" in capsys.readouterr().err
+    assert not Path("mxa-eval").exists()  # no figure of a broken model
 
 
 def test_an_experiment_run_again_keeps_finished_runs_and_continues_the_rest(tmp_path: Path, caplog) -> None:

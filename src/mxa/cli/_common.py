@@ -14,7 +14,7 @@ from typing import Any
 
 from mxa.utils.files import atomic_write_text
 
-__all__ = ["bounded", "checked", "figure_beside", "print_rows", "setup_logging", "write_json"]
+__all__ = ["bounded", "checked", "eval_figure", "print_rows", "setup_logging", "write_json"]
 
 log = logging.getLogger("mxa.cli")
 
@@ -101,21 +101,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(json_ready(obj), indent=2, default=str))
 
 
-def figure_beside(ns: argparse.Namespace, flag: str, default_name: str, draw: Callable[[Path], Any]) -> None:
-    """A figure of ``mxa eval``: at ``--flag``, else ``default_name`` beside the checkpoint.
-
-    It never stops the command: a file it may not replace, or a failed write, is a warning naming the flag.
-    """
-    from mxa.utils.outputs import OutputError, check_output
-
-    given = getattr(ns, flag.removeprefix("--").replace("-", "_"))
-    path = Path(given) if given else Path(ns.checkpoint).parent / default_name
+def eval_figure(ns: argparse.Namespace, flag: str, draw: Callable[[Path], Any]) -> None:
+    """Draw a figure of ``mxa eval`` to the path of ``--flag`` (checked before the evaluation). It never
+    stops the command: a failed write is a warning naming the flag."""
+    path = Path(getattr(ns, flag.removeprefix("--").replace("-", "_")))
     try:
-        check_output(path, [ns.checkpoint], what=flag, overwrite=bool(given) or ns.overwrite)
+        path.parent.mkdir(parents=True, exist_ok=True)
         draw(path)
-    except (OutputError, OSError) as e:
-        why = str(e) if isinstance(e, OutputError) else f"{e.strerror or e}"
-        log.warning("%s was not written (%s); choose another file with %s", path, why, flag)
+    except OSError as e:
+        log.warning("%s was not written (%s); choose another file with %s", path, e.strerror or e, flag)
         return
     print(f"{flag.removeprefix('--')}: {path}")
 

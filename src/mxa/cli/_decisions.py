@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mxa.cli._common import figure_beside
+from mxa.cli._common import eval_figure
 from mxa.utils.format import fmt
 
 __all__ = [
@@ -48,7 +48,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--reliability",
         default=None,
-        help="reliability-diagram PNG (default: reliability.png beside the checkpoint)",
+        help="reliability-diagram PNG (default OUTPUT/reliability.png)",
     )
 
 
@@ -128,10 +128,9 @@ def reliability_figure(
     from mxa.viz.calibration import plot_reliability_diagram
 
     title = f"Reliability: {Path(ns.checkpoint).parent.name}"
-    figure_beside(
+    eval_figure(
         ns,
         "--reliability",
-        "reliability.png",
         lambda p: plot_reliability_diagram(
             probs["before"],
             preds["targets"],

@@ -54,11 +54,13 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default if f.default is not dataclasses.MISSING else None
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (``--name-with-dashes``), grouped, with its help and default."""
+def add_train_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per TrainConfig field (``--name-with-dashes``) but those in ``skip``, grouped, with its help
+    and default."""
     groups = {k: p.add_argument_group(title) for k, title in _GROUPS.items()}
     for f in dataclasses.fields(TrainConfig):
-        _add_flag(groups[f.metadata["group"]], f, _default(f), suppress=True)
+        if f.name not in skip:
+            _add_flag(groups[f.metadata["group"]], f, _default(f), suppress=True)
     p.add_argument(
         "--config",
         default=None,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mxa.cli import _decisions
-from mxa.cli._common import bounded, declare_io, figure_beside, write_json
+from mxa.cli._common import bounded, declare_io, eval_figure, write_json
 from mxa.data.labels import POLICIES
 from mxa.data.spec import SCHEMES
 from mxa.metrics.classification import SCALAR_METRICS
@@ -34,14 +34,12 @@ def add_parsers(sub: Any) -> None:
         help="evaluate a checkpoint: AUC table, CIs, ROC curves, ROI localization",
         description=(
             "Evaluate a model of ours on phantom validation images or CheXpert's valid.csv: per-label AUC "
-            "with "
-            "bootstrap 95% CIs, macro/micro/competition AUC, F1 and accuracy at 0.5, and for MXA models how "
-            "often each block's box lands on a planted finding against area-matched chance. Writes the "
-            "--json first, then the ROC figure (a figure that cannot be written is a warning). Also ECE "
-            "and Brier "
-            "score with a reliability diagram; --thresholds picks per-label operating points (sensitivity, "
-            "specificity, PPV, NPV with CIs), --calibrate fits temperature/Platt scaling, --save-model "
-            "keeps both."
+            "with bootstrap 95% CIs, macro/micro/competition AUC, F1 and accuracy at 0.5, and for MXA models "
+            "how often each block's box lands on a planted finding against area-matched chance. Also ECE and "
+            "Brier score; --thresholds picks per-label operating points (sensitivity, specificity, PPV, NPV "
+            "with CIs), --calibrate fits temperature/Platt scaling, --save-model keeps both. Writes the "
+            "--json first, then the ROC figure and the reliability diagram to --output (a figure that "
+            "cannot be written is a warning)."
         ),
     )
     p.add_argument(
@@ -76,12 +74,20 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batch-size", type=bounded(int, 1), default=64, help="images per batch (default 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", default=None, help="write all metrics to this JSON file")
-    p.add_argument("--roc", default=None, help="ROC-curve PNG (default: roc.png beside the checkpoint)")
+    p.add_argument(
+        "--output",
+        default="mxa-eval",
+        help="folder for the figures that --roc/--reliability do not name elsewhere (default mxa-eval)",
+    )
+    p.add_argument("--roc", default=None, help="ROC-curve PNG (default OUTPUT/roc.png)")
     _decisions.add_eval_arguments(p)
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not the EMA weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     declare_io(
-        p, inputs=("checkpoint", "data", "thresholds"), outputs=("json", "roc", "reliability", "save_model")
+        p,
+        inputs=("checkpoint", "data", "thresholds"),
+        outputs=("json", "roc", "reliability", "save_model", "output"),
+        folders=("output",),
     )
     p.set_defaults(func=cmd_eval)
 
@@ -125,6 +131,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from mxa.files.load import load_model
     from mxa.utils.runtime import NonFiniteError, resolve_device
 
+    _figures_in_output(ns)
     _decisions.check_args(ns)
     device = resolve_device(ns.device)
     model = load_model(ns.checkpoint, use_ema=not ns.no_ema)
@@ -163,6 +170,19 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _figures_in_output(ns: argparse.Namespace) -> None:
+    """The figures that --roc/--reliability do not name go to --output: checked before the evaluation
+    (the output guard has checked the named ones)."""
+    from mxa.utils.outputs import check_output
+
+    for dest, name in (("roc", "roc.png"), ("reliability", "reliability.png")):
+        if getattr(ns, dest) is None:
+            path = check_output(
+                Path(ns.output) / name, [ns.checkpoint], what="--output", overwrite=ns.overwrite
+            )
+            setattr(ns, dest, str(path))
+
+
 def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootstrap: int) -> None:
     """Print which observations each set labels; with several sets, add and print each set's metrics."""
     from mxa.data.combine import label_summary
@@ -190,10 +210,9 @@ def _roc_figure(ns: argparse.Namespace, preds: dict[str, Any]) -> None:
     from mxa.viz import plot_roc_curves
 
     title = f"ROC curves: {Path(ns.checkpoint).parent.name}"
-    figure_beside(
+    eval_figure(
         ns,
         "--roc",
-        "roc.png",
         lambda p: plot_roc_curves(preds["probs"], preds["targets"], preds["mask"], p, title=title),
     )
 

@@ -14,6 +14,8 @@ from mxa.utils.format import fmt
 
 #: the train options that name files a run reads
 _TRAIN_INPUTS = ("data", "pretrained_file", "teacher", "resume", "config")
+#: train settings that ablate sets itself: each run's folder (under --ablate-output) and its resume
+_NOT_ABLATE_SETTINGS = ("output", "resume")
 
 __all__ = ["add_parsers"]
 
@@ -43,18 +45,18 @@ def add_parsers(sub: Any) -> None:
             "seed, "
             "in ABLATE_OUTPUT/{baseline,mxa,mxa_kd}/seed<k>, and print the mean and 95% CI of each metric "
             "(Tables 2 and 3). Without --teacher, an MXA-free teacher of the same model is trained first "
-            "(ABLATE_OUTPUT/teacher) and the KD variant distils from it."
+            "(ABLATE_OUTPUT/teacher) and the KD variant distils from it. Run again, it keeps the finished "
+            "runs and continues the unfinished ones from their last.pt."
         ),
     )
-    add_train_flags(p)
+    add_train_flags(p, skip=_NOT_ABLATE_SETTINGS)
     p.add_argument(
         "--seeds", type=bounded(int, 1), default=3, help="seeds per configuration (default 3, as the paper)"
     )
     p.add_argument(
         "--ablate-output",
         default="runs/ablation",
-        help="folder for all runs of the ablation, ABLATE_OUTPUT/<variant>/seed<k> (default runs/ablation); "
-        "--output is not used by ablate (each run's folder is set here)",
+        help="folder for all runs of the ablation, ABLATE_OUTPUT/<variant>/seed<k> (default runs/ablation)",
     )
     p.add_argument(
         "--teacher-epochs",
@@ -72,9 +74,9 @@ def add_parsers(sub: Any) -> None:
     add_cluster_flags(p)
     declare_io(
         p,
-        inputs=_TRAIN_INPUTS,
-        outputs=("output", "ablate_output", "json"),
-        folders=("output", "ablate_output"),
+        inputs=tuple(d for d in _TRAIN_INPUTS if d not in _NOT_ABLATE_SETTINGS),
+        outputs=("ablate_output", "json"),
+        folders=("ablate_output",),
         overwrite=False,
     )
     p.set_defaults(func=cmd_ablate)
@@ -108,7 +110,15 @@ def print_train_summary(summary: dict[str, Any]) -> None:
     if "val_ema" in last:
         rows.append(("val macro AUC (EMA)", fmt(last["val_ema"]["macro_auc"])))
     rows += [
-        ("best macro AUC", fmt(summary["best_macro_auc"])),
+        (
+            "best macro AUC",
+            fmt(summary["best_macro_auc"])
+            + (
+                f" (the {'EMA' if summary['best_weights'] == 'ema' else 'trained'} weights, kept in best.pt)"
+                if summary["best"]
+                else ""
+            ),
+        ),
         (
             "checkpoints",
             f"{summary['last']}" + (f", {Path(summary['best']).name}" if summary["best"] else ""),
@@ -141,6 +151,8 @@ CLUSTER_FLAGS = {
     "mem_gb": (int, None, "memory per run in GB (default: the cluster's)"),
     "max_parallel": (int, None, "at most this many runs at once (SLURM array parallelism)"),
 }
+#: every key of an ``mxa ablate`` YAML besides the train settings
+ABLATE_KEYS = (*CLUSTER_FLAGS, "wait", "variants")
 
 
 def add_cluster_flags(p: argparse.ArgumentParser) -> None:
@@ -185,10 +197,22 @@ def _ablate_settings(ns: argparse.Namespace) -> tuple[Any, str | None, list[str]
     return ClusterConfig(**values), ns.variants if ns.variants is not None else variants, given
 
 
+def ablate_config(ns: argparse.Namespace) -> Any:
+    """The settings every run of ``mxa ablate`` shares: the defaults, the ``--config`` YAML (its cluster
+    keys aside), the flags given. A YAML ``output``/``resume`` is refused: ablate sets those per run."""
+    if ns.config and (keys := sorted(set(read_yaml(Path(ns.config))) & set(_NOT_ABLATE_SETTINGS))):
+        raise ValueError(
+            f"{ns.config}: mxa ablate has no setting {' or '.join(keys)}: its runs go to "
+            "--ablate-output/<variant>/seed<k>, and the same command run again continues unfinished runs; "
+            "remove it from the file"
+        )
+    return train_config_from_args(ns, extra_keys=ABLATE_KEYS)
+
+
 def cmd_ablate(ns: argparse.Namespace) -> int:
     from mxa.train.experiment import ablation_experiment, ablation_table, select_variants
 
-    cfg = train_config_from_args(ns, extra_keys=(*CLUSTER_FLAGS, "wait", "variants"))
+    cfg = ablate_config(ns)
     cluster, variants, given = _ablate_settings(ns)
     unused = [k for k in given if k != "launcher"] if cluster.launcher == "none" else []
     if cluster.cluster == "local" and "max_parallel" in given:

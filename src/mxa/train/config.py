@@ -198,7 +198,8 @@ class TrainConfig:
     )
     stop_after_epoch: int | None = _opt(
         None,
-        "end the run cleanly after this epoch (of the full --epochs schedule); --resume continues it",
+        "end the run cleanly after this epoch (of the full --epochs schedule); it continues later: `mxa "
+        "train --resume RUN/last.pt`, or the same ablate command again",
         "optimization",
         min=1,
     )
@@ -262,7 +263,10 @@ class TrainConfig:
     output: str = _opt("runs/mxa", "run folder: last.pt, best.pt, metrics.jsonl", "run")
     resume: str | None = _opt(None, "continue a run from its last.pt exactly where it stopped", "run")
     overwrite: bool = _opt(
-        False, "replace the run already in --output (without it, a folder holding a run is refused)", "run"
+        False,
+        "start over, replacing the run(s) the output folder holds (without it, train refuses a folder "
+        "holding a run; ablate keeps its finished runs and continues the others)",
+        "run",
     )
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N (under torchrun one GPU per process)", "run")
     amp: str = _opt(

@@ -23,6 +23,7 @@ from mxa.files.spec import ModelSpec
 from mxa.metrics.report import aggregate_runs
 from mxa.train.config import TrainConfig, stored_settings
 from mxa.train.loop import train
+from mxa.train.run_folder import RunFolderError
 from mxa.train.state import FIXED_ON_RESUME
 from mxa.utils.files import atomic_write_text
 
@@ -123,17 +124,20 @@ def _run_state(cfg: TrainConfig) -> str:
     if cfg.overwrite or not last.is_file():
         return "new"
     ckpt = TrainCheckpoint.load(last)
-    old = stored_settings(ckpt.config)
-    # a run without MXA blocks is the same run whatever its MXA settings (0.2 folders have other defaults)
-    ignored = _MXA_ONLY if not cfg.mxa and not old.get("mxa", True) else ()
-    same = all(
-        json.loads(json.dumps(getattr(cfg, k), default=str)) == old[k]
-        for k in FIXED_ON_RESUME
-        if k in old and k not in ignored
-    )
-    if not same:
+    if _changed_settings(cfg, stored_settings(ckpt.config)):
         return "other"
     return "finished" if ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch else "unfinished"
+
+
+def _changed_settings(cfg: TrainConfig, old: dict[str, Any]) -> list[str]:
+    """The settings fixed at a run's start in which ``cfg`` differs from the run's (``old``)."""
+    # a run without MXA blocks is the same run whatever its MXA settings (0.2 folders have other defaults)
+    ignored = _MXA_ONLY if not cfg.mxa and not old.get("mxa", True) else ()
+    return [
+        k
+        for k in FIXED_ON_RESUME
+        if k in old and k not in ignored and json.loads(json.dumps(getattr(cfg, k), default=str)) != old[k]
+    ]
 
 
 def run_finished(cfg: TrainConfig) -> bool:
@@ -154,8 +158,15 @@ def train_or_continue(cfg: TrainConfig) -> None:
         last = Path(cfg.output) / "last.pt"
         log.info("%s: continuing the unfinished run from %s", cfg.output, last)
         train(dataclasses.replace(cfg, resume=str(last)))
+    elif state == "other":  # the experiment's own wording: its runs' folders are not flags of its command
+        old = stored_settings(TrainCheckpoint.load(Path(cfg.output) / "last.pt").config)
+        changed = _changed_settings(cfg, old)
+        raise RunFolderError(
+            f"{cfg.output} holds a run of other settings ({', '.join(changed)}): run the same command with "
+            "--overwrite to replace the experiment's runs, or give the experiment another output folder"
+        )
     else:
-        train(cfg)  # a new run, or another run's folder: refused, with the fix in the message
+        train(cfg)
 
 
 def run_experiment(exp: Experiment) -> dict[str, list[Path]]:

@@ -61,7 +61,7 @@ class JobFailedError(RuntimeError):
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Where and how ``mxa ablate`` runs its jobs (the ``--launcher``/``--cluster``/``--slurm-*`` flags).
+    """Where and how ``mxa ablate`` runs its jobs (the ``--launcher``/``--cluster`` and resource flags).
 
     Attributes:
         launcher: ``none`` (one after another in this process) or ``submitit``.

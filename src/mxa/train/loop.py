@@ -352,6 +352,7 @@ def _summary(run: Run) -> dict[str, Any]:
         "mxa": cfg.mxa,
         "distillation": cfg.teacher if run.use_kd else "none",
         "best_macro_auc": run.best if run.best > -math.inf else None,
+        "best_weights": "ema" if run.ema is not None else "model",  # what best.pt was chosen on, and holds
         "epochs": cfg.epochs,
         "schedule": {
             "warmup_epochs": warmup,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,17 +80,28 @@ def output_lock(cfg: TrainConfig) -> Iterator[Path]:
 CPU_RECIPE = "recipes/cpu_m0_phantom.yaml"
 
 
+def cpu_recipe_flag() -> str:
+    """``--config <the CPU recipe>`` as it can be typed here: relative to the working directory when the
+    clone (an editable install) is below it, else absolute; without a clone, its settings as flags."""
+    recipe = Path(__file__).resolve().parents[3] / CPU_RECIPE
+    if not recipe.is_file():  # installed from a wheel: no recipes/ folder
+        return "--model efficientvit_ml_m0 --img-size 128 --batch-size 32 --epochs 4 --ema-decay 0.99"
+    with contextlib.suppress(ValueError):  # not below the working directory: the absolute path
+        recipe = recipe.relative_to(Path.cwd().resolve())
+    return f"--config {shlex.quote(str(recipe))}"
+
+
 def _warn_about_sizes(cfg: TrainConfig, device: torch.device, steps: int) -> None:
     """Say so when the settings cannot do what they look like: a GPU recipe on the CPU, an EMA that cannot
     follow a short run (``best.pt`` is chosen on the EMA weights)."""
     if device.type == "cpu" and cfg.img_size * cfg.img_size * cfg.batch_size >= 224 * 224 * 256:
         log.warning(
             "training %s at %d px with batch %d on the CPU: a GPU-sized run (a batch takes tens of seconds "
-            "here); for a CPU-sized run use --config %s, or lower --img-size/--batch-size",
+            "here); for a CPU-sized run use %s, or lower --img-size/--batch-size",
             cfg.model,
             cfg.img_size,
             cfg.batch_size,
-            CPU_RECIPE,
+            cpu_recipe_flag(),
         )
     updates = steps * cfg.epochs // max(1, cfg.accum_steps)
     if cfg.ema_decay > 0 and updates < 1 / (1 - cfg.ema_decay):

@@ -83,6 +83,10 @@ def check_outputs(
         # a folder output may be an input folder: the names written into it are checked one by one
         _not_an_input(path, files if flag in folders else ins, flag)
     for flag, path in given.items():
+        if flag in folders and path.exists() and not path.is_dir():
+            raise OutputError(
+                f"{flag} {path} is a file, not a folder: choose a folder (it may not exist yet)"
+            )
         _not_an_earlier_result(path, flag, overwrite or flag in folders)
     flags = list(given)
     for i, a in enumerate(flags):
