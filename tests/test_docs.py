@@ -84,7 +84,10 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
 
     (block,) = [b for b in blocks(ROOT / "README.md") if "pytest" in b.text]
     # CI's own additions: its site folder (the clone's site/ stays untouched)
-    ci = [line.strip().replace(" --site-dir .ci-site", "") for line in (ROOT / ".ci" / "run").open()]
+    ci = [
+        line.strip().replace(" --site-dir .ci-site", "")
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+    ]
     for line in command_lines(block.text):
         for command in (c.strip() for c in line.split("&&")):
             if command.startswith(("python3 -m venv", ". ")):  # CI makes its own fresh venv

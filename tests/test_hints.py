@@ -194,6 +194,7 @@ def test_the_cpu_recipe_the_size_warning_names_is_cpu_sized(caplog, monkeypatch)
             _warn_about_sizes(TrainConfig(), torch.device("cpu"), steps=4)  # the defaults: the GPU recipe
         found = re.search(r"for a CPU-sized run use (.+?), or lower", caplog.text)
         assert found, caplog.text
+        assert "averages over about 25000 updates" in caplog.text  # and the EMA that cannot follow them
         return shlex.split(found.group(1))
 
     for cwd in (ROOT, Path("/")):  # in the clone (a relative path) and elsewhere (an absolute one)

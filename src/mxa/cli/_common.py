@@ -102,8 +102,8 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def eval_figure(ns: argparse.Namespace, flag: str, draw: Callable[[Path], Any]) -> None:
-    """Draw a figure of ``mxa eval`` to the path of ``--flag`` (checked before the evaluation). It never
-    stops the command: a failed write is a warning naming the flag."""
+    """Draw a figure of ``mxa eval`` to the path of ``--flag`` (checked by :func:`guard_io` before the
+    evaluation). It never stops the command: a failed write is a warning naming the flag."""
     path = Path(getattr(ns, flag.removeprefix("--").replace("-", "_")))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,10 +120,12 @@ def declare_io(
     inputs: tuple[str, ...] = (),
     outputs: tuple[str, ...] = (),
     folders: tuple[str, ...] = (),
+    in_folder: dict[str, tuple[str, str]] | None = None,
     overwrite: bool = True,
 ) -> None:
     """Name the options of a command that read files (``inputs``) and write them (``outputs``; those of
-    them that are folders also in ``folders``), by dest.
+    them that are folders also in ``folders``), by dest. ``in_folder`` gives an output option not given a
+    default path in a folder option: ``{"roc": ("output", "roc.png")}``.
 
     :func:`guard_io` checks them all before the command runs (no output is an input; no existing file is
     replaced without ``--overwrite``, which this adds unless the command has its own).
@@ -134,7 +136,7 @@ def declare_io(
             action="store_true",
             help="replace output files that exist (never one of the inputs)",
         )
-    p.set_defaults(io_inputs=inputs, io_outputs=outputs, io_folders=folders)
+    p.set_defaults(io_inputs=inputs, io_outputs=outputs, io_folders=folders, io_in_folder=in_folder or {})
 
 
 def _input_paths(value: Any) -> list[Path]:
@@ -167,6 +169,9 @@ def guard_io(ns: argparse.Namespace) -> None:
     """The CLI's one output guard (:mod:`mxa.utils.outputs`) over the options :func:`declare_io` named."""
     from mxa.utils.outputs import check_outputs
 
+    for dest, (folder, name) in getattr(ns, "io_in_folder", {}).items():
+        if getattr(ns, dest, None) is None:
+            setattr(ns, dest, str(Path(getattr(ns, folder)) / name))
     inputs = [p for dest in getattr(ns, "io_inputs", ()) for p in _input_paths(getattr(ns, dest, None))]
     if "inputs" in getattr(ns, "io_inputs", ()):  # images to predict or draw: every file the command reads
         from mxa.data.io import collect_images

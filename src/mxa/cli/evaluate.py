@@ -88,6 +88,7 @@ def add_parsers(sub: Any) -> None:
         inputs=("checkpoint", "data", "thresholds"),
         outputs=("json", "roc", "reliability", "save_model", "output"),
         folders=("output",),
+        in_folder={"roc": ("output", "roc.png"), "reliability": ("output", "reliability.png")},
     )
     p.set_defaults(func=cmd_eval)
 
@@ -131,7 +132,6 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from mxa.files.load import load_model
     from mxa.utils.runtime import NonFiniteError, resolve_device
 
-    _figures_in_output(ns)
     _decisions.check_args(ns)
     device = resolve_device(ns.device)
     model = load_model(ns.checkpoint, use_ema=not ns.no_ema)
@@ -168,19 +168,6 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     _roc_figure(ns, preds)
     _decisions.reliability_figure(ns, preds, cal_probs, list(metrics["per_label_auc"]))
     return 0
-
-
-def _figures_in_output(ns: argparse.Namespace) -> None:
-    """The figures that --roc/--reliability do not name go to --output: checked before the evaluation
-    (the output guard has checked the named ones)."""
-    from mxa.utils.outputs import check_output
-
-    for dest, name in (("roc", "roc.png"), ("reliability", "reliability.png")):
-        if getattr(ns, dest) is None:
-            path = check_output(
-                Path(ns.output) / name, [ns.checkpoint], what="--output", overwrite=ns.overwrite
-            )
-            setattr(ns, dest, str(path))
 
 
 def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootstrap: int) -> None:

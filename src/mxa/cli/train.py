@@ -10,6 +10,7 @@ from typing import Any
 
 from mxa.cli._common import bounded, declare_io, print_rows
 from mxa.cli.config import add_train_flags, read_yaml, train_config_from_args
+from mxa.train.config import TrainConfig
 from mxa.utils.format import fmt
 
 #: the train options that name files a run reads
@@ -197,7 +198,7 @@ def _ablate_settings(ns: argparse.Namespace) -> tuple[Any, str | None, list[str]
     return ClusterConfig(**values), ns.variants if ns.variants is not None else variants, given
 
 
-def ablate_config(ns: argparse.Namespace) -> Any:
+def ablate_config(ns: argparse.Namespace) -> TrainConfig:
     """The settings every run of ``mxa ablate`` shares: the defaults, the ``--config`` YAML (its cluster
     keys aside), the flags given. A YAML ``output``/``resume`` is refused: ablate sets those per run."""
     if ns.config and (keys := sorted(set(read_yaml(Path(ns.config))) & set(_NOT_ABLATE_SETTINGS))):

@@ -117,16 +117,16 @@ class Experiment:
 _MXA_ONLY = frozenset(k for k in FIXED_ON_RESUME if k.startswith("mxa_") or k == "roi_mil")
 
 
-def _run_state(cfg: TrainConfig) -> str:
+def _run_state(cfg: TrainConfig) -> tuple[str, list[str]]:
     """``new`` (no run in ``cfg.output``), ``finished`` or ``unfinished`` (a run of these settings), or
-    ``other`` (a run of other settings)."""
+    ``other`` (a run of other settings), with the settings that differ."""
     last = Path(cfg.output) / "last.pt"
     if cfg.overwrite or not last.is_file():
-        return "new"
+        return "new", []
     ckpt = TrainCheckpoint.load(last)
-    if _changed_settings(cfg, stored_settings(ckpt.config)):
-        return "other"
-    return "finished" if ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch else "unfinished"
+    if changed := _changed_settings(cfg, stored_settings(ckpt.config)):
+        return "other", changed
+    return ("finished" if ckpt.epoch >= cfg.epochs and not ckpt.batch_in_epoch else "unfinished"), []
 
 
 def _changed_settings(cfg: TrainConfig, old: dict[str, Any]) -> list[str]:
@@ -142,7 +142,7 @@ def _changed_settings(cfg: TrainConfig, old: dict[str, Any]) -> list[str]:
 
 def run_finished(cfg: TrainConfig) -> bool:
     """Whether ``cfg.output`` holds a finished run of these settings."""
-    return _run_state(cfg) == "finished"
+    return _run_state(cfg)[0] == "finished"
 
 
 def train_or_continue(cfg: TrainConfig) -> None:
@@ -151,7 +151,7 @@ def train_or_continue(cfg: TrainConfig) -> None:
 
     With ``cfg.overwrite`` the run starts over; a run of other settings is refused (train says how).
     """
-    state = _run_state(cfg)
+    state, changed = _run_state(cfg)
     if state == "finished":
         log.info("%s: already trained with these settings, kept", cfg.output)
     elif state == "unfinished":
@@ -159,8 +159,6 @@ def train_or_continue(cfg: TrainConfig) -> None:
         log.info("%s: continuing the unfinished run from %s", cfg.output, last)
         train(dataclasses.replace(cfg, resume=str(last)))
     elif state == "other":  # the experiment's own wording: its runs' folders are not flags of its command
-        old = stored_settings(TrainCheckpoint.load(Path(cfg.output) / "last.pt").config)
-        changed = _changed_settings(cfg, old)
         raise RunFolderError(
             f"{cfg.output} holds a run of other settings ({', '.join(changed)}): run the same command with "
             "--overwrite to replace the experiment's runs, or give the experiment another output folder"
