@@ -7,7 +7,7 @@ grafted ``densenet121_mxa``, ``resnet50_mxa``, ``convnext_tiny_mxa``, ``deit_sma
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from mxa import models  # registers the efficientvit_ml_* models in timm
 from mxa.files.export import export_onnx, export_safetensors

@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import register_notrace_function, register_notrace_module, to_2tuple
+from timm.layers import (
+    register_notrace_function,
+    register_notrace_module,
+    resize_rel_pos_bias_table_levit,
+    to_2tuple,
+)
 from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.efficientvit_msra import (
     CascadedGroupAttention,
@@ -29,7 +34,6 @@ from timm.models.efficientvit_msra import (
     LocalWindowAttention,
     NormLinear,
 )
-from timm.models.efficientvit_msra import checkpoint_filter_fn as _timm_filter_fn
 
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.data.sanity import check_model_input
@@ -211,6 +215,7 @@ class MultiLabelEfficientViT(EfficientVitMsra):
             drop_rate=drop_rate,
         )
         self.input_hw = to_2tuple(img_size)
+        self.in_chans = in_chans  # timm sets it from 1.0.21 on
         n_stages = len(self.stages)
         if not mxa:
             stages_with_mxa: set[int] = set()
@@ -272,6 +277,21 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         return super().forward_intermediates(x, *args, **kwargs)
 
 
+def _resize_attention_biases(
+    state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Attention biases (heads, positions) resized to the model's window (another image size), through
+    timm's public LeViT table resize; the index buffers are the model's own."""
+    out = {}
+    for k, v in state_dict.items():
+        if k.endswith("attention_bias_idxs"):
+            continue
+        if k.endswith("attention_biases") and k in target and v.shape != target[k].shape:
+            v = resize_rel_pos_bias_table_levit(v.T, target[k].shape[::-1]).T.contiguous()
+        out[k] = v
+    return out
+
+
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: MultiLabelEfficientViT) -> dict:
     """Adapt a timm ``efficientvit_mX`` or an ``efficientvit_ml_mX`` state dict to ``model``.
 
@@ -286,13 +306,17 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: MultiLabelE
     for key in ("model", "state_dict"):
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
-    state_dict = _timm_filter_fn(state_dict, model)
     target = model.state_dict()
+    state_dict = _resize_attention_biases(state_dict, target)
 
     conv_key = "patch_embed.conv1.conv.weight"
     if conv_key in state_dict and state_dict[conv_key].shape[1] != target[conv_key].shape[1]:
-        state_dict[conv_key] = adapt_input_conv(
-            model.in_chans, state_dict[conv_key], state_dict[conv_key].shape[1]
+        w = state_dict[conv_key]
+        # the base channel count is an argument from timm 1.0.21 on; RGB is what every timm version adapts
+        state_dict[conv_key] = (
+            adapt_input_conv(model.in_chans, w)
+            if w.shape[1] == 3
+            else adapt_input_conv(model.in_chans, w, w.shape[1])
         )
 
     for k in ("head.linear.weight", "head.linear.bias"):
