@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
     # point runs the CLI on import
     if collection_path.suffix != ".py" or "src" not in collection_path.parts:
         return None
-    if collection_path.name == "__main__.py" or "alias_module(__name__" in collection_path.read_text():
+    alias = re.search(r"alias_module\(\s*__name__", collection_path.read_text())
+    if collection_path.name == "__main__.py" or alias:
         return True
     return None
 

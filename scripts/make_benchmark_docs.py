@@ -222,6 +222,84 @@ def runtime_runs() -> list[str]:
     ]
 
 
+# Issue 34: the deployment path, one interleaved run per batch size: (file, batch)
+DEPLOY_RUNS = [("cpu-m5-b1-deploy.json", 1), ("cpu-m5-b32-deploy.json", 32)]
+# (runtime, batch) -> the goal's upper bound for MXA (the block mxa train builds) / baseline latency
+DEPLOY_GOALS = {("onnx", 1): 1.10, ("onnx-static", 1): 1.10, ("onnx", 32): 1.05, ("onnx-static", 32): 1.05,
+                ("eager", 1): 1.12, ("compile", 1): 1.08}  # fmt: skip
+MAX_OPERATORS = 40
+
+
+def _operators(variant: dict) -> str:
+    ops = variant.get("operators_per_block") or {}
+    if not ops:
+        return "–"
+    every = sorted({o["operators"] for o in ops.values()})
+    compute = sorted({o["compute"] for o in ops.values()})
+    span = lambda v: f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}"  # noqa: E731
+    return f"{span(every)} ({span(compute)})"
+
+
+def deployment_runs() -> list[str]:
+    """The deployment-path tables and goals of issue 34, from DEPLOY_RUNS."""
+    rows, goals, ops = [], [], []
+    for name, batch in DEPLOY_RUNS:
+        f = RESULTS / name
+        if not f.is_file():
+            continue
+        rep = json.loads(f.read_text())
+        r = rep["results"]["efficientvit_ml_m5"]
+        ratios, variants = r["ratios"], r["variants"]
+        for rt in rep["runtimes"]:
+            sx = _suffix(rt)
+            m, b, t = (ratios[f"{v}{sx}_vs_baseline{sx}"] for v in ("mxa", "mxa-box", "timm"))
+            nodes = m.get("onnx_nodes_per_block")
+            nodes_txt = "–" if not nodes else f"{nodes['exported']:.0f} / {nodes['optimized']:.0f}"
+            rows.append(
+                f"| {rt} | {batch} | {m['latency']:.3f} | {b['latency']:.3f} | {t['latency']:.3f} | "
+                f"{nodes_txt} | `{name}` |"
+            )
+            bound = DEPLOY_GOALS.get((rt, batch))
+            if bound is not None:
+                met = "yes" if m["latency"] <= bound else "**no**"
+                goals.append(f"| {rt}, batch {batch}, latency | {m['latency']:.3f} | ≤ {bound} | {met} |")
+        if not ops:
+            most = max(o["operators"] for o in variants["mxa"]["operators_per_block"].values())
+            met = "yes" if most <= MAX_OPERATORS else "**no**"
+            goals.append(f"| operators per MXA block, eager inference | {most} | ≤ {MAX_OPERATORS} | {met} |")
+            ops = [f"| `{v}` | {_operators(variants[v])} |" for v in ("mxa", "mxa-box") if v in variants]
+    if not rows:
+        return []
+    return [
+        "## The deployment path (M5, 224 px, CPU)",
+        "",
+        "Each file is one `mxa bench --runtime eager --runtime compile --runtime onnx --runtime onnx-static`",
+        "run: every variant in every runtime, interleaved. `mxa` is the model `mxa train` builds by default",
+        "(label ROIs), `mxa-box` the one `timm.create_model(..., mxa=True)` builds (the paper's single box);",
+        "timm's own `efficientvit_m5` against our baseline is the noise control (1.000). `onnx` is the file",
+        "`mxa export` writes (BN fused, onnxslim, symbolic batch), `onnx-static` the same with the batch",
+        "fixed (`--static-batch N`). ONNX nodes per block: the nodes the MXA blocks add to the baseline's",
+        "graph, per block, as exported / as ONNX Runtime runs them (after its own graph optimizations).",
+        "",
+        "| runtime | batch | `mxa` / baseline | `mxa-box` / baseline | timm / baseline | ONNX nodes per "
+        "block | file |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        *rows,
+        "",
+        "Operators one MXA block dispatches in eager inference (a `TorchDispatchMode` count; in brackets",
+        "those that are not views, each a kernel launch on a GPU), over the model's blocks:",
+        "",
+        "| variant | operators per block (not views) |",
+        "| --- | --- |",
+        *ops,
+        "",
+        "| goal (issue 34) | measured | target | met |",
+        "| --- | ---: | --- | --- |",
+        *goals,
+        "",
+    ]
+
+
 def tracking_cost() -> list[str]:
     """``mxa train --log`` at the demo's size (issue 24), from cpu-tracking.json."""
     f = RESULTS / "cpu-tracking.json"
@@ -297,7 +375,7 @@ def how_long() -> list[str]:
 
 
 def extra_runs() -> list[str]:
-    out = how_long() + runtime_runs() + tracking_cost()
+    out = how_long() + deployment_runs() + runtime_runs() + tracking_cost()
     for name, title in EXTRA_BENCH:
         f = RESULTS / name
         if f.is_file():

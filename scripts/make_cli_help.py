@@ -13,13 +13,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mxa.cli import build_parser  # noqa: E402
-from mxa_cli import HELP_COLUMNS, HELP_FILE  # noqa: E402
+from mxa_cli import HELP_COLUMNS, HELP_FILE, SPEC_KEY  # noqa: E402
 
 
 def _help(args: list[str]) -> str:
@@ -29,11 +30,48 @@ def _help(args: list[str]) -> str:
     return out.getvalue()
 
 
-def texts() -> dict[str, str]:
-    """Every help text, formatted at HELP_COLUMNS columns."""
+def texts() -> dict[str, Any]:
+    """Every help text, formatted at HELP_COLUMNS columns, and (``SPEC_KEY``) the arguments of every
+    command, from which ``mxa_cli`` rejects a malformed command line without importing the library."""
     with mock.patch.dict(os.environ, {"COLUMNS": str(HELP_COLUMNS)}):
-        names = build_parser().get_default("commands")
-        return {"": _help(["--help"]), **{n: _help([n, "--help"]) for n in names}}
+        parser = build_parser()
+        names = parser.get_default("commands")
+        out: dict[str, Any] = {"": _help(["--help"]), **{n: _help([n, "--help"]) for n in names}}
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out[SPEC_KEY] = {"": _spec(parser), **{n: _spec(sub.choices[n]) for n in names}}
+    return out
+
+
+def _spec(p: argparse.ArgumentParser) -> list[dict[str, Any]]:
+    """Each argument's strings, arity and choices (what a light parser needs to check a command line)."""
+    kinds = {
+        argparse._StoreAction: "store",
+        argparse._StoreTrueAction: "store_true",
+        argparse._StoreFalseAction: "store_false",
+        argparse.BooleanOptionalAction: "boolean",
+        argparse._AppendAction: "append",
+        argparse._CountAction: "count",
+    }
+    out = []
+    for a in p._actions:
+        if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+            continue  # answered elsewhere: help texts, the real parser
+        kind = kinds.get(type(a))
+        if kind is None:  # mxa_cli's light parser would reject what the real one takes: teach it first
+            raise SystemExit(f"make_cli_help.py knows no {type(a).__name__} ({a.option_strings}): add it")
+        choices = list(a.choices) if a.choices and all(isinstance(c, str) for c in a.choices) else None
+        out.append(
+            {
+                "strings": list(a.option_strings),
+                "dest": a.dest,
+                "kind": kind,
+                "nargs": a.nargs,
+                "required": bool(a.required),
+                "choices": choices,
+                "metavar": a.metavar if isinstance(a.metavar, str) else None,
+            }
+        )
+    return out
 
 
 def main() -> int:

@@ -29,25 +29,25 @@ def _cell(m: dict, key: str) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
 
 
-def _loc(m: dict) -> str:
-    loc = m.get("roi_localization") or {}
-    if not loc:
-        return "-"
-    hit = sum(v["hit_rate"] for v in loc.values()) / len(loc)
-    rnd = sum(v["random_hit_rate"] for v in loc.values()) / len(loc)
-    return f"{hit:.2f} / {rnd:.2f}"
+def _crop(m: dict) -> tuple[str, str]:
+    """(localization accuracy at IoU 0.3, mean IoU / area-matched chance) of what the chosen block crops."""
+    crop = m.get("crop") or {}
+    if not crop:
+        return "-", "-"
+    return f"{crop['loc_acc_0.3']:.2f}", f"{crop['mean_iou']:.2f} / {crop['random_iou']:.2f}"
 
 
 def blocks(summary: dict) -> dict[str, str]:
     res = summary["results"]
     rows = [
-        "| model | macro AUC | micro AUC | competition AUC | ROI hit / chance |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | macro AUC | micro AUC | competition AUC | crop loc. acc. @ IoU 0.3 | crop IoU / chance |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in res.items():
+        acc, iou = _crop(m)
         rows.append(
             f"| {name} | {_cell(m, 'macro_auc')} | {_cell(m, 'micro_auc')} | {_cell(m, 'competition_auc')} "
-            f"| {_loc(m)} |"
+            f"| {acc} | {iou} |"
         )
     students = [res[k]["macro_auc"] for k in res if k != "teacher" and res[k].get("macro_auc") is not None]
     cfg = summary["runs"]["baseline"]["config"]

@@ -82,10 +82,19 @@ def check_command(argv: list[str]) -> None:
     from mxa.cli.train import ablate_config
 
     ns = build_parser().parse_args(argv)
+    _light_parser().parse_args(argv)  # the mxa command's fast check must take it too
     if argv[0] == "train":
         train_config_from_args(ns)
     elif argv[0] == "ablate":
         ablate_config(ns)
+
+
+def _light_parser():
+    import json
+
+    from mxa_cli import HELP_FILE, SPEC_KEY, light_parser
+
+    return light_parser(json.loads(HELP_FILE.read_text())[SPEC_KEY])
 
 
 if __name__ == "__main__":

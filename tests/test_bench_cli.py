@@ -27,7 +27,7 @@ def test_bench_ratios_and_json(tmp_path, capsys) -> None:
     rep = json.loads(out.read_text())
     assert rep["device_type"] == "cpu" and rep["torch"] == torch.__version__ and rep["threads"] >= 1
     r = rep["results"]["efficientvit_ml_m0"]
-    assert set(r["variants"]) == {"mxa", "baseline", "timm"}
+    assert set(r["variants"]) == {"mxa", "mxa-box", "baseline", "timm"}
     v = r["variants"]
     assert v["baseline"]["params"] == v["timm"]["params"] < v["mxa"]["params"]
     assert r["ratios"]["mxa_vs_baseline"]["params"] == pytest.approx(
@@ -62,7 +62,7 @@ def test_bench_runtimes_side_by_side(tmp_path) -> None:
     assert rep["runtimes"] == ["eager", "onnx", "deterministic"] and rep["compile"] is False
     r = rep["results"]["efficientvit_ml_m0"]
     assert set(r["variants"]) == {
-        f"{v}{s}" for v in ("mxa", "baseline", "timm") for s in ("", "@onnx", "@deterministic")
+        f"{v}{s}" for v in ("mxa", "mxa-box", "baseline", "timm") for s in ("", "@onnx", "@deterministic")
     }
     assert "train_step" not in r["variants"]["mxa@onnx"]  # ONNX Runtime: inference only
     assert "train_step" in r["variants"]["mxa@deterministic"]
@@ -72,7 +72,9 @@ def test_bench_runtimes_side_by_side(tmp_path) -> None:
 
 
 def test_bench_runtime_errors() -> None:
-    with pytest.raises(ValueError, match="unknown runtime.*choose from eager, compile, onnx, deterministic"):
+    with pytest.raises(
+        ValueError, match="unknown runtime.*choose from eager, compile, onnx, onnx-static, deterministic"
+    ):
         run_bench(["efficientvit_ml_m0"], runtimes=["tensorrt"])
     with pytest.raises(ValueError, match="CPU in float32: use --device cpu --amp none"):
         run_bench(["efficientvit_ml_m0"], runtimes=["onnx"], amp="bf16")

@@ -137,7 +137,7 @@ def test_missing_tracker_names_the_extra(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now fails, as where it is not installed
     with pytest.raises(
-        MissingExtraError, match=r"--log mlflow needs.*pip install \"mxa-attention\[tracking\]\""
+        MissingExtraError, match=r"--log mlflow needs.*pip install \"mxa-attention\[mlflow\]\""
     ):
         train(dataclasses.replace(TINY, output=str(tmp_path / "r"), log="mlflow", epochs=1))
 

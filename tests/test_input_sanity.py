@@ -105,7 +105,7 @@ def test_predict_names_a_constant_file(model, tmp_path, caplog) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputSanityWarning)  # the model-level warning is not repeated
         res = predict_files([f], tmp_path / "p.csv", model=model)
-    assert res.constant_images == [f] and "blank.png is constant" in caplog.text
+    assert res.constant_images == [f] and "blank.png: the image is constant" in caplog.text
 
 
 def test_compiled_model_does_not_recompile_as_the_check_counts() -> None:

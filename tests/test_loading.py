@@ -25,6 +25,7 @@ TINY = TrainConfig(
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
+    pytest.importorskip("torchmetrics")  # training scores AUC: the metrics extra
     out = tmp_path_factory.mktemp("run")
     train(dataclasses.replace(TINY, output=str(out)))
     return out
@@ -106,6 +107,8 @@ _MXA_VALUES = {
     "box_size": "saliency",
     "roi_classes": 3,
     "class_boxes": True,
+    "rois": 2,
+    "roi_skip": [0],
 }
 
 
@@ -113,7 +116,12 @@ _MXA_VALUES = {
 @pytest.mark.parametrize("via", ["checkpoint", "safetensors"])
 def test_load_model_round_trips_every_mxa_cfg_key(key: str, via: str, tmp_path: Path) -> None:
     # regression: crop_method was not in the allow-list, so such a model exported but did not load
-    needs = {"crop_size": {"mode": "paste"}, "class_boxes": {"roi_classes": 3}}.get(key, {})
+    needs = {
+        "crop_size": {"mode": "paste"},
+        "class_boxes": {"roi_classes": 3},
+        "rois": {"roi_classes": 3},
+        "roi_skip": {"rois": 1, "roi_classes": 3},
+    }.get(key, {})
     cfg = {key: _MXA_VALUES[key], **needs}
     model = timm.create_model("efficientvit_ml_m0", img_size=64, mxa_cfg=cfg).eval()
     if via == "safetensors":

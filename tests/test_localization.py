@@ -13,6 +13,7 @@ from mxa.layers.roi import roi_crop, roi_paste
 from mxa.losses.box import best_match_giou_loss
 from mxa.metrics.localization import _pairwise_iou, roi_localization
 from mxa.train.loop import TrainConfig, train
+from mxa.train.state import model_spec
 
 
 def _box(draw: st.DrawFn) -> list[float]:
@@ -144,10 +145,11 @@ def test_paste_block_starts_at_zero_and_agrees_in_inference() -> None:
     ],
     ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
 )
-def test_each_localization_option_trains(change: dict, tmp_path) -> None:
+def test_each_single_box_option_trains(change: dict, tmp_path) -> None:
     cfg = TrainConfig(
         data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
-        batch_size=16, ema_decay=0.0, warmup_epochs=0, progress=False, output=str(tmp_path / "r"), **change,
+        batch_size=16, ema_decay=0.0, warmup_epochs=0, progress=False, output=str(tmp_path / "r"),
+        mxa_rois=0, **change,
     )  # fmt: skip
     summary = train(cfg)
     assert summary["history"][-1]["train_loss"] > 0
@@ -157,6 +159,24 @@ def test_each_localization_option_trains(change: dict, tmp_path) -> None:
     moved = [b.roi.fc.bias.detach() for b in model.mxa_blocks().values()]
     init = mxa.MXABlock(8, min_size=cfg.mxa_min_size).roi.fc.bias.detach()
     assert any(not torch.allclose(m, init) for m in moved)  # the box head trained
+
+
+@pytest.mark.parametrize("change", [dict(), dict(box_loss=1.0), dict(roi_guide=0.0)], ids=str)
+def test_label_rois_train_from_the_roi_objective(change: dict, tmp_path) -> None:
+    cfg = TrainConfig(
+        data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
+        batch_size=16, ema_decay=0.0, warmup_epochs=0, progress=False, output=str(tmp_path / "r"), **change,
+    )  # fmt: skip
+    train(cfg)
+    model = mxa.load_model(tmp_path / "r" / "last.pt")
+    fresh = model_spec(cfg).build()
+    for name, blk in model.mxa_blocks().items():
+        assert blk.rois == 2
+        old = fresh.mxa_blocks()[name].roi.classifier.fc.weight
+        assert not torch.allclose(blk.roi.classifier.fc.weight, old)  # the label maps trained
+    seen = mxa.forward_rois(model, torch.randn(2, 1, 64, 64))
+    assert all(b.shape == (2, 2, 4) for b in seen.boxes.values())
+    assert all(bool((lab != 0).all()) for lab in seen.labels.values())  # No Finding is never cropped
 
 
 def test_box_loss_needs_mxa(tmp_path) -> None:

@@ -129,7 +129,9 @@ def _variant(op: Op, variant: str, device: str) -> tuple[torch.Tensor, ...]:
         with _deterministic():
             return _run(m, args)
     if variant == "fx":
-        return _run(torch.fx.symbolic_trace(m), args)
+        # ROIClassifier's optional precomputed label maps: traced as absent, as a caller without them calls it
+        concrete = {"z": None} if isinstance(m, ROIClassifier) else None
+        return _run(torch.fx.symbolic_trace(m, concrete_args=concrete), args)
     if variant == "compile":
         # the function ops check their boxes, a data-dependent branch: a graph break by design (the modules,
         # whose boxes are valid by construction, compile to one graph)

@@ -391,7 +391,7 @@ def _pairs() -> list[tuple[str, str, str]]:
 def test_every_command_declares_its_files() -> None:
     # a command that writes files without declaring them would bypass the guard
     writers = {n for n, p in _commands().items() if _io(p)[1]}
-    assert writers == set(_commands())
+    assert writers == set(_commands()) - {"serve"}  # serve writes only to a temporary folder it removes
 
 
 @pytest.mark.parametrize(("command", "out_dest", "in_dest"), _pairs())
@@ -416,6 +416,7 @@ def test_no_output_may_be_an_input(
         "resume": tmp_path / "last.pt",
         "config": tmp_path / "cfg.yaml",
         "thresholds": tmp_path / "th.json",
+        "metrics": tmp_path / "eval.json",
         "runs": run / "metrics.jsonl",
         "inputs": img,
         "data": data / "train.csv",
@@ -811,22 +812,27 @@ def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path: Path, caplog) 
     assert "interrupted save" in caplog.text
 
 
-def test_eval_figures_go_to_the_output_folder_never_beside_the_checkpoint(done: Path, capsys) -> None:
+def test_eval_figures_go_to_a_folder_of_their_own_never_beside_the_checkpoint(done: Path, capsys) -> None:
     before = sorted(p.name for p in done.iterdir())
     argv = ["eval", "--checkpoint", str(done / "best.pt"), "--val-samples", "16", "--bootstrap", "0"]
     assert main([*argv, "--no-progress"]) == 0
-    assert sorted(p.name for p in Path("mxa-eval").iterdir()) == ["reliability.png", "roc.png"]
+    (first,) = Path("mxa-eval").iterdir()  # mxa-eval/<run>-best-<date>-<time>
+    assert first.name.startswith(f"{done.name}-best-") and sorted(p.name for p in first.iterdir()) == [
+        "reliability.png",
+        "roc.png",
+    ]
     assert sorted(p.name for p in done.iterdir()) == before
+    # run again with another flag: a folder of its own, the first one's figures kept
+    kept = (first / "roc.png").stat().st_mtime_ns
+    assert main([*argv, "--no-progress", "--no-ema"]) == 0
+    assert len(list(Path("mxa-eval").iterdir())) == 2 and (first / "roc.png").stat().st_mtime_ns == kept
     capsys.readouterr()
-    # a second evaluation is refused before it starts, naming the fix; --overwrite or --output resolve it
-    assert main([*argv, "--no-progress"]) == 2
+    # an --output that holds figures is refused before the evaluation starts; --overwrite replaces them
+    assert main([*argv, "--no-progress", "--output", str(first)]) == 2
     cap = capsys.readouterr()
-    assert "mxa-eval/roc.png already exists: pass --overwrite" in cap.err and "evaluation of" not in cap.out
-    assert main([*argv, "--no-progress", "--output", "second"]) == 0
-    assert Path("second/roc.png").is_file()
-    before = Path("mxa-eval/roc.png").stat().st_mtime_ns
-    assert main([*argv, "--no-progress", "--overwrite"]) == 0
-    assert Path("mxa-eval/roc.png").stat().st_mtime_ns != before
+    assert f"{first}/roc.png already exists: pass --overwrite" in cap.err and "evaluation of" not in cap.out
+    assert main([*argv, "--no-progress", "--output", str(first), "--overwrite"]) == 0
+    assert (first / "roc.png").stat().st_mtime_ns != kept
     Path("a-file").write_text("x")  # --output must be a folder: refused before the evaluation
     assert main([*argv, "--no-progress", "--output", "a-file"]) == 2
     assert "--output a-file is a file, not a folder" in capsys.readouterr().err

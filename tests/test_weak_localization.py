@@ -194,6 +194,7 @@ def test_every_roi_setting_reaches_the_model() -> None:
     cfg = TrainConfig(
         model="efficientvit_ml_m0",
         img_size=64,
+        mxa_rois=0,
         mxa_mode="paste",
         mxa_min_size=0.03,
         mxa_init_size=0.8,
@@ -217,15 +218,17 @@ def test_every_roi_setting_reaches_the_model() -> None:
     again = ModelSpec("efficientvit_ml_m0", json.loads(json.dumps(model_spec(cfg).kwargs))).build()
     assert again.mxa_cfg == model.mxa_cfg  # what a checkpoint records rebuilds the same model
     default = model_spec(TrainConfig(model="efficientvit_ml_m0"))
-    # mxa train's default: boxes that fit a nodule, per-label boxes trained by the ROI objective
-    assert default.kwargs["mxa_cfg"] == {
+    # mxa train's default: two ROIs from the label maps of the ROI classifier, No Finding never cropped
+    assert default.kwargs["mxa_cfg"] == {"rois": 2, "roi_classes": 14, "roi_skip": [0]}
+    single = model_spec(TrainConfig(model="efficientvit_ml_m0", mxa_rois=0, mxa_class_boxes=True))  # 0.3's
+    assert single.kwargs["mxa_cfg"] == {
         "mode": "paste",
         "min_size": 0.05,
         "roi_classes": 14,
         "class_boxes": True,
     }
     paper = model_spec(
-        TrainConfig(model="efficientvit_ml_m0", mxa_mode="zoom", roi_mil=0.0, mxa_min_size=0.25)
+        TrainConfig(model="efficientvit_ml_m0", mxa_rois=0, mxa_mode="zoom", roi_mil=0.0, mxa_min_size=0.25)
     )
     assert "mxa_cfg" not in paper.kwargs  # the paper's MXA: MXABlock's own defaults
 
@@ -233,10 +236,16 @@ def test_every_roi_setting_reaches_the_model() -> None:
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        ({"mxa_min_size": 0.5, "mxa_init_size": 0.4}, "mxa_init_size"),
-        ({"mxa_crop_size": 4, "mxa_mode": "zoom"}, "paste only"),
+        ({"mxa_rois": 0, "mxa_min_size": 0.5, "mxa_init_size": 0.4}, "mxa_init_size"),
+        ({"mxa_rois": 0, "mxa_crop_size": 4, "mxa_mode": "zoom"}, "paste only"),
         ({"mxa_min_size": 0.0}, "mxa_min_size must be >"),
         ({"mxa_box_size": "learned"}, "must be one of"),
+        ({"mxa_mode": "zoom"}, "mxa_mode set the paper's single-box MXA block, but mxa_rois"),
+        ({"mxa_crop_size": 4, "mxa_init_size": 0.5}, "mxa_init_size, mxa_crop_size set the paper's"),
+        ({"roi_mil": 0.0}, "set roi_mil > 0"),
+        ({"mxa_rois": 0, "roi_mil": 0.0, "mxa_class_boxes": True}, "mxa_class_boxes gives every label a box"),
+        ({"mxa_class_boxes": True}, "mxa_class_boxes set the paper's single-box MXA block"),
+        ({"box_area_penalty": 1.0}, "box_area_penalty needs a box with a gradient"),
     ],
 )
 def test_impossible_roi_settings_are_refused_with_the_setting_named(kw: dict, match: str) -> None:
@@ -248,7 +257,7 @@ def test_a_run_from_before_the_min_size_setting_resumes_with_the_old_box_floor(t
     from mxa.cli.config import train_config_from_args
     from mxa.files.checkpoint import TrainCheckpoint
 
-    new = ("mxa_min_size", "roi_mil", "mxa_class_boxes")
+    new = ("mxa_min_size", "roi_mil", "mxa_class_boxes", "mxa_rois", "roi_guide")
     old = {k: v for k, v in TrainConfig(model="efficientvit_ml_m0").to_dict().items() if k not in new}
     path = TrainCheckpoint(model_name="efficientvit_ml_m0", model_kwargs={}, model={}, config=old).save(
         tmp_path / "run" / "last.pt"
@@ -260,7 +269,7 @@ def test_a_run_from_before_the_min_size_setting_resumes_with_the_old_box_floor(t
 
     cfg = train_config_from_args(Ns())  # type: ignore[arg-type]
     assert cfg.mxa_min_size == 0.25  # what 0.2 runs were trained with, not today's default
-    assert (cfg.roi_mil, cfg.mxa_class_boxes) == (0.0, False)
+    assert (cfg.roi_mil, cfg.mxa_class_boxes, cfg.mxa_rois, cfg.roi_guide) == (0.0, False, 0, 0.0)
 
 
 # --- the field's metrics --------------------------------------------------------------------------------
@@ -391,11 +400,16 @@ def test_detection_metrics_pick_a_block_and_say_how() -> None:
     bad = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(5, 1)
     probs = torch.tensor([[0.1, 0.9]]).repeat(5, 1)
     det = detection_metrics({"bad": bad, "good": good}, probs, true, torch.tensor([[0.0, 1.0]]).repeat(5, 1))
-    assert det["block"] == "good" and "best AP" in det["block_chosen_by"]
+    assert det["block"] == "good" and det["block_chosen_by"] == "evaluated set"
+    assert "best AP" in det["block_chosen_on"] and "optimistic" in det["block_chosen_on"]
     assert det["ap"] == {"0.3": pytest.approx(1.0), "0.5": pytest.approx(1.0)}
     assert det["rodeo"]["total"] == pytest.approx(1.0) and det["per_block"]["bad"]["ap"]["0.5"] == 0.0
     assert detection_metrics({"good": good}, probs, true, block="good")["block_chosen_by"] == "given"
-    with pytest.raises(ValueError, match="no MXA block"):
+    on_val = detection_metrics(
+        {"good": good}, probs, true, block="good", chosen_by="validation", chosen_on="v"
+    )
+    assert (on_val["block_chosen_by"], on_val["block_chosen_on"]) == ("validation", "v")
+    with pytest.raises(ValueError, match="no MXA box set"):
         detection_metrics({"good": good}, probs, true, block="nope")
     assert detection_metrics({"good": good}, probs, torch.full((5, 2, 4), float("nan"))) == {}
 
@@ -407,7 +421,8 @@ def test_train_and_eval_with_per_label_boxes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", "--data", "phantom", "--model", "efficientvit_ml_m0", "--img-size", "64"]
     args += ["--train-samples", "16", "--val-samples", "8", "--epochs", "1", "--batch-size", "8"]
-    args += ["--roi-mil", "1", "--mxa-class-boxes", "--mxa-box-size", "saliency", "--mxa-mode", "paste"]
+    args += ["--mxa-rois", "0", "--roi-mil", "1", "--mxa-class-boxes", "--mxa-box-size", "saliency"]
+    args += ["--mxa-mode", "paste"]
     args += ["--mxa-min-size", "0.05", "--ema-decay", "0", "--output", str(run), "--no-progress"]
     args += ["--box-loss", "1"]  # with --mxa-class-boxes: every label's box against its own true box
     assert main(args) == 0
@@ -436,10 +451,9 @@ def test_the_paper_recipes_train_the_papers_mxa(recipe: str) -> None:
     import yaml
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "recipes" / recipe).read_text())
-    assert (cfg["mxa_mode"], cfg["roi_mil"], cfg["mxa_min_size"]) == ("zoom", 0, 0.25)
-    spec = model_spec(
-        TrainConfig(**{k: cfg[k] for k in ("model", "mxa", "mxa_mode", "roi_mil", "mxa_min_size")})
-    )
+    assert (cfg["mxa_rois"], cfg["mxa_mode"], cfg["roi_mil"], cfg["mxa_min_size"]) == (0, "zoom", 0, 0.25)
+    keys = ("model", "mxa", "mxa_rois", "mxa_mode", "roi_mil", "mxa_min_size")
+    spec = model_spec(TrainConfig(**{k: cfg[k] for k in keys}))
     assert "mxa_cfg" not in spec.kwargs  # MXABlock's own (the paper's) settings
 
 
@@ -449,7 +463,9 @@ def test_a_0_2_run_without_mxa_is_kept_by_a_rerun(tmp_path: Path) -> None:
 
     cfg = TrainConfig(model="efficientvit_ml_m0", mxa=False, epochs=1, output=str(tmp_path / "t"))
     stored = {
-        k: v for k, v in cfg.to_dict().items() if k not in ("mxa_min_size", "roi_mil", "mxa_class_boxes")
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in ("mxa_min_size", "roi_mil", "mxa_class_boxes", "mxa_rois", "roi_guide")
     }
     stored["mxa_mode"] = "zoom"  # 0.2's default, written into its configs
     TrainCheckpoint(model_name="efficientvit_ml_m0", model_kwargs={}, model={}, config=stored, epoch=1).save(

@@ -401,7 +401,7 @@ def test_train_and_eval_on_every_scheme(tmp_path, nih, vindr, rsna, padchest, mi
     for name in ("nih", "vindr", "rsna", "chexpert"):
         assert f"set {name}" in text
         assert set(m["per_dataset"][name]["roi_localization"]) == set(loc_blocks), name  # every MXA block
-    assert "masked" in text and "MXA block" in text
+    assert "masked" in text and "MXA box set" in text
     assert m["datasets"]["rsna"]["labels"]["Cardiomegaly"]["labelled"] is False
 
 

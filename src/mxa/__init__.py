@@ -11,12 +11,14 @@ __version__ = "0.3.0"
 
 from mxa import models  # registers the efficientvit_ml_* models in timm
 from mxa.files.export import export_onnx, export_safetensors
+from mxa.files.hub import export_hub, push_to_hub
 from mxa.files.load import load_exported, load_model
-from mxa.layers import CBAM, DynamicROIPool, MXABlock, roi_crop
+from mxa.layers import CBAM, DynamicROIPool, LabelROIPool, MXABlock, roi_crop
 from mxa.losses import DistillationLoss, SoftKDLoss
 from mxa.models import (
     MultiLabelEfficientViT,
     add_mxa,
+    forward_rois,
     forward_with_rois,
     mxa_blocks,
     register_block,
@@ -26,18 +28,22 @@ __all__ = [
     "CBAM",
     "DistillationLoss",
     "DynamicROIPool",
+    "LabelROIPool",
     "MXABlock",
     "MultiLabelEfficientViT",
     "SoftKDLoss",
     "__version__",
     "add_mxa",
+    "export_hub",
     "export_onnx",
     "export_safetensors",
+    "forward_rois",
     "forward_with_rois",
     "load_exported",
     "load_model",
     "models",
     "mxa_blocks",
+    "push_to_hub",
     "register_block",
     "roi_crop",
 ]

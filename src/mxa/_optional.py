@@ -21,12 +21,15 @@ _EXTRA_OF = {
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "onnxscript": "onnx",
+    "onnxslim": "onnx",
+    "gradio": "app",
     "yaml": "train",
     "tqdm": "train",
     "submitit": "cluster",
-    "tensorboard": "tracking",
-    "wandb": "tracking",
-    "mlflow": "tracking",
+    "tensorboard": "tensorboard",  # one extra per tracker (tracking: all three)
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "huggingface_hub": "hub",
 }
 
 

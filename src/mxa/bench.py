@@ -1,23 +1,30 @@
 """``mxa bench``: parameters, FLOPs, latency, throughput, train-step time and memory, side by side.
 
-For every model asked for, three variants are measured in the same run, *interleaved* (one repeat of each
-in turn), so a noisy machine biases none of them: ours with MXA, ours without (``mxa=False``), and timm's
-own ``efficientvit_mX`` (the noise control: it should time as our baseline does). For a grafted model
-(``densenet121_mxa``...) the baseline, ``mxa=False``, is its plain timm parent. Ratios to the baseline are
-medians of the per-repeat ratios.
+For every model asked for, its variants are measured in the same run, *interleaved* (one repeat of each in
+turn), so a noisy machine biases none of them: ``mxa`` (the model ``mxa train`` builds by default: label
+ROIs), ``mxa-box`` (``timm.create_model(name, mxa=True)``: the paper's single box), ``baseline``
+(``mxa=False``) and ``timm`` (timm's own ``efficientvit_mX``, the noise control: it should time as our
+baseline does). For a grafted model (``densenet121_mxa``...) the baseline is its plain timm parent. Ratios
+to the baseline are medians of the per-repeat ratios.
 
 Each variant runs in every *runtime* asked for (:data:`RUNTIMES`), all interleaved in the one run: ``eager``
 (keys ``mxa``, ``baseline``...), ``compile`` (``torch.compile``; keys ``mxa@compile``...), ``onnx`` (exported
-with BN fused by :func:`mxa.export_onnx`, run in ONNX Runtime on the CPU with as many threads as torch;
-inference only) and ``deterministic`` (eager under ``torch.use_deterministic_algorithms``, as
+as :func:`mxa.export_onnx` writes it, BN fused and simplified, with a symbolic batch, run in ONNX Runtime on
+the CPU with as many threads as torch; inference only), ``onnx-static`` (the same with the batch fixed to the
+benchmark's) and ``deterministic`` (eager under ``torch.use_deterministic_algorithms``, as
 ``mxa train --deterministic`` runs). Ratios are per runtime (``mxa_vs_baseline@onnx``), and a runtime
 against eager for the MXA model (``mxa@deterministic_vs_mxa``).
+
+The structure of each variant comes with its numbers: ``operators_per_block`` (what each MXA block
+dispatches in eager inference, :func:`block_operators`), ``onnx_nodes`` (graph nodes as exported and as ONNX
+Runtime runs them) and, in the ratios, ``onnx_nodes_per_block`` (nodes the MXA blocks add, per block).
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import platform
@@ -30,6 +37,7 @@ from typing import Any, TypedDict
 
 import timm
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mxa.data.labels import CHEXPERT_LABELS
@@ -40,10 +48,12 @@ _MAX_PIXELS = 256 * 512 * 512
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUNTIMES", "BenchReport", "count_flops", "measure", "run_bench"]
+__all__ = ["RUNTIMES", "BenchReport", "block_operators", "count_flops", "measure", "run_bench"]
 
-#: How a model can be run: eager, torch.compile, ONNX Runtime (CPU), eager with deterministic algorithms.
-RUNTIMES = ("eager", "compile", "onnx", "deterministic")
+#: How a model can be run: eager, torch.compile, ONNX Runtime (CPU) with a symbolic batch and with the batch
+#: fixed (``mxa export --static-batch N``), eager with deterministic algorithms.
+RUNTIMES = ("eager", "compile", "onnx", "onnx-static", "deterministic")
+ONNX_RUNTIMES = ("onnx", "onnx-static")
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -89,12 +99,18 @@ def measure(
 
 
 def _variants(name: str, img_size: int, crop_methods: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
+    """``mxa``: the model ``mxa train`` builds by default (label ROIs); ``mxa-box``: the one
+    ``timm.create_model(name, mxa=True)`` builds (the paper's single box); ``baseline``; ``timm``."""
+    from mxa.train.config import TrainConfig
+    from mxa.train.state import model_spec
+
     m = re.fullmatch(r"efficientvit_ml_m(\d)", name)
     out = {
-        "mxa": timm.create_model(name, img_size=img_size, mxa=True),
+        "mxa": model_spec(TrainConfig(model=name, img_size=img_size)).build(),
+        "mxa-box": timm.create_model(name, img_size=img_size, mxa=True),
         "baseline": timm.create_model(name, img_size=img_size, mxa=False),
     }
-    for method in crop_methods:  # the MXA model with each ROI-crop method (ours only)
+    for method in crop_methods:  # the single-box MXA model with each ROI-crop method (ours only)
         if name.startswith("efficientvit_ml_"):
             out[f"mxa-{method}"] = timm.create_model(
                 name, img_size=img_size, mxa=True, mxa_cfg=dict(crop_method=method)
@@ -103,6 +119,56 @@ def _variants(name: str, img_size: int, crop_methods: Sequence[str] = ()) -> dic
         out["timm"] = timm.create_model(
             f"efficientvit_m{m.group(1)}", img_size=img_size, in_chans=1, num_classes=14
         )
+    return out
+
+
+class _OpCount(TorchDispatchMode):
+    """Counts the operators dispatched inside it: all, and those that are not views (no data moved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operators = self.compute = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.operators += 1
+        self.compute += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def block_operators(model: torch.nn.Module, x: torch.Tensor) -> dict[str, dict[str, int]]:
+    """Operators each MXA block of ``model`` dispatches in one inference forward on ``x`` (B, C, H, W).
+
+    Counted with a ``TorchDispatchMode`` on the block alone, fed the input it gets in the model: on a GPU,
+    each non-view operator is a kernel launch. Views (``view``, ``unsqueeze``, ``select``...) move no data.
+
+    Returns:
+        block name -> ``{"operators": all, "compute": not views}``; empty for a model without MXA blocks.
+
+    Examples:
+        >>> import timm, torch
+        >>> from mxa.bench import block_operators
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=64)
+        >>> ops = block_operators(model, torch.randn(1, 1, 64, 64))
+        >>> sorted(ops)[0], sorted(ops["stages.0.blocks.0"])
+        ('stages.0.blocks.0', ['compute', 'operators'])
+    """
+    blocks = dict(getattr(model, "mxa_blocks", dict)())
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [
+        b.register_forward_pre_hook(lambda _m, a, k=k: inputs.__setitem__(k, a[0])) for k, b in blocks.items()
+    ]
+    try:
+        with torch.inference_mode():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    with torch.inference_mode():
+        for k, b in blocks.items():
+            with _OpCount() as count:
+                b(inputs[k])
+            out[k] = {"operators": count.operators, "compute": count.compute}
     return out
 
 
@@ -179,8 +245,14 @@ def _key(variant: str, runtime: str) -> str:
     return variant if runtime == "eager" else f"{variant}@{runtime}"
 
 
-def _onnx_runner(model: torch.nn.Module, x: torch.Tensor, folder: str, name: str) -> Callable[[], Any]:
-    """An ONNX Runtime session of ``model`` (BN fused, as ``mxa export`` writes it), run on ``x``."""
+def _onnx_runner(
+    model: torch.nn.Module, x: torch.Tensor, folder: str, name: str, static: bool
+) -> tuple[Callable[[], Any], dict[str, int]]:
+    """An ONNX Runtime session of ``model`` exported as ``mxa export`` writes it (BN fused, onnxslim), with
+    a symbolic batch or, ``static``, the batch of ``x``; and its graph nodes, as exported and as ONNX Runtime
+    runs them (after its own optimizations)."""
+    import onnx
+
     from mxa._optional import require
     from mxa.files.export import export_onnx
 
@@ -188,15 +260,127 @@ def _onnx_runner(model: torch.nn.Module, x: torch.Tensor, folder: str, name: str
     # export_onnx takes the input size from the pretrained cfg; timm's own models keep 224 there
     cfg = {**getattr(model, "pretrained_cfg", {}), "input_size": tuple(x.shape[1:])}
     model.pretrained_cfg = cfg  # type: ignore[assignment]  # a plain attribute; torch types them all
-    path = export_onnx(model.cpu().eval(), f"{folder}/{name}.onnx", verify=False)
+    batch: bool | int = len(x) if static else True
+    path = export_onnx(model.cpu().eval(), f"{folder}/{name}.onnx", dynamic_batch=batch, verify=False)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
     # no busy-waiting between runs: interleaved with torch, a spinning pool would steal its cores
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.optimized_model_filepath = f"{folder}/{name}.ort.onnx"
+    opts.log_severity_level = 3  # its note that the saved optimized graph is specific to this machine
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    nodes = {
+        "exported": len(onnx.load(str(path)).graph.node),
+        "optimized": len(onnx.load(opts.optimized_model_filepath).graph.node),
+    }
     feed = {sess.get_inputs()[0].name: x.cpu().numpy()}
-    return lambda: sess.run(None, feed)
+    return (lambda: sess.run(None, feed)), nodes
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What one model's run times: functions per key (``variant[@runtime]``) and what is known of each."""
+
+    info: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    infer: dict[str, Callable[[], Any]] = dataclasses.field(default_factory=dict)
+    trains: dict[str, Callable[[], Any]] = dataclasses.field(default_factory=dict)
+    blocks: dict[str, int] = dataclasses.field(default_factory=dict)  # variant -> MXA blocks
+
+
+def _plan_variant(
+    plan: _Plan, k: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opts: dict[str, Any]
+) -> None:
+    """Add one variant in every runtime to ``plan``: counts, ONNX sessions, eager/compiled functions."""
+    dev, amp, runtimes, folder = opts["device"], opts["amp"], opts["runtimes"], opts["folder"]
+    x1 = torch.randn(1, *x.shape[1:])
+    counts: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": count_flops(model, x1) / 1e9,
+    }
+    counts["gmacs"] = counts["gflops"] / 2
+    ops = block_operators(model, x1)
+    plan.blocks[k] = len(ops)
+    if ops:
+        counts["operators_per_block"] = ops
+    for rt in runtimes:  # exported before .to(dev): the export runs on the CPU
+        if rt in ONNX_RUNTIMES:
+            plan.infer[_key(k, rt)], nodes = _onnx_runner(model, x, folder, _key(k, rt), rt == "onnx-static")
+            plan.info[_key(k, rt)] = {**counts, "onnx_nodes": nodes}
+    model.to(dev).to(memory_format=opts["fmt"])
+    for rt in runtimes:
+        if rt in ONNX_RUNTIMES:
+            continue
+        plan.info[_key(k, rt)] = dict(counts)
+        fwd = torch.compile(model) if rt == "compile" else model
+        mode = functools.partial(determinism, rt == "deterministic")  # a fresh one per call
+        plan.infer[_key(k, rt)] = _infer_fn(fwd, x, dev, amp, mode)
+        if opts["train_step"]:
+            plan.trains[_key(k, rt)] = _train_fn(fwd, model, x, y, dev, amp, mode)
+    model.eval()
+
+
+def _peak_memory(infer: dict[str, Callable[[], Any]], dev: torch.device) -> dict[str, float]:
+    """Peak CUDA memory (MiB) of each function's inference, measured alone; nothing on the CPU."""
+    peak = {}
+    if dev.type == "cuda":
+        for k, fn in infer.items():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+            fn()
+            _sync(dev)
+            peak[k] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return peak
+
+
+def _ratios(
+    plan: _Plan, t_inf: dict[str, list[float]], t_train: dict[str, list[float]], runtimes: list[str]
+) -> dict[str, Any]:
+    """Per-repeat median ratios of every variant to the baseline in the same runtime, and of the MXA model
+    in each runtime to eager; with ONNX, the graph nodes each MXA block adds."""
+    variants = [k for k in plan.blocks if k != "baseline"]
+    pairs = [(_key(v, rt), _key("baseline", rt)) for rt in runtimes for v in variants]
+    pairs += [(_key("mxa", rt), "mxa") for rt in runtimes if rt != "eager" and "eager" in runtimes]
+    ratios: dict[str, Any] = {}
+    for k, ref in pairs:
+        a, b = plan.info[k], plan.info[ref]
+        r = {
+            "params": a["params"] / b["params"],
+            "flops": a["gflops"] / b["gflops"],
+            "latency": statistics.median(p / q for p, q in zip(t_inf[k], t_inf[ref])),
+        }
+        if k in t_train and ref in t_train:
+            r["train_step"] = statistics.median(p / q for p, q in zip(t_train[k], t_train[ref]))
+        blocks = plan.blocks[k.split("@")[0]]
+        if "onnx_nodes" in a and "onnx_nodes" in b and blocks and ref != "mxa":
+            r["onnx_nodes_per_block"] = {
+                s: (a["onnx_nodes"][s] - b["onnx_nodes"][s]) / blocks for s in ("exported", "optimized")
+            }
+        ratios[f"{k}_vs_{ref}"] = r
+    return ratios
+
+
+def _bench_model(name: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Every variant of ``name`` in every runtime, interleaved: ``{"variants": ..., "ratios": ...}``."""
+    dev, batch_size, img_size = opts["device"], opts["batch_size"], opts["img_size"]
+    variants = _variants(name, img_size, opts["crop_methods"])
+    x = torch.randn(batch_size, 1, img_size, img_size, device=dev).contiguous(memory_format=opts["fmt"])
+    y = torch.randint(0, 2, (batch_size, len(CHEXPERT_LABELS)), device=dev).float()
+    plan = _Plan()
+    with tempfile.TemporaryDirectory(prefix="mxa-bench-") as folder:
+        for k, model in variants.items():
+            _plan_variant(plan, k, model, x, y, {**opts, "folder": folder})
+        if opts["progress"]:
+            log.info("%s: %d variant(s), %d interleaved repeats...", name, len(plan.infer), opts["repeats"])
+        t_inf = measure(plan.infer, dev, opts["warmup"], opts["repeats"])
+    peak = _peak_memory(plan.infer, dev)
+    t_train = measure(plan.trains, dev, 1, max(3, opts["repeats"] // 2)) if plan.trains else {}
+    for k, info in plan.info.items():
+        info["inference"] = _stats(t_inf[k], batch_size)
+        if k in t_train:
+            info["train_step"] = _stats(t_train[k], batch_size)
+        info["peak_memory_mib"] = peak.get(k)
+    return {"variants": plan.info, "ratios": _ratios(plan, t_inf, t_train, opts["runtimes"])}
 
 
 def run_bench(
@@ -216,90 +400,36 @@ def run_bench(
 ) -> BenchReport:
     """Benchmark ``models`` and their baselines; returns a JSON-ready dict (see module docstring).
 
-    ``crop_methods`` adds, per method, a variant ``mxa-<method>`` of our MXA model using that ROI crop.
-    ``runtimes`` (:data:`RUNTIMES`, default ``eager``; ``compile=True`` means ``("compile",)``) are all
-    timed in the one interleaved run.
+    ``crop_methods`` adds, per method, a variant ``mxa-<method>`` of the single-box MXA model using that
+    ROI crop. ``runtimes`` (:data:`RUNTIMES`, default ``eager``; ``compile=True`` means ``("compile",)``)
+    are all timed in the one interleaved run.
 
     Examples:
         >>> from mxa.bench import run_bench
         >>> rep = run_bench(["efficientvit_ml_m0"], batch_size=1, img_size=64, repeats=2, warmup=1,
         ...                 train_step=False, progress=False)
         >>> sorted(rep["results"]["efficientvit_ml_m0"]["ratios"])
-        ['mxa_vs_baseline', 'timm_vs_baseline']
+        ['mxa-box_vs_baseline', 'mxa_vs_baseline', 'timm_vs_baseline']
     """
     dev = resolve_device(device)  # a ValueError naming the fix when CUDA is asked for and absent
     runtimes = list(dict.fromkeys(runtimes or (["compile"] if compile else ["eager"])))
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad:
         raise ValueError(f"unknown runtime(s) {', '.join(bad)}: choose from {', '.join(RUNTIMES)}")
-    if "onnx" in runtimes and (dev.type != "cpu" or amp != "none"):
-        raise ValueError("the onnx runtime is timed on the CPU in float32: use --device cpu --amp none")
+    if set(runtimes) & set(ONNX_RUNTIMES) and (dev.type != "cpu" or amp != "none"):
+        raise ValueError("the onnx runtimes are timed on the CPU in float32: use --device cpu --amp none")
     pixels = batch_size * img_size * img_size
     if pixels > _MAX_PIXELS:
         raise ValueError(
             f"batch {batch_size} x {img_size}x{img_size} px is {pixels / 1e6:.0f}M input pixels, beyond what "
             f"the activations fit in (at most {_MAX_PIXELS / 1e6:.0f}M): lower --batch-size or --img-size"
         )
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    results: dict[str, Any] = {}
-    for name in models:
-        variants = _variants(name, img_size, crop_methods)
-        x = torch.randn(batch_size, 1, img_size, img_size, device=dev).contiguous(memory_format=fmt)
-        y = torch.randint(0, 2, (batch_size, len(CHEXPERT_LABELS)), device=dev).float()
-        info: dict[str, Any] = {}
-        infer: dict[str, Callable[[], Any]] = {}
-        trains: dict[str, Callable[[], Any]] = {}
-        with tempfile.TemporaryDirectory(prefix="mxa-bench-") as folder:
-            for k, model in variants.items():
-                params = sum(p.numel() for p in model.parameters())
-                flops = count_flops(model, torch.randn(1, 1, img_size, img_size))
-                counts = {"params": params, "gflops": flops / 1e9, "gmacs": flops / 2e9}
-                if "onnx" in runtimes:  # exported before .to(dev): the export runs on the CPU
-                    infer[_key(k, "onnx")] = _onnx_runner(model, x, folder, k)
-                model.to(dev).to(memory_format=fmt)
-                for rt in runtimes:
-                    info[_key(k, rt)] = dict(counts)
-                    if rt == "onnx":
-                        continue
-                    fwd = torch.compile(model) if rt == "compile" else model
-                    mode = functools.partial(determinism, rt == "deterministic")  # a fresh one per call
-                    infer[_key(k, rt)] = _infer_fn(fwd, x, dev, amp, mode)
-                    if train_step:
-                        trains[_key(k, rt)] = _train_fn(fwd, model, x, y, dev, amp, mode)
-                model.eval()
-            if progress:
-                log.info("%s: %d variant(s), %d interleaved repeats...", name, len(infer), repeats)
-            t_inf = measure(infer, dev, warmup, repeats)
-        peak = {}
-        if dev.type == "cuda":  # peak memory of each variant's inference, measured alone
-            for k, fn in infer.items():
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(dev)
-                fn()
-                _sync(dev)
-                peak[k] = torch.cuda.max_memory_allocated(dev) / 2**20
-        t_train = measure(trains, dev, 1, max(3, repeats // 2)) if trains else {}
-        for k in info:
-            info[k]["inference"] = _stats(t_inf[k], batch_size)
-            if k in t_train:
-                info[k]["train_step"] = _stats(t_train[k], batch_size)
-            info[k]["peak_memory_mib"] = peak.get(k)
-        ratios: dict[str, Any] = {}
-        pairs = [(_key(v, rt), _key("baseline", rt)) for rt in runtimes for v in variants if v != "baseline"]
-        pairs += [(_key("mxa", rt), "mxa") for rt in runtimes if rt != "eager" and "eager" in runtimes]
-        for k, ref in pairs:
-            ratios[f"{k}_vs_{ref}"] = {
-                "params": info[k]["params"] / info[ref]["params"],
-                "flops": info[k]["gflops"] / info[ref]["gflops"],
-                "latency": statistics.median(a / b for a, b in zip(t_inf[k], t_inf[ref])),
-                **(
-                    {"train_step": statistics.median(a / b for a, b in zip(t_train[k], t_train[ref]))}
-                    if k in t_train and ref in t_train
-                    else {}
-                ),
-            }
-        results[name] = {"variants": info, "ratios": ratios}
-        del variants, infer, trains
+    opts = {
+        "device": dev, "batch_size": batch_size, "img_size": img_size, "amp": amp, "runtimes": runtimes,
+        "fmt": torch.channels_last if channels_last else torch.contiguous_format, "repeats": repeats,
+        "warmup": warmup, "train_step": train_step, "progress": progress, "crop_methods": crop_methods,
+    }  # fmt: skip
+    results = {name: _bench_model(name, opts) for name in models}
     return {  # a BenchReport
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"

@@ -17,7 +17,7 @@ __all__ = ["build_parser", "main", "train_config_from_args"]
 
 #: The command modules, in the order of ``mxa --help`` (imported when a parser is built; the ``mxa`` command
 #: answers ``--help`` from the generated help.json without them: ``mxa_cli``).
-COMMAND_MODULES = ("train", "evaluate", "predict", "demo", "export", "bench", "data")
+COMMAND_MODULES = ("train", "evaluate", "predict", "serve", "demo", "export", "bench", "data")
 
 __getattr__ = lazy_names(__name__, {"train_config_from_args": "mxa.cli.config"})
 

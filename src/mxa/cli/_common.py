@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -12,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mxa.utils.files import atomic_write_text
+from mxa.utils.files import atomic_write_text, json_text
 
 __all__ = ["bounded", "checked", "eval_figure", "print_rows", "setup_logging", "write_json"]
 
@@ -98,7 +97,7 @@ def json_ready(obj: Any) -> Any:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(json_ready(obj), indent=2, default=str))
+    return atomic_write_text(path, json_text(json_ready(obj), indent=2))
 
 
 def eval_figure(ns: argparse.Namespace, flag: str, draw: Callable[[Path], Any]) -> None:
@@ -121,11 +120,13 @@ def declare_io(
     outputs: tuple[str, ...] = (),
     folders: tuple[str, ...] = (),
     in_folder: dict[str, tuple[str, str]] | None = None,
+    defaults: dict[str, Callable[[argparse.Namespace], str]] | None = None,
     overwrite: bool = True,
 ) -> None:
     """Name the options of a command that read files (``inputs``) and write them (``outputs``; those of
     them that are folders also in ``folders``), by dest. ``in_folder`` gives an output option not given a
-    default path in a folder option: ``{"roc": ("output", "roc.png")}``.
+    default path in a folder option: ``{"roc": ("output", "roc.png")}``; ``defaults`` an option not given its
+    default computed from the others (``{"output": f(ns)}``, before ``in_folder``).
 
     :func:`guard_io` checks them all before the command runs (no output is an input; no existing file is
     replaced without ``--overwrite``, which this adds unless the command has its own).
@@ -136,7 +137,13 @@ def declare_io(
             action="store_true",
             help="replace output files that exist (never one of the inputs)",
         )
-    p.set_defaults(io_inputs=inputs, io_outputs=outputs, io_folders=folders, io_in_folder=in_folder or {})
+    p.set_defaults(
+        io_inputs=inputs,
+        io_outputs=outputs,
+        io_folders=folders,
+        io_in_folder=in_folder or {},
+        io_defaults=defaults or {},
+    )
 
 
 def _input_paths(value: Any) -> list[Path]:
@@ -146,7 +153,9 @@ def _input_paths(value: Any) -> list[Path]:
         return []
     if isinstance(value, list | tuple):
         return [p for v in value for p in _input_paths(v)]
-    text = str(value).removeprefix("cache:")
+    text = str(value).removeprefix("cache:").removeprefix("local-dir:")
+    if text.startswith("hf-hub:"):
+        return []  # a Hub repo: no local file
     paths = [Path(text)]
     from mxa.data.spec import parse_data_spec
 
@@ -169,6 +178,9 @@ def guard_io(ns: argparse.Namespace) -> None:
     """The CLI's one output guard (:mod:`mxa.utils.outputs`) over the options :func:`declare_io` named."""
     from mxa.utils.outputs import check_outputs
 
+    for dest, make in getattr(ns, "io_defaults", {}).items():  # a default that depends on other flags
+        if getattr(ns, dest, None) is None:
+            setattr(ns, dest, make(ns))
     for dest, (folder, name) in getattr(ns, "io_in_folder", {}).items():
         if getattr(ns, dest, None) is None:
             setattr(ns, dest, str(Path(getattr(ns, folder)) / name))

@@ -16,13 +16,14 @@ def add_parsers(sub: Any) -> None:
         "bench",
         help="parameters, FLOPs, latency, throughput vs the baseline and timm, side by side",
         description=(
-            "For each model, three variants in the same run: 'mxa' (ours with MXA), 'baseline' (ours with "
-            "--no-mxa) and 'timm' (timm's own efficientvit_mX with 1 input channel and 14 outputs: the "
-            "reference "
-            "our baseline must match). Timings are interleaved (one repeat of each variant in turn) and "
-            "reported "
-            "as median [IQR]; a ratio to the baseline is the median of the per-repeat ratios, not a ratio of "
-            "medians. FLOPs from torch's FlopCounterMode (MACs = FLOPs / 2)."
+            "For each model, its variants in the same run: 'mxa' (the model mxa train builds by default: "
+            "label ROIs), 'mxa-box' (timm.create_model(name, mxa=True): the paper's single box), 'baseline' "
+            "(ours with --no-mxa) and 'timm' (timm's own efficientvit_mX with 1 input channel and 14 outputs:"
+            " the reference our baseline must match). Timings are interleaved (one repeat of each variant in "
+            "turn) and reported as median [IQR]; a ratio to the baseline is the median of the per-repeat "
+            "ratios, not a ratio of medians. FLOPs from torch's FlopCounterMode (MACs = FLOPs / 2). Also "
+            "reported: the operators each MXA block dispatches in eager inference (each a kernel launch on a "
+            "GPU) and, with the onnx runtimes, the ONNX graph nodes each block adds."
         ),
     )
     p.add_argument("--model", action="append", help="model name, repeatable (default efficientvit_ml_m5)")
@@ -38,13 +39,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--runtime",
         action="append",
-        choices=["eager", "compile", "onnx", "deterministic"],
+        choices=["eager", "compile", "onnx", "onnx-static", "deterministic"],
         default=[],
         help="how to run every variant, repeatable, all timed in one interleaved run (default eager): eager; "
-        "compile (torch.compile; variant keys 'mxa@compile'...); onnx (exported with BN fused, as mxa export "
-        "writes it, in ONNX Runtime on the CPU with torch's thread count, inference only; needs the onnx "
-        "extra); deterministic (eager under torch.use_deterministic_algorithms, as mxa train --deterministic "
-        "runs: the separable crop)",
+        "compile (torch.compile; variant keys 'mxa@compile'...); onnx (exported as mxa export writes it, "
+        "BN fused and simplified, with a symbolic batch, in ONNX Runtime on the CPU with torch's thread "
+        "count, inference only; needs the onnx extra); onnx-static (the same with the batch fixed to "
+        "--batch-size, as mxa export --static-batch N writes it); deterministic (eager under "
+        "torch.use_deterministic_algorithms, as mxa train --deterministic runs: the separable crop)",
     )
     p.add_argument("--compile", action="store_true", help="the same as --runtime compile alone")
     p.add_argument(
@@ -111,7 +113,28 @@ def print_table(rep: Mapping[str, Any]) -> None:
             )
         for k, rr in r["ratios"].items():
             extra = f", train step x{rr['train_step']:.3f}" if "train_step" in rr else ""
+            nodes = rr.get("onnx_nodes_per_block")
+            if nodes:
+                extra += f", ONNX nodes per block +{nodes['exported']:.0f} (+{nodes['optimized']:.0f} in ORT)"
             print(
                 f"{'':<20}{k}: params x{rr['params']:.4f}, FLOPs x{rr['flops']:.4f}, latency "
                 f"x{rr['latency']:.3f}{extra}"
             )
+        _print_operators(name, r["variants"])
+
+
+def _print_operators(name: str, variants: Mapping[str, Any]) -> None:
+    """One line per variant with MXA blocks: the operators a block dispatches in eager inference."""
+    seen = set()
+    for k, v in variants.items():
+        ops = v.get("operators_per_block")
+        base = k.split("@")[0]
+        if not ops or base in seen:
+            continue
+        seen.add(base)
+        every = [o["operators"] for o in ops.values()]
+        compute = [o["compute"] for o in ops.values()]
+        print(
+            f"{'':<20}{base}: {len(ops)} MXA block(s), {min(every)}-{max(every)} operators each in eager "
+            f"inference ({min(compute)}-{max(compute)} not views)"
+        )

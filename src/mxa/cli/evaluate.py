@@ -50,14 +50,27 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--data",
         default="phantom",
-        help=f"'phantom', <scheme>:<root> ({', '.join(SCHEMES[1:])}: each set's test split or the run's "
-        "held-out patients) or several joined by '+', reported per set and pooled (default phantom)",
+        help="'phantom', 'phantom-small', <scheme>:<root> "
+        f"({', '.join(SCHEMES[1:])}: each set's test split or the run's held-out patients) or several "
+        "joined by '+', reported per set and pooled (default phantom)",
     )
     p.add_argument(
         "--val-samples", type=bounded(int, 1), default=500, help="phantom images to evaluate on (default 500)"
     )
     p.add_argument(
-        "--seed", type=bounded(int, 0), default=None, help="phantom seed (default: the run's validation seed)"
+        "--seed",
+        type=bounded(int, 0),
+        default=None,
+        help="phantom seed of the test images (default: the run's seed + 2; the run trained on its seed and "
+        "validated on seed + 1)",
+    )
+    p.add_argument(
+        "--loc-block",
+        default=None,
+        metavar="NAME",
+        help="the MXA box set `detection` reports: a block (stages.1.blocks.0) or its per-label boxes "
+        "(stages.1.blocks.0/labels); default the best AP at IoU 0.3 on the run's validation split (not on "
+        "the evaluated images)",
     )
     p.add_argument(
         "--policy",
@@ -76,8 +89,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", default=None, help="write all metrics to this JSON file")
     p.add_argument(
         "--output",
-        default="mxa-eval",
-        help="folder for the figures that --roc/--reliability do not name elsewhere (default mxa-eval)",
+        default=None,
+        help="folder for the figures that --roc/--reliability do not name elsewhere (default: a new folder "
+        "mxa-eval/<checkpoint>-<date>-<time> per evaluation, so a rerun with other flags neither replaces "
+        "nor is blocked by an earlier one's figures)",
     )
     p.add_argument("--roc", default=None, help="ROC-curve PNG (default OUTPUT/roc.png)")
     _decisions.add_eval_arguments(p)
@@ -89,6 +104,7 @@ def add_parsers(sub: Any) -> None:
         outputs=("json", "roc", "reliability", "save_model", "output"),
         folders=("output",),
         in_folder={"roc": ("output", "roc.png"), "reliability": ("output", "reliability.png")},
+        defaults={"output": eval_folder},
     )
     p.set_defaults(func=cmd_eval)
 
@@ -125,6 +141,26 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def eval_folder(ns: argparse.Namespace, root: str = "mxa-eval") -> str:
+    """``mxa-eval/<checkpoint>-<date>-<time>``: a folder of its own for every evaluation (never one that
+    exists), named after what was evaluated."""
+    import re
+    import time
+
+    src = str(ns.checkpoint)
+    if src.startswith(("hf-hub:", "local-dir:")):
+        label = src.split(":", 1)[1]
+    else:
+        label = f"{Path(src).parent.name}-{Path(src).stem}" if Path(src).parent.name else Path(src).stem
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_.") or "model"
+    base = Path(root) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return str(folder)
+
+
 def cmd_eval(ns: argparse.Namespace) -> int:
     from mxa.data.combine import build_eval_dataset
     from mxa.evaluate import evaluate_model
@@ -137,12 +173,24 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     model = load_model(ns.checkpoint, use_ema=not ns.no_ema)
     run_cfg = load_checkpoint(ns.checkpoint).get("config", {}) if Path(ns.checkpoint).suffix == ".pt" else {}
     policy = ns.policy or run_cfg.get("policy", "ones")
-    seed = run_cfg.get("seed", 0) + 1 if ns.seed is None else ns.seed
+    run_seed = run_cfg.get("seed", 0)
+    from mxa.predict import warn_if_synthetic
+
+    warn_if_synthetic(model, ns.data)
+    seed = run_seed + 2 if ns.seed is None else ns.seed
     ds = build_eval_dataset(
-        ns.data, model, policy=policy, samples=ns.val_samples, seed=seed, split_seed=run_cfg.get("seed", 0)
+        ns.data, model, policy=policy, samples=ns.val_samples, seed=seed, split_seed=run_seed
     )
+    block, chosen_on = _loc_block(ns, model.to(device), ds, policy, run_seed, device)
     typed, preds = evaluate_model(
-        model.to(device), ds, ns.batch_size, device, n_bootstrap=ns.bootstrap, progress=not ns.no_progress
+        model,
+        ds,
+        ns.batch_size,
+        device,
+        n_bootstrap=ns.bootstrap,
+        progress=not ns.no_progress,
+        loc_block=block,
+        loc_chosen_on=chosen_on,
     )
     metrics: dict[str, Any] = dict(typed)  # the JSON of --json: decisions and per-set results join it
     metrics.update(
@@ -168,6 +216,33 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     _roc_figure(ns, preds)
     _decisions.reliability_figure(ns, preds, cal_probs, list(metrics["per_label_auc"]))
     return 0
+
+
+def _loc_block(
+    ns: argparse.Namespace, model: Any, ds: Any, policy: str, run_seed: int, device: Any
+) -> tuple[str | None, str | None]:
+    """The box set to report and where it was chosen: ``--loc-block``, else the best on the run's validation
+    split (when it has boxes and is not the evaluated set itself), else (None, None): the evaluated set."""
+    from mxa.data.combine import build_eval_dataset
+    from mxa.evaluate import choose_loc_block
+    from mxa.models.hooks import has_rois
+
+    if ns.loc_block is not None:
+        return ns.loc_block, None
+    if not has_rois(model) or not getattr(ds.base, "has_boxes", True):
+        return None, None
+    val = build_eval_dataset(
+        ns.data, model, policy=policy, samples=ns.val_samples, seed=run_seed + 1, split_seed=run_seed,
+        split="validation",
+    )  # fmt: skip
+    if set(val.ids) & set(ds.ids):
+        print("the validation split holds evaluated images: the reported MXA box set is chosen on them")
+        return None, None
+    block = choose_loc_block(model, val, ns.batch_size, device)
+    if block is None:
+        return None, None
+    which = f"phantom seed {run_seed + 1}" if ns.data.startswith("phantom") else "the run's held-out images"
+    return block, f"validation split of {ns.data} ({len(val)} images, {which})"
 
 
 def _per_dataset(metrics: dict[str, Any], preds: dict[str, Any], ds: Any, bootstrap: int) -> None:
@@ -228,11 +303,12 @@ def print_eval_table(metrics: dict[str, Any], title: str) -> None:
 
 
 def print_localization(loc: dict[str, Any]) -> None:
-    """Per MXA block: hit rate, IoU and pointing game, each beside its area-matched chance."""
+    """Per MXA box set: hit rate, IoU and pointing game, each beside its area-matched chance; the box's area
+    (of the map, and over the finding's), and the share of findings it has a box for."""
     print("\nROI localization (each beside its chance: boxes of the same size placed at random)")
     head = (
-        f"{'MXA block':<20} {'hit':>6} {'chance':>7} {'IoU':>6} {'chance':>7} {'area':>6} "
-        f"{'pointing':>9} {'chance':>7}"
+        f"{'MXA box set':<26} {'hit':>6} {'chance':>7} {'IoU':>6} {'chance':>7} {'area':>6} {'x find.':>7} "
+        f"{'boxed':>6} {'pointing':>9} {'chance':>7}"
     )
     print(head + "\n" + "-" * len(head))
     for name, v in loc.items():
@@ -242,34 +318,39 @@ def print_localization(loc: dict[str, Any]) -> None:
             else f"{'-':>9} {'-':>7}"
         )
         print(
-            f"{name:<20} {v['hit_rate']:>6.3f} {v['random_hit_rate']:>7.3f} "
-            f"{v.get('mean_iou', float('nan')):>6.3f} "
-            f"{v.get('random_iou', float('nan')):>7.3f} {v['mean_box_area']:>6.3f} {point}"
+            f"{name:<26} {v['hit_rate']:>6.3f} {v['random_hit_rate']:>7.3f} "
+            f"{v.get('mean_iou', float('nan')):>6.3f} {v.get('random_iou', float('nan')):>7.3f} "
+            f"{v['mean_box_area']:>6.3f} {v.get('median_area_ratio', float('nan')):>7.2f} "
+            f"{v.get('box_rate', float('nan')):>6.2f} {point}"
         )
+    print("(x find.: median box area over the finding's; boxed: share of findings with a box of their label)")
 
 
 def print_detection(det: dict[str, Any], loc: dict[str, Any]) -> None:
     """Per MXA block: localization accuracy, AP and RoDeO of its boxes as detections."""
     print(
-        f"\nDetection (per block: its per-label boxes where it has them, else its box for every finding; "
-        f"{det['n_images']} images with boxes)"
+        f"\nDetection (per box set: what a block crops, its label ROIs each for its own finding or its box "
+        f"for every finding; <block>/labels: its ROI classifier's box for each finding; {det['n_images']} "
+        "images with boxes)"
     )
     head = (
-        f"{'MXA block':<20} {'acc@.1':>7} {'acc@.3':>7} {'acc@.5':>7} {'AP@.3':>7} {'AP@.5':>7} "
+        f"{'MXA box set':<26} {'acc@.1':>7} {'acc@.3':>7} {'acc@.5':>7} {'AP@.3':>7} {'AP@.5':>7} "
         f"{'RoDeO':>7} {'cls':>6} {'loc':>6} {'shape':>6}"
     )
     print(head + "\n" + "-" * len(head))
     for name, v in det["per_block"].items():
-        # the same boxes as the AP and RoDeO: a block's per-label boxes where it has them
-        acc = (loc.get(name + "/labels") or loc.get(name, {})).get("loc_acc", {})
+        acc = loc.get(name, {}).get("loc_acc", {})  # the same boxes as the AP and RoDeO
         r = v["rodeo"]
         cells = [acc.get(k, float("nan")) for k in ("0.1", "0.3", "0.5")] + [v["ap"]["0.3"], v["ap"]["0.5"]]
         print(
-            f"{name:<20} "
+            f"{name:<26} "
             + " ".join(f"{c:>7.3f}" for c in cells)
             + f" {r['total']:>7.3f} {r['classification']:>6.3f} {r['localization']:>6.3f} {r['shape']:>6.3f}"
         )
-    print(f"top level (`detection` in --json): {det['block']} ({det['block_chosen_by']})")
+    print(
+        f"top level (`detection` in --json): {det['block']}, chosen by {det['block_chosen_by']} "
+        f"({det['block_chosen_on']})"
+    )
 
 
 def cmd_report(ns: argparse.Namespace) -> int:

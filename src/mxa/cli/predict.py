@@ -18,13 +18,12 @@ def add_parsers(sub: Any) -> None:
         help="predict the 14 labels for PNG, JPEG or DICOM images",
         description=(
             "Write one CSV row per image (its path and one sigmoid probability per label). Folders are "
-            "searched "
-            "recursively. An image that cannot be read is skipped and listed, the others are predicted, "
-            "and the "
-            "command then exits with status 1. The CSV appears only when complete. A model saved by `mxa "
-            "eval "
-            "--calibrate/--thresholds --save-model` gives calibrated probabilities and a positive/negative "
-            "decision per label (printed, and as '<label> decision' CSV columns)."
+            "searched recursively. A missing extra (DICOM inputs need pydicom) stops before any work. An "
+            "image that cannot be read is skipped and listed, the others are predicted, and the command "
+            "then exits with status 1; the CSV, written whole at the end (never half a file), holds the "
+            "images that were read. A model saved by `mxa eval --calibrate/--thresholds --save-model` gives "
+            "calibrated probabilities and a positive/negative decision per label (printed, and as '<label> "
+            "decision' CSV columns)."
         ),
     )
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -33,7 +32,11 @@ def add_parsers(sub: Any) -> None:
         "--checkpoint",
         help="a model of ours: a checkpoint written by `mxa train` or an exported .safetensors",
     )
-    src.add_argument("--model", help="a timm model name, with random weights (for trying the pipeline)")
+    src.add_argument(
+        "--model",
+        help="a shared model, hf-hub:ORG/NAME or local-dir:DIR (mxa export --format hub), or a timm model "
+        "name with random weights (for trying the pipeline)",
+    )
     p.add_argument("--out", default="preds.csv", help="CSV with one row per image (default preds.csv)")
     p.add_argument(
         "--roi-overlay", default=None, help="folder for one PNG per image with the MXA boxes drawn"
@@ -140,7 +143,11 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         + (f"; heatmaps in {ns.heatmap}" if ns.heatmap else "")
     )
     if res.failures:
-        print(f"error: {len(res.failures)} image(s) could not be read:", file=sys.stderr)
+        print(
+            f"error: {len(res.failures)} image(s) could not be read (the CSV holds the {res.n_predicted} "
+            "others; fix or leave out these and run again with --overwrite):",
+            file=sys.stderr,
+        )
         for f, why in res.failures:
             print(f"  {f}: {why}", file=sys.stderr)
         return 1

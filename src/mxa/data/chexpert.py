@@ -6,7 +6,9 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,10 +169,19 @@ def _read_boxes(csv_path: Path, ids: Sequence[str]) -> torch.Tensor:
         raise FileNotFoundError(
             f"no box file {path} beside {csv_path.name}; write one or evaluate without boxes"
         )
+    repeated: list[str] = []
     try:
-        table = json.loads(path.read_text())
+        table = json.loads(path.read_text(), object_pairs_hook=partial(_merge_repeated, repeated))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not a JSON box file ({e}); write it again (see docs/data.md)") from None
+    if repeated:
+        log.warning(
+            "%s lists %d key(s) more than once (first: %r): their entries are merged, and a label with two "
+            "boxes keeps the larger one (as for NIH's list); write each image once",
+            path,
+            len(repeated),
+            repeated[0],
+        )
     if not isinstance(table, dict):
         raise ValueError(
             f"{path} must map image paths to {{label: [x1, y1, x2, y2]}}, not a {type(table).__name__}"
@@ -194,6 +205,33 @@ def _read_boxes(csv_path: Path, ids: Sequence[str]) -> torch.Tensor:
             out[i, col[name]] = torch.tensor([float(v) for v in box]).clamp(0.0, 1.0)
     warn_bad_boxes(path, bad)
     return out
+
+
+def _merge_repeated(repeated: list[str], pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose repeated keys are merged, not overwritten (``json.loads`` keeps the last): an
+    image's entries are joined, and of two boxes for one label the larger is kept. Repeats are noted."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in out:
+            out[key] = value
+            continue
+        repeated.append(key)
+        old = out[key]
+        if isinstance(old, dict) and isinstance(value, dict):
+            out[key] = {**old, **{k: v for k, v in value.items() if k not in old}}
+            for k in set(old) & set(value):
+                out[key][k] = max(old[k], value[k], key=_box_area)
+        elif _box_area(value) > _box_area(old):
+            out[key] = value
+    return out
+
+
+def _box_area(box: Any) -> float:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        return -1.0
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
 def patient_split(

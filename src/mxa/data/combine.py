@@ -128,9 +128,10 @@ def _one_train_val(
 ) -> tuple[Dataset, Dataset]:
     if d.kind == "phantom":
         # Phantoms are drawn at the model's size; the eval transform then only normalizes.
+        kind = d.phantom_kind
         return (
-            PhantomCXR(n[0], image_size=size, seed=seed, policy=policy, transform=train_tf),
-            PhantomCXR(n[1], image_size=size, seed=seed + 1, policy=policy, transform=eval_tf),
+            PhantomCXR(n[0], image_size=size, seed=seed, policy=policy, transform=train_tf, kind=kind),
+            PhantomCXR(n[1], image_size=size, seed=seed + 1, policy=policy, transform=eval_tf, kind=kind),
         )
     if d.kind == "chexpert":
         train_full = CheXpertDataset(d.root, "train", policy=policy, transform=train_tf)
@@ -220,8 +221,6 @@ def build_train_val(
             len(both),
             sorted(both)[0],
         )
-    for line in describe(train, "train") + describe(val, "validation"):
-        log.info("%s", line)
     return train, val
 
 
@@ -234,13 +233,22 @@ def build_eval_set(
     seed: int,
     split_seed: int,
     val_fraction: float = 0.05,
+    split: str = "test",
 ) -> SetBundle:
     """Every set's evaluation images: an official test split where the folder has one, else the
-    patient-level validation part that training with ``split_seed`` held out."""
+    patient-level validation part that training with ``split_seed`` held out. ``split="validation"`` never
+    takes an official test split: the images a run validates on (where a set has no test split, both are the
+    same images)."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     sets: list[Dataset] = []
     for s in d.sets:
         if s.kind == "phantom":
-            sets.append(PhantomCXR(samples, image_size=size, seed=seed, policy=policy, transform=eval_tf))
+            sets.append(
+                PhantomCXR(
+                    samples, image_size=size, seed=seed, policy=policy, transform=eval_tf, kind=s.phantom_kind
+                )
+            )
         elif s.kind == "chexpert":
             ds = CheXpertDataset(s.root, "valid", policy=policy, transform=eval_tf)
             if boxes_file(ds.csv_path).is_file():
@@ -248,7 +256,7 @@ def build_eval_set(
             sets.append(ds)
         else:
             cls = DATASETS[s.kind]
-            if cls.has_split(s.root, "test"):
+            if split == "test" and cls.has_split(s.root, "test"):
                 sets.append(cls(s.root, "test", policy=policy, transform=eval_tf))
             elif cls.has_split(s.root, "validate"):
                 sets.append(cls(s.root, "validate", policy=policy, transform=eval_tf))
@@ -257,7 +265,7 @@ def build_eval_set(
                 full = cls(s.root, part, policy=policy, transform=eval_tf)
                 sets.append(_split(full, full, val_fraction, split_seed)[1])
     ds = _once_each(_combine(d.sets, sets, with_weights=False), "evaluation")
-    for line in describe(ds, "evaluation"):
+    for line in describe(ds, "evaluation" if split == "test" else "validation"):
         log.info("%s", line)
     return ds
 
@@ -393,11 +401,14 @@ def build_datasets(
     val_fraction: float = 0.05,
     augment: bool = True,
     geometric: bool = True,
+    describe_validation: bool = True,
 ) -> tuple[IndexedDataset, IndexedDataset]:
     """(train, val) datasets for training, with transforms from the model's ``pretrained_cfg``.
 
     ``augment=False`` gives the training images in the evaluation view (what a teacher cache sees);
-    ``geometric=False`` augments without moving pixels, so boxes stay valid (box supervision).
+    ``geometric=False`` augments without moving pixels, so boxes stay valid (box supervision);
+    ``describe_validation=False`` logs the training set only (a teacher cache: the split is made, but its
+    validation part is not used).
 
     ``phantom``: ``train_samples`` / ``val_samples`` synthetic images at the model's input size (seeds
     ``seed`` and ``seed + 1``). ``chexpert:<root>``: train.csv for training; validation on valid.csv
@@ -418,6 +429,8 @@ def build_datasets(
     train, val = build_train_val(
         d, policy, train_tf, eval_tf, size, (train_samples, val_samples), seed, val_fraction
     )
+    for line in describe(train, "train") + (describe(val, "validation") if describe_validation else []):
+        log.info("%s", line)
     return _indexed(train), _indexed(val)
 
 
@@ -436,15 +449,18 @@ def build_eval_dataset(
     seed: int = 1,
     split_seed: int = 0,
     val_fraction: float = 0.05,
+    split: str = "test",
 ) -> IndexedDataset:
     """The evaluation set of every set of ``spec``.
 
     Phantom validation images (``samples``, ``seed``); CheXpert valid.csv (with ``boxes_valid.json``
     boxes when present); the official test split of NIH (``test_list.txt``), MIMIC and VinDr (PhysioNet)
     when the folder has it, else the patient-level validation part a training run with seed
-    ``split_seed`` and ``val_fraction`` held out (never its training images).
+    ``split_seed`` and ``val_fraction`` held out (never its training images). ``split="validation"``: the
+    images such a run validated on (phantoms: give the run's validation ``seed``), never an official test
+    split.
     """
     d = parse_data_spec(spec)
     eval_tf = build_transforms(model, train=False)
     size = int(getattr(model, "input_hw", (224, 224))[0])
-    return _indexed(build_eval_set(d, policy, eval_tf, size, samples, seed, split_seed, val_fraction))
+    return _indexed(build_eval_set(d, policy, eval_tf, size, samples, seed, split_seed, val_fraction, split))

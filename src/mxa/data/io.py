@@ -91,9 +91,8 @@ def _read_raster(path: Path) -> np.ndarray:
                 arr = np.asarray(img, dtype=np.float32)
                 top = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
                 return np.clip(arr / top, 0.0, 1.0)
-            if img.mode != "L":
-                img = img.convert("L")
-            return np.asarray(img, dtype=np.float32) / 255.0
+            gray = img if img.mode == "L" else img.convert("L")
+            return np.asarray(gray, dtype=np.float32) / 255.0
     except Image.DecompressionBombError as e:  # not an OSError: it would abort a whole batch
         raise ValueError(
             f"cannot read image {path}: {e} (a decompression bomb, or a huge image: downscale it first)"

@@ -6,6 +6,11 @@ per 224 x 224 image. Label vectors are drawn from the real CheXpert label patter
 Each present finding is drawn where radiologists look for it; uncertain (-1) findings are drawn faintly,
 so the uncertainty policy matters. The ground-truth box of every drawn finding comes with the item.
 
+A second kind, ``PhantomCXR(kind="small")`` (``--data phantom-small``), has at most one finding per image:
+one of five kinds (:data:`SMALL_FINDINGS`) with a box side (the square root of its area) log-uniform in
+:data:`SMALL_SIDES`, or none. Its size strata match NIH's ``BBox_List_2017`` (<= 0.10, 0.10-0.20), so a
+box's fit to small findings can be measured.
+
 Not anatomy: a test bed for the pipeline, the ROI localization metric and demos.
 """
 
@@ -23,7 +28,17 @@ from torch.utils.data import Dataset
 
 from mxa.data.labels import CHEXPERT_LABELS, apply_policy
 
-__all__ = ["PhantomCXR", "label_pattern_table", "render_phantom", "sample_raw_labels"]
+__all__ = [
+    "PHANTOM_KINDS",
+    "SMALL_FINDINGS",
+    "SMALL_SIDES",
+    "PhantomCXR",
+    "label_pattern_table",
+    "render_phantom",
+    "render_small_phantom",
+    "sample_raw_labels",
+    "sample_small_labels",
+]
 
 _INDEX = {name: i for i, name in enumerate(CHEXPERT_LABELS)}  # label name -> column
 _CODE = {"1": 1.0, "0": 0.0, "u": -1.0, ".": np.nan}
@@ -370,6 +385,122 @@ def render_phantom(raw: np.ndarray, size: int, rng: np.random.Generator) -> tupl
     return sc.img, np.clip(boxes, 0.0, 1.0)
 
 
+# --- the small-finding kind: at most one finding per image, of a drawn size ---------------------------
+
+#: Range of a small phantom finding's box side (square root of its area, as a share of the image side).
+SMALL_SIDES = (0.05, 0.20)
+#: Share of small phantoms without a finding ("No Finding").
+SMALL_NORMAL = 0.2
+
+
+def _small_centre(sc: _Scene, half_w: float, half_h: float) -> tuple[float, float]:
+    """A centre inside a lung whose box (half sides ``half_w``, ``half_h``) stays inside the image."""
+    cx, cy, rx, ry = sc.lung(sc.side())
+    px = cx + sc.r(-0.6, 0.6) * max(rx - half_w, 0.0)
+    py = cy + sc.r(-0.6, 0.6) * max(ry - half_h, 0.0)
+    return float(np.clip(px, half_w, 1 - half_w)), float(np.clip(py, half_h, 1 - half_h))
+
+
+def _small_nodule(sc: _Scene, side: float, amp: float) -> Box:
+    """Lung Lesion: a round, sharp-edged nodule of diameter ``side``."""
+    rad = side / 2
+    cx, cy = _small_centre(sc, rad, rad)
+    w, m = sc.cv.ellipse(cx, cy, rad, rad, 0.2)
+    sc.img[w] += 0.45 * amp * m
+    return _box(cx, cy, rad, rad)
+
+
+def _small_opacity(sc: _Scene, side: float, amp: float) -> Box:
+    """Lung Opacity: a soft Gaussian haze; its box is +-2 sigma."""
+    aspect = sc.r(0.7, 1.4)
+    sgx, sgy = side / 4 * np.sqrt(aspect), side / 4 / np.sqrt(aspect)
+    cx, cy = _small_centre(sc, 2 * sgx, 2 * sgy)
+    w, g = sc.cv.gauss(cx, cy, sgx, sgy)
+    sc.img[w] += 0.35 * amp * g
+    return _box(cx, cy, 2 * sgx, 2 * sgy)
+
+
+def _small_consolidation(sc: _Scene, side: float, amp: float) -> Box:
+    """Consolidation: a dense, wider-than-tall patch crossed by dark air bronchograms."""
+    aspect = sc.r(1.3, 2.0)
+    rx, ry = side / 2 * np.sqrt(aspect), side / 2 / np.sqrt(aspect)
+    cx, cy = _small_centre(sc, rx, ry)
+    w, patch = sc.cv.ellipse(cx, cy, rx, ry, 0.4)
+    bronchi = np.abs(np.sin((sc.u[w] - cx) * sc.size * 0.6)) > 0.85
+    sc.img[w] += 0.42 * amp * patch * (1.0 - 0.45 * bronchi)
+    return _box(cx, cy, rx, ry)
+
+
+def _small_pneumonia(sc: _Scene, side: float, amp: float) -> Box:
+    """Pneumonia: five small blobs clustered in a square of side ``side``."""
+    half = side / 2
+    cx, cy = _small_centre(sc, half, half)
+    sg = side / 10
+    for _ in range(5):
+        bx, by = cx + sc.r(-1, 1) * (half - 2 * sg), cy + sc.r(-1, 1) * (half - 2 * sg)
+        w, g = sc.cv.gauss(bx, by, sg, sg)
+        sc.img[w] += 0.35 * amp * g
+    return _box(cx, cy, half, half)
+
+
+def _small_atelectasis(sc: _Scene, side: float, amp: float) -> Box:
+    """Atelectasis: a horizontal plate-like band, four times as long as it is thick."""
+    hl, ht = side, side / 4
+    cx, cy = _small_centre(sc, hl, ht)
+    w = sc.cv.window(cx, cy, hl, ht)
+    inside = np.clip((hl - np.abs(sc.u[w] - cx)) * sc.size / 1.5, 0, 1)
+    inside *= np.clip((ht - np.abs(sc.v[w] - cy)) * sc.size / 1.5, 0, 1)
+    sc.img[w] += 0.4 * amp * inside
+    return _box(cx, cy, hl, ht)
+
+
+#: The small phantom's findings by label, in a fixed order (the label drawn indexes it).
+SMALL_FINDINGS: dict[str, Callable[[_Scene, float, float], Box]] = {
+    "Lung Lesion": _small_nodule,
+    "Lung Opacity": _small_opacity,
+    "Consolidation": _small_consolidation,
+    "Pneumonia": _small_pneumonia,
+    "Atelectasis": _small_atelectasis,
+}
+_SMALL_COLUMNS = [_INDEX["No Finding"], *(_INDEX[n] for n in SMALL_FINDINGS)]
+
+
+def sample_small_labels(rng: np.random.Generator) -> np.ndarray:
+    """One raw label vector (14,) of the small kind: one of :data:`SMALL_FINDINGS` positive (or No Finding,
+    with probability :data:`SMALL_NORMAL`), the other labels of the kind 0, the rest NaN (not labelled)."""
+    raw = np.full(len(CHEXPERT_LABELS), np.nan, np.float32)
+    raw[_SMALL_COLUMNS] = 0.0
+    if rng.random() < SMALL_NORMAL:
+        raw[_INDEX["No Finding"]] = 1.0
+    else:
+        raw[_INDEX[list(SMALL_FINDINGS)[int(rng.integers(len(SMALL_FINDINGS)))]]] = 1.0
+    return raw
+
+
+def render_small_phantom(
+    raw: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one phantom of the small kind (normal anatomy, at most one finding): as :func:`render_phantom`."""
+    sc = _Scene(size, rng)
+    boxes = np.full((len(CHEXPERT_LABELS), 4), np.nan, dtype=np.float32)
+    _draw_thorax(sc)
+    for draw in _ANATOMY.values():
+        draw(sc, 0.0)
+    _draw_diaphragm(sc)
+    lo, hi = SMALL_SIDES
+    side = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # log-uniform: as many below 0.1 as above
+    amp = rng.uniform(0.7, 1.0)
+    for name, finding in SMALL_FINDINGS.items():
+        if raw[_INDEX[name]] == 1:
+            boxes[_INDEX[name]] = finding(sc, side, amp)
+    _acquire(sc)
+    return sc.img, np.clip(boxes, 0.0, 1.0)
+
+
+#: ``PhantomCXR`` kinds: ``chexpert`` (CheXpert's label patterns, several findings) and ``small``.
+PHANTOM_KINDS = ("chexpert", "small")
+
+
 class PhantomCXR(Dataset):
     """``n`` synthetic frontal chest X-rays, deterministic per ``(seed, index)``.
 
@@ -380,12 +511,14 @@ class PhantomCXR(Dataset):
         policy: uncertainty policy for the targets (``ones``, ``zeros``, ``ignore``, ``mixed``).
         transform: callable on a (1, H, W) float tensor in [0, 1]; default: normalize with the
             models' gray mean/std (what ``mxa.data.transforms`` does for evaluation).
+        kind: ``chexpert`` (the default) or ``small`` (at most one finding per image, of a drawn size;
+            only its six labels are labelled).
 
     Items: ``(image (1, H, W), target (14,), mask (14,) bool, boxes (14, 4))`` where ``boxes`` holds
     the normalized xyxy box of each drawn finding and NaN rows for the others.
 
     Attributes ``raw_labels`` (n, 14; NaN blank), ``labels`` and ``label_mask`` are available without
-    rendering any image; ``ids`` are ``"phantom-<seed>-<index>"``.
+    rendering any image; ``ids`` are ``"phantom-<seed>-<index>"`` (``"phantom-small-<seed>-<index>"``).
     """
 
     def __init__(
@@ -395,25 +528,34 @@ class PhantomCXR(Dataset):
         seed: int = 0,
         policy: str = "ones",
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        kind: str = "chexpert",
     ) -> None:
+        if kind not in PHANTOM_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(PHANTOM_KINDS)}, got {kind!r}")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {image_size}")
-        self.n, self.image_size, self.seed, self.policy = n, image_size, seed, policy
+        self.n, self.image_size, self.seed, self.policy, self.kind = n, image_size, seed, policy, kind
+        sample = sample_small_labels if kind == "small" else sample_raw_labels
         self.raw_labels = torch.from_numpy(
-            np.stack([sample_raw_labels(self._rng(i, 0)) for i in range(n)])
+            np.stack([sample(self._rng(i, 0)) for i in range(n)])
             if n
             else np.zeros((0, len(CHEXPERT_LABELS)), np.float32)
         )
-        self.labels, self.label_mask = apply_policy(self.raw_labels, policy)
         if transform is None:
             from mxa.data.transforms import GRAY_MEAN, GRAY_STD, Normalize
 
             transform = Normalize(GRAY_MEAN, GRAY_STD)
         self.transform = transform
-        self.ids = [f"phantom-{seed}-{i}" for i in range(n)]
+        prefix = "phantom-small" if kind == "small" else "phantom"
+        self.ids = [f"{prefix}-{seed}-{i}" for i in range(n)]
         self.labelled = torch.ones(len(CHEXPERT_LABELS), dtype=torch.bool)
+        if kind == "small":
+            self.labelled = torch.zeros(len(CHEXPERT_LABELS), dtype=torch.bool)
+            self.labelled[_SMALL_COLUMNS] = True
+        self.labels, self.label_mask = apply_policy(self.raw_labels, policy)
+        self.label_mask &= self.labelled  # the small kind's other labels are not labelled: never negatives
         self.has_boxes = True  # every drawn finding has its box
 
     def boxes(self, index: int, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
@@ -430,7 +572,8 @@ class PhantomCXR(Dataset):
         """The raw image (H, W) in [0, 1] and boxes (14, 4) of item ``index``."""
         if not 0 <= index < self.n:
             raise IndexError(f"index {index} out of range for PhantomCXR of {self.n} images")
-        return render_phantom(self.raw_labels[index].numpy(), self.image_size, self._rng(index, 1))
+        draw = render_small_phantom if self.kind == "small" else render_phantom
+        return draw(self.raw_labels[index].numpy(), self.image_size, self._rng(index, 1))
 
     def __getitem__(self, index: int):
         img, boxes = self.render(index)

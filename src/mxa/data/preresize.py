@@ -6,7 +6,10 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-__all__ = ["PreresizeError", "preresize_chexpert"]
+__all__ = ["IMAGE_SUFFIXES", "PreresizeError", "preresize_chexpert"]
+
+#: The image files a CheXpert folder may hold.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class PreresizeError(ValueError):
@@ -28,8 +31,8 @@ def _resize_one(args: tuple[str, str, int, int]) -> str | None:
     if out.exists():
         return None
     try:
-        with Image.open(src) as img:
-            img = img.convert("L")
+        with Image.open(src) as opened:
+            img = opened.convert("L")
             w, h = img.size
             scale = size / min(w, h)
             if scale < 1:
@@ -38,7 +41,8 @@ def _resize_one(args: tuple[str, str, int, int]) -> str | None:
                 )
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(out.suffix + ".tmp")
-            img.save(tmp, format="JPEG", quality=quality)
+            png = out.suffix.lower() == ".png"  # each image keeps its format: the CSVs name the files
+            img.save(tmp, format="PNG" if png else "JPEG", **({} if png else {"quality": quality}))
             tmp.replace(out)
     except Exception as e:  # keep going; report every failure at the end
         return f"{src}: {e}"
@@ -50,18 +54,25 @@ def preresize_chexpert(
 ) -> int:
     """Copy a CheXpert folder (CSVs + images) with every image's shorter side reduced to ``size``.
 
-    The CSVs are copied unchanged: their ``CheXpert-v1.0*/`` path prefix is ignored by
-    :class:`~mxa.data.CheXpertDataset`, which resolves images next to the CSV. Already written images are
-    skipped, so an interrupted run can simply be restarted. Returns the number of images; raises
-    :class:`PreresizeError` (after doing all the others) when some cannot be read.
+    The CSVs (and box files, whose coordinates are relative) are copied unchanged: their ``CheXpert-v1.0*/``
+    path prefix is ignored by :class:`~mxa.data.CheXpertDataset`, which resolves images next to the CSV.
+    JPEG and PNG images (``mxa make-phantom`` writes PNGs) keep their names and formats. Already written
+    images are skipped, so an interrupted run can simply be restarted. Returns the number of images; raises
+    :class:`PreresizeError` (after doing all the others) when some cannot be read, ``FileNotFoundError``
+    when the folder holds no image.
     """
     src, dst = Path(src), Path(dst)
     if not (src / "train.csv").is_file():
         raise FileNotFoundError(f"no train.csv in {src}: pass the CheXpert-v1.0 (or -small) folder")
+    images = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise FileNotFoundError(
+            f"{src} holds train.csv but no image ({', '.join(IMAGE_SUFFIXES)}) below it: nothing to resize"
+        )
     dst.mkdir(parents=True, exist_ok=True)
-    for csv in src.glob("*.csv"):
-        shutil.copy2(csv, dst / csv.name)
-    jobs = [(str(p), str(dst / p.relative_to(src)), size, quality) for p in src.rglob("*.jpg")]
+    for table in [*src.glob("*.csv"), *src.glob("boxes_*.json")]:
+        shutil.copy2(table, dst / table.name)
+    jobs = [(str(p), str(dst / p.relative_to(src)), size, quality) for p in images]
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover

@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from mxa.data.transforms import GRAY_MEAN, GRAY_STD
 
-__all__ = ["InputSanityWarning", "check_model_input", "input_problems", "suppress_input_checks"]
+__all__ = [
+    "InputSanityWarning",
+    "check_model_input",
+    "image_notes",
+    "input_problems",
+    "suppress_input_checks",
+]
 
 _SUPPRESSED = contextvars.ContextVar("mxa_input_checks_suppressed", default=False)
 _MAX_CHECKS = 32
@@ -91,6 +99,78 @@ def input_problems(
             "the files (mxa.data.load_xray reads PNG, JPEG and DICOM at full bit depth)"
         )
     return problems
+
+
+#: DICOM ViewPosition values of a lateral chest view
+_LATERAL = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
+
+
+def image_notes(path: str | Path, image: torch.Tensor, input_hw: tuple[int, int]) -> list[str]:
+    """What a reader of the prediction of one file should know about the file (empty list: nothing).
+
+    From the file's header and the image :func:`mxa.data.load_xray` read from it: a MONOCHROME1 DICOM
+    (inverted on reading), a lateral view (DICOM ``ViewPosition``; our models learn frontal views), an image
+    smaller than the model's input (upsampled), a 16-bit PNG that uses only the low bits of its range
+    (12-bit data: it looks dark), and a constant image.
+
+    Args:
+        path: the file read.
+        image: (1, H, W) in [0, 1], as read.
+        input_hw: the model's input (H, W).
+    """
+    path = Path(path)
+    notes = []
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        notes += _dicom_notes(path)
+    elif path.suffix.lower() == ".png":
+        notes += _png_notes(path, image)
+    h, w = image.shape[-2:]
+    if min(h, w) < min(input_hw):
+        notes.append(
+            f"the image is {w} x {h} px, smaller than the model's {input_hw[1]} x {input_hw[0]} input: it is "
+            "upscaled, and detail it never had cannot be seen; use the original resolution if there is one"
+        )
+    if image.numel() and float(image.max() - image.min()) == 0.0:
+        notes.append(
+            f"the image is constant (every pixel {float(image.flatten()[0]):.4g}): an empty image, a failed "
+            "export or a wrong window; it gets the same scores as any other blank image. Check the file"
+        )
+    return notes
+
+
+def _dicom_notes(path: Path) -> list[str]:
+    import pydicom  # load_xray needed it to read the file
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    notes = []
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        notes.append(
+            "MONOCHROME1 DICOM (dense is dark in the file): inverted on reading, so that dense is white as "
+            "the model expects"
+        )
+    view = str(getattr(ds, "ViewPosition", "") or "").strip().upper()
+    if view in _LATERAL:
+        notes.append(
+            f"a lateral view (DICOM ViewPosition {view}): the model learnt frontal (PA/AP) views; its "
+            "outputs on a lateral view are not meaningful"
+        )
+    return notes
+
+
+def _png_notes(path: Path, image: torch.Tensor) -> list[str]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        mode = img.mode
+    top = float(image.max()) if image.numel() else 0.0
+    if mode.startswith("I;16") and 0 < top <= 4096 / 65535:
+        bits = max(1, math.ceil(math.log2(top * 65535 + 1)))
+        return [
+            f"a 16-bit PNG whose values use only {bits} of its 16 bits (at most {round(top * 65535)}): "
+            "read as 16-bit, it is nearly black; rescale it to the full 16-bit range (or save it as 8-bit) "
+            "before predicting"
+        ]
+    return []
 
 
 @contextlib.contextmanager

@@ -329,6 +329,7 @@ def cache_teacher_logits(
         seed=seed,
         rand_augment=None,
         augment=False,
+        describe_validation=False,
     )
     if isinstance(teacher, str):
         name = teacher
@@ -346,8 +347,10 @@ def cache_teacher_logits(
         "transform": "eval",
         "seed": seed,
     }
+    if isinstance(teacher, torch.nn.Module):
+        teacher = teacher.to(dev)
     cache = build_teacher_cache(
-        teacher.to(dev),
+        teacher,
         train_ds.base,
         train_ds.ids,
         batch_size=batch_size,

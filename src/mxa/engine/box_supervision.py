@@ -2,4 +2,10 @@
 
 from mxa._compat import alias_module
 
-alias_module(__name__, "mxa.losses.box")
+alias_module(
+    __name__,
+    "mxa.losses.box",
+    {  # 0.2 names that live elsewhere now
+        "BoxCapture": "mxa.models.hooks",
+    },
+)

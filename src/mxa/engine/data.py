@@ -2,4 +2,10 @@
 
 from mxa._compat import alias_module
 
-alias_module(__name__, "mxa.data.combine")
+alias_module(
+    __name__,
+    "mxa.data.combine",
+    {  # 0.2 names that live elsewhere now
+        "SCHEMES": "mxa.data.spec",
+    },
+)

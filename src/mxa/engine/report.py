@@ -2,4 +2,10 @@
 
 from mxa._compat import alias_module
 
-alias_module(__name__, "mxa.metrics.report")
+alias_module(
+    __name__,
+    "mxa.metrics.report",
+    {  # 0.2 names that live elsewhere now
+        "run_ablation": "mxa.train.experiment",
+    },
+)

@@ -2,4 +2,10 @@
 
 from mxa._compat import alias_module
 
-alias_module(__name__, "mxa.train.loop")
+alias_module(
+    __name__,
+    "mxa.train.loop",
+    {  # 0.2 names that live elsewhere now
+        "model_spec": "mxa.train.state",
+    },
+)

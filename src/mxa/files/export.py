@@ -29,7 +29,7 @@ from mxa.decision.rule import DecisionRule, get_decision_rule
 from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.load import load_exported
 from mxa.files.spec import export_config
-from mxa.models.hooks import forward_with_rois
+from mxa.models.hooks import forward_rois, has_label_rois
 from mxa.utils.files import atomic_path, atomic_write_text
 
 __all__ = [
@@ -62,15 +62,24 @@ log = logging.getLogger(__name__)
 
 
 class _WithRois(torch.nn.Module):
-    """(B, C, H, W) -> (logits (B, K), boxes (B, n_blocks, 4)) for export."""
+    """(B, C, H, W) -> (logits (B, K), boxes (B, N, 4)[, roi labels (B, N)]) for export: N the boxes every
+    block crops in block order (one per single-box block, R per label-ROI block), with the label index of
+    each box (-1 for a single box) when the model has label-ROI blocks."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, boxes = forward_with_rois(self.model, x)
-        return logits, torch.stack(list(boxes.values()), dim=1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        seen = forward_rois(self.model, x)
+        boxes = [b if b.ndim == 3 else b[:, None] for b in seen.boxes.values()]
+        if not seen.labels:
+            return seen.output, torch.cat(boxes, dim=1)
+        labels = [
+            seen.labels[k] if k in seen.labels else torch.full_like(b[..., 0], -1, dtype=torch.long)
+            for k, b in zip(seen.boxes, boxes)
+        ]
+        return seen.output, torch.cat(boxes, dim=1), torch.cat(labels, dim=1)
 
 
 def _input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
@@ -83,11 +92,12 @@ def export_onnx(
     model: torch.nn.Module,
     path: str | Path,
     opset: int = DEFAULT_OPSET,
-    dynamic_batch: bool = True,
+    dynamic_batch: bool | int = True,
     with_rois: bool = False,
     exporter: str = "auto",
     verify: bool = True,
     atol: float = 1e-4,
+    simplify: bool = True,
 ) -> Path:
     """Export ``model`` to ONNX with its BatchNorms fused, and check it in ONNX Runtime.
 
@@ -97,12 +107,17 @@ def export_onnx(
         opset: ONNX opset: from 13 when the MXA crops are exported as MatMul (``crop_method`` ``auto``
             or ``separable``: the exported copy uses the separable crop, which equals the grid_sample crop to
             1e-5), from 16 for blocks built with ``crop_method="grid_sample"`` (ONNX GridSample).
-        dynamic_batch: a symbolic batch dimension (otherwise batch 1).
-        with_rois: add a second output ``rois`` (B, n_blocks, 4) with the MXA boxes (normalized xyxy).
+        dynamic_batch: ``True``: a symbolic batch dimension; ``False``: batch 1; a number: that batch
+            size, fixed (ONNX Runtime then knows every shape, and folds the shape arithmetic).
+        with_rois: add an output ``rois`` (B, N, 4) with the boxes the MXA blocks crop (normalized xyxy, in
+            block order: one per single-box block, R per label-ROI block) and, for a model with label-ROI
+            blocks, ``roi_labels`` (B, N) with each box's label index (-1 for a single box).
         exporter: ``auto`` (TorchScript, unless a block is fixed to grid_sample below opset 20: dynamo),
             ``dynamo`` or ``torchscript``.
         verify: run batches of 1 and 3 in ONNX Runtime and compare with the eager (unfused) model.
         atol: the largest absolute difference of the logits ``verify`` accepts.
+        simplify: simplify the graph with onnxslim (constant and shape folding, fused nodes: with a symbolic
+            batch, about half the nodes; docs/benchmarks.md). ``verify`` checks the simplified graph.
 
     Returns:
         ``path``. Raises ``ValueError`` if ONNX Runtime disagrees with PyTorch by more than ``atol``.
@@ -136,23 +151,28 @@ def export_onnx(
     require("onnx", "ONNX export")
     if exporter == "dynamo":
         require("onnxscript", "ONNX export with the dynamo exporter")
+    batch = _fixed_batch(dynamic_batch)
+    if simplify:
+        require("onnxslim", "ONNX export with simplify=True (or simplify=False: mxa export --no-simplify)")
     path = Path(path)
     eager = model.eval()
     fused = reparameterize_model(copy.deepcopy(eager).cpu()).eval().requires_grad_(False)
     if auto:  # MatMul instead of GridSample: any opset >= 13, the TorchScript exporter, runtimes without it
         for blk in getattr(fused, "mxa_blocks", dict)().values():
-            if blk.roi.crop_method == "auto":
+            if getattr(blk.roi, "crop_method", None) == "auto":
                 blk.roi.crop_method = "separable"
     net: torch.nn.Module = _WithRois(fused) if with_rois else fused
     c, h, w = _input_shape(eager)
-    x = torch.randn(2 if dynamic_batch else 1, c, h, w)
-    names = ["logits", "rois"] if with_rois else ["logits"]
+    x = torch.randn(batch or 2, c, h, w)
+    names = ["logits", "rois", "roi_labels"][: (3 if has_label_rois(eager) else 2) if with_rois else 1]
     with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")
-        _export(net, x, tmp, exporter, opset, dynamic_batch, names)
+        _export(net, x, tmp, exporter, opset, batch is None, names)
+        if simplify:
+            _simplify(tmp)
         _write_metadata(tmp, onnx_metadata(eager, with_rois))
         if verify:
-            diff = verify_onnx(tmp, eager, batch_sizes=(1, 3) if dynamic_batch else (1,))
+            diff = verify_onnx(tmp, eager, batch_sizes=(1, 3) if batch is None else (batch,))
             if diff > atol:
                 raise ValueError(
                     f"ONNX Runtime and PyTorch disagree on {path}: max |diff| of logits {diff:.3g} > {atol}; "
@@ -170,10 +190,33 @@ def export_onnx(
     return path
 
 
+def _fixed_batch(dynamic_batch: bool | int) -> int | None:
+    """The batch size an export fixes (None: symbolic) from ``export_onnx``'s ``dynamic_batch``."""
+    if dynamic_batch is True:
+        return None
+    if dynamic_batch is False:
+        return 1
+    if isinstance(dynamic_batch, int) and dynamic_batch >= 1:
+        return dynamic_batch
+    raise ValueError(f"dynamic_batch must be True, False or a batch size >= 1, got {dynamic_batch!r}")
+
+
+def _simplify(path: Path) -> None:
+    """Simplify the ONNX file at ``path`` in place with onnxslim (constants, shapes folded; nodes fused)."""
+    import onnx
+    import onnxslim
+
+    before = len(onnx.load(str(path), load_external_data=False).graph.node)
+    slim = onnxslim.slim(str(path))
+    onnx.save(slim, str(path))
+    log.info("onnxslim: %d -> %d graph nodes", before, len(slim.graph.node))
+
+
 def _crop_methods(model: torch.nn.Module) -> tuple[int, int]:
     """(MXA blocks fixed to grid_sample, blocks with crop_method 'auto')."""
     blocks = list(getattr(model, "mxa_blocks", dict)().values())
-    methods = [getattr(getattr(b, "roi", None), "crop_method", "grid_sample") for b in blocks]
+    # label-ROI blocks do not resample: they have no crop method
+    methods = [b.roi.crop_method for b in blocks if hasattr(b.roi, "crop_method")]
     return methods.count("grid_sample"), methods.count("auto")
 
 
@@ -220,9 +263,11 @@ def onnx_metadata(model: torch.nn.Module, with_rois: bool = False) -> dict[str, 
     pcfg = config["pretrained_cfg"]
     c, h, w = _input_shape(model)
     rule = get_decision_rule(model)
-    out = "logits (B, K) in label_names order" + (
-        ", rois (B, n_blocks, 4) normalized xyxy" if with_rois else ""
-    )
+    out = "logits (B, K) in label_names order"
+    if with_rois:
+        out += ", rois (B, N, 4) normalized xyxy: the boxes the MXA blocks crop, in block order"
+        if has_label_rois(model):
+            out += ", roi_labels (B, N) the label index of each box (-1: a block's single box)"
     return {
         "mxa_config": json.dumps(config),
         "label_names": json.dumps(pcfg.get("label_names") or []),

@@ -12,12 +12,14 @@ from torch import nn
 
 from mxa.decision.rule import DecisionRule
 from mxa.files.checkpoint import TrainCheckpoint
+from mxa.files.hub import HUB_FILES, is_hub_folder, is_hub_source
 from mxa.files.spec import ModelSpec
 
 __all__ = [
     "ModelSpec",
     "attach_decision_rule",
     "load_exported",
+    "load_hub_model",
     "load_model",
     "load_model_from_checkpoint",
 ]
@@ -46,6 +48,7 @@ def load_model_from_checkpoint(
     state = ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model
     _load_state(model, state, path)
     attach_decision_rule(model, ckpt.decision, str(path))
+    model.trained_on = (ckpt.config or {}).get("data")  # type: ignore[assignment]  # what predict warns about
     return model.eval()
 
 
@@ -53,9 +56,9 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(
-            f"the weights in {path} do not fit the model it describes ({str(e).splitlines()[0]})"
-        ) from None
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        why = lines[1] if len(lines) > 1 else lines[0] if lines else "unknown"
+        raise ValueError(f"the weights in {path} do not fit the model it describes ({why[:300]})") from None
 
 
 def load_exported(path: str | Path, **overrides: Any) -> nn.Module:
@@ -109,7 +112,8 @@ def _exported_file(path: Path) -> Path:
 
 def load_model(path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load any model of ours, in eval mode: a ``mxa train`` checkpoint (``.pt``; its EMA weights when it
-    has them and ``use_ema``) or an exported safetensors file or folder.
+    has them and ``use_ema``), an exported safetensors file or folder, a Hub folder ``"local-dir:DIR"`` or a
+    Hugging Face Hub repo ``"hf-hub:ORG/NAME[@REV]"`` (:mod:`mxa.files.hub`).
 
     A file that carries a calibration and thresholds (``mxa eval --save-model``) gives a model with
     ``model.decision_rule`` (a :class:`~mxa.decision.rule.DecisionRule`; ``None`` otherwise), which
@@ -130,7 +134,69 @@ def load_model(path: str | Path, use_ema: bool = True, map_location: str | torch
         >>> torch.equal(again(x), model(x))
         True
     """
+    if is_hub_source(path):
+        return load_hub_model(str(path))
     path = Path(path)
+    if is_hub_folder(path):  # a folder of `mxa export --format hub`, named without local-dir:
+        return load_hub_model(f"local-dir:{path}")
     if path.is_dir() or path.suffix == ".safetensors":
         return load_exported(path)
     return load_model_from_checkpoint(path, use_ema=use_ema, map_location=map_location)
+
+
+def load_hub_model(source: str) -> nn.Module:
+    """A model from ``local-dir:DIR`` (a Hub folder) or ``hf-hub:ORG/NAME[@REV]`` (downloaded once into the
+    Hugging Face cache; offline, ``HF_HUB_OFFLINE=1`` uses the cache alone), in eval mode."""
+    if source.startswith("local-dir:"):
+        folder = Path(source.removeprefix("local-dir:"))
+    elif source.startswith("hf-hub:"):
+        folder = _download(source.removeprefix("hf-hub:"))
+    else:
+        raise ValueError(f"a Hub source is local-dir:DIR or hf-hub:ORG/NAME, got {source!r}")
+    config, state = _read_folder(folder)
+    if "model_kwargs" in config and "model_args" not in config:  # a folder of mxa.export_safetensors
+        return load_exported(folder)
+    try:
+        spec = ModelSpec(config["architecture"], dict(config.get("model_args") or {}))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{folder / 'config.json'} is not a timm Hub config ({e})") from None
+    model = spec.build(source=f"Hub model {source}")
+    _load_state(model, state, folder / "model.safetensors")
+    meta = config.get("mxa") or {}
+    attach_decision_rule(model, meta.get("decision"), source)
+    model.trained_on = (meta.get("training") or {}).get("data")  # type: ignore[assignment]
+    return model.eval()
+
+
+def _read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a Hub folder: it needs config.json and model.safetensors (mxa export --format "
+            "hub)"
+        )
+    try:
+        config = json.loads(cfg_path.read_text())
+        state = load_file(str(weights))
+    except (ValueError, SafetensorError, OSError) as e:
+        raise ValueError(f"{folder} cannot be read ({e}); export or download it again") from None
+    return config, state
+
+
+def _download(repo: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HfHubHTTPError
+
+    repo_id, _, revision = repo.partition("@")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=list(HUB_FILES)))
+    except (OSError, HfHubHTTPError, ValueError) as e:
+        raise ValueError(
+            f"cannot get hf-hub:{repo} ({type(e).__name__}: {str(e).splitlines()[0][:160]}). Offline, use a "
+            "downloaded copy: local-dir:FOLDER (from huggingface_hub.snapshot_download("
+            f"'{repo_id}', local_dir=FOLDER) on a machine with network), or HF_HUB_OFFLINE=1 with a Hugging "
+            "Face cache that holds it"
+        ) from None

@@ -1,6 +1,7 @@
 """MXA building blocks."""
 
 from mxa.layers.cbam import CBAM, ChannelAttention, SpatialAttention
+from mxa.layers.label_roi import LabelROIPool, box_coverage, peak_boxes
 from mxa.layers.mxa_block import MXABlock
 from mxa.layers.roi import (
     BOX_SIZES,
@@ -19,10 +20,13 @@ __all__ = [
     "CROP_METHODS",
     "ChannelAttention",
     "DynamicROIPool",
+    "LabelROIPool",
     "MXABlock",
     "ROIClassifier",
     "SpatialAttention",
+    "box_coverage",
     "boxes_to_theta",
+    "peak_boxes",
     "roi_crop",
     "roi_paste",
     "saliency_boxes",

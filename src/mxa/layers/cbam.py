@@ -26,11 +26,14 @@ class ChannelAttention(ChannelAttn):
 
     def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C): ``MLP(GAP(x)) + MLP(GMP(x))``."""
-        b = x.shape[0]
-        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=0)
-        hidden = self.act(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
+        return self.gate_logits_of(x.mean(dim=(2, 3)), x.amax(dim=(2, 3)))
+
+    def gate_logits_of(self, mean: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+        """``MLP(mean) + MLP(peak)`` of pooled features (..., C), the two MLP passes as one."""
+        both = torch.stack([mean, peak])  # (2, ..., C); no batch size read off a shape (for export)
+        hidden = self.act(F.linear(both, self.fc1.weight.flatten(1), self.fc1.bias))
         out = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
-        return out[:b] + out[b:]
+        return out[0] + out[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = x * self.gate(self.gate_logits(x))[:, :, None, None]
@@ -101,6 +104,30 @@ class CBAM(nn.Module):
         """
         check_nchw(x, self.dim)
         return self._gated(x, inplace=True)
+
+    def forward_rois(self, x: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+        """CBAM of R regions of each image at the map's own resolution, zero outside each region.
+
+        The same as cropping each region (cell-aligned) without resampling, gating the crop and putting it
+        back: channel attention pools inside the region only (its mean weighted by ``coverage``, its maximum
+        over the cells it touches), and the spatial convolution sees zeros outside (the crop's zero padding).
+
+        Args:
+            x: (B, C, H, W) feature map.
+            coverage: (B, R, H, W) in [0, 1], the share of each cell inside each region (non-empty regions).
+
+        Returns:
+            (B, R, C, H, W).
+        """
+        m = coverage.unsqueeze(2)  # (B, R, 1, H, W)
+        xr = x.unsqueeze(1)
+        crop = xr * m  # (B, R, C, H, W): the crops, zero outside
+        mean = crop.sum((3, 4)) / m.sum((3, 4))  # (B, R, C); every region covers part of a cell
+        peak = torch.where(m > 0, xr, float("-inf")).amax((3, 4))  # every ROI covers a cell
+        gated = crop * self.channel.gate(self.channel.gate_logits_of(mean, peak))[..., None, None]
+        flat = gated.flatten(0, 1)  # (B * R, C, H, W)
+        out: torch.Tensor = (flat * self.spatial.gate(flat)).view_as(gated)
+        return out
 
     def _gated(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         # The one implementation of the gating, so forward and forward_ cannot drift apart.

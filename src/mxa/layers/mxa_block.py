@@ -6,20 +6,27 @@ import torch
 from torch import nn
 
 from mxa.layers.cbam import CBAM
+from mxa.layers.label_roi import LabelROIPool
 from mxa.layers.roi import DynamicROIPool, _paste, resolve_crop_method
-from mxa.layers.roi_classifier import ROIClassifier
+from mxa.layers.roi_classifier import ROIClassifier, _as_dtype
 
-# torch.fx.wrap patches the module that calls it: the paste stays one leaf when an MXABlock is traced
+# torch.fx.wrap patches the module that calls it: the paste and the dtype match stay one leaf each when an
+# MXABlock is traced
 torch.fx.wrap("_paste")
+torch.fx.wrap("_as_dtype")
+torch.fx.wrap("resolve_crop_method")
 
 __all__ = ["MXABlock"]
 
 
 class MXABlock(nn.Module):
-    """``scale * CBAM(DynamicROIPool(x))``, added in parallel with an attention: ``x + attn(x) + mxa(x)``.
+    """``scale * CBAM(ROI pool(x))``, added in parallel with an attention: ``x + attn(x) + mxa(x)``.
 
-    ``scale`` (per channel) starts at ``init_scale`` = 0, so adding the block leaves a network's function
-    unchanged at initialisation (docs/mxa-block.md).
+    The ROI pool is the paper's :class:`DynamicROIPool` (one box per image, ``rois=0``) or, with ``rois=R``,
+    a :class:`LabelROIPool`: the boxes of the R labels whose score maps peak highest, each refined by CBAM
+    where it lies and added weighted by its label's probability (docs/mxa-block.md). ``scale`` (per channel)
+    starts at ``init_scale`` = 0, so adding the block leaves a network's function unchanged at
+    initialisation.
 
     Args:
         dim: channels C.
@@ -40,10 +47,14 @@ class MXABlock(nn.Module):
             with a forward hook) and, for its label boxes, where ``emit_label_boxes`` is set
             (:func:`mxa.models.hooks.capture_label_boxes`).
         class_boxes: the ROI classifier gives every label its own box (``mxa train --mxa-class-boxes``).
+        rois: 0 for the paper's single box; R > 0 for R ROIs per image from ``roi_classes`` label maps
+            (``mxa train --mxa-rois``). The ROIs are refined in place at the map's resolution, so ``mode``,
+            ``crop_size``, ``crop_method``, the box head's settings and ``class_boxes`` do not apply.
+        roi_skip: labels a label-ROI block never crops (No Finding, which has no place).
 
     Attributes:
-        roi: the :class:`DynamicROIPool`; ``roi.predict_boxes(x)`` gives the boxes.
-        roi_cls: the :class:`ROIClassifier`, or None.
+        roi: the :class:`DynamicROIPool` (``roi.predict_boxes(x)`` gives the boxes) or :class:`LabelROIPool`.
+        roi_cls: the :class:`ROIClassifier` of a single-box block, or None.
 
     Shapes: (B, C, H, W) -> (B, C, H, W), in x's dtype.
 
@@ -71,6 +82,8 @@ class MXABlock(nn.Module):
         box_size: str = "head",
         roi_classes: int = 0,
         class_boxes: bool = False,
+        rois: int = 0,
+        roi_skip: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         if mode not in ("zoom", "paste"):
@@ -79,39 +92,45 @@ class MXABlock(nn.Module):
             raise ValueError(
                 "crop_size is a positive int, and only for mode='paste' (zoom crops to the map size)"
             )
-        self.dim, self.mode = dim, mode
-        self.roi = DynamicROIPool(
-            dim,
-            min_size=min_size,
-            init_size=init_size,
-            output_size=crop_size,
-            saliency_temperature=saliency_temperature,
-            crop_method=crop_method,
-            box_size=box_size,
-        )
         if roi_classes < 0:
             raise ValueError(f"roi_classes must be >= 0 (0 = none), got {roi_classes}")
         if class_boxes and not roi_classes:
             raise ValueError("class_boxes needs roi_classes > 0 (the labels to give boxes)")
-        self.roi_cls = (
-            ROIClassifier(
-                dim,
-                roi_classes,
-                class_boxes=class_boxes,
-                min_size=min_size,
+        if rois and (not roi_classes or class_boxes or crop_size is not None):
+            raise ValueError(
+                f"rois={rois} takes its ROIs from roi_classes > 0 label maps (got {roi_classes}) and crops "
+                "at the map's resolution: class_boxes and crop_size are for the single-box block (rois=0)"
             )
-            if roi_classes
-            else None
-        )
+        self.dim, self.mode, self.rois = dim, mode, int(rois)
+        self.roi: DynamicROIPool | LabelROIPool
+        self.roi_cls: ROIClassifier | None = None
+        if rois:
+            self.roi = LabelROIPool(dim, roi_classes, rois=rois, skip=tuple(roi_skip))
+        else:
+            self.roi = DynamicROIPool(
+                dim,
+                min_size=min_size,
+                init_size=init_size,
+                output_size=crop_size,
+                saliency_temperature=saliency_temperature,
+                crop_method=crop_method,
+                box_size=box_size,
+            )
+            if roi_classes:
+                self.roi_cls = ROIClassifier(dim, roi_classes, class_boxes=class_boxes, min_size=min_size)
         self.emit_label_boxes = False  # set by capture_label_boxes: run the ROI classifier in eval too
         self.cbam = CBAM(dim, reduction=reduction, spatial_kernel=spatial_kernel)
         self.scale = nn.Parameter(torch.full((dim,), float(init_scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled, boxes = self.roi(x)  # the box head checks x once
+        scale = self.scale.view(1, -1, 1, 1)
+        if isinstance(self.roi, LabelROIPool):  # R ROIs, each refined where it lies, weighted by its label
+            coverage, _, _, weights = self.roi(x)
+            refined = self.cbam.forward_rois(x, _as_dtype(coverage, x))  # (B, R, C, H, W)
+            return torch.einsum("brchw,br->bchw", refined, _as_dtype(weights, x)) * _as_dtype(scale, x)
+        pooled, boxes = self.roi(x)  # the paper's single box; the box head checks x once
         if self.roi_cls is not None and (self.training or self.emit_label_boxes):
             self.roi_cls(x, boxes)  # its output is the ROI objective's input, taken by a forward hook
-        scale = self.scale.view(1, -1, 1, 1)
         if torch.is_grad_enabled():
             gated = self.cbam(pooled)
         else:
@@ -127,4 +146,6 @@ class MXABlock(nn.Module):
         return result
 
     def extra_repr(self) -> str:
+        if self.rois:
+            return f"rois={self.rois}"
         return f"mode={self.mode}" if self.mode != "zoom" else ""

@@ -45,6 +45,16 @@ def resolve_crop_method(method: str, device: torch.device | str) -> str:
     return _FASTER.get(torch.device(device).type, "grid_sample")
 
 
+# FX leaves: torch 2.4's symbolic tracing can pass a traced size to neither torch.arange nor torch.device
+torch.fx.wrap("resolve_crop_method")
+
+
+@torch.fx.wrap
+def _centres(n: int, like: torch.Tensor) -> torch.Tensor:
+    """(n,) the centres of n equal cells of [0, 1], in ``like``'s device and dtype."""
+    return (torch.arange(n, device=like.device, dtype=like.dtype) + 0.5) / n
+
+
 #: How a :class:`DynamicROIPool` sizes its box. ``head``: a linear layer on pooled features (the paper's).
 #: ``saliency``: from the spread of the block's own saliency distribution (``SPREAD`` x its std per axis).
 BOX_SIZES = ("head", "saliency")
@@ -82,8 +92,7 @@ def saliency_boxes(prob: torch.Tensor, min_size: float, spread: float = SPREAD) 
         tensor([0.5000, 0.2500, 1.0000, 0.5000])
     """
     h, w = prob.shape[-2], prob.shape[-1]
-    us = (torch.arange(w, device=prob.device, dtype=prob.dtype) + 0.5) / w
-    vs = (torch.arange(h, device=prob.device, dtype=prob.dtype) + 0.5) / h
+    us, vs = _centres(w, prob), _centres(h, prob)
     px, py = prob.sum(-2), prob.sum(-1)  # (..., W), (..., H) marginals
     cx, cy = (px * us).sum(-1), (py * vs).sum(-1)
     # The variance of a sample on a pixel grid, plus the pixel's own width (a single pixel has side 1/w).
@@ -450,8 +459,7 @@ class DynamicROIPool(nn.Module):
         """(B, C, H, W) -> (B, 2) expected (x, y) of the saliency map's softmax, pixel centres in (0, 1)."""
         h, w = x.shape[2], x.shape[3]
         prob = self.saliency_prob(x)
-        us = (torch.arange(w, device=x.device, dtype=prob.dtype) + 0.5) / w
-        vs = (torch.arange(h, device=x.device, dtype=prob.dtype) + 0.5) / h
+        us, vs = _centres(w, prob), _centres(h, prob)
         return torch.stack([prob.sum(1) @ us, prob.sum(2) @ vs], dim=1)  # marginals' means
 
     def predict_boxes(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mxa.layers._checks import check_boxes, check_nchw
 from mxa.layers.roi import outside_autocast, saliency_boxes, standardize
 
-__all__ = ["ROIClassifier", "soft_box_mask"]
+__all__ = ["ROIClassifier", "inside_outside_logits", "soft_box_mask"]
 
 
 def soft_box_mask(boxes: torch.Tensor, size: tuple[int, int], sharpness: float = 2.0) -> torch.Tensor:
@@ -51,6 +52,35 @@ def soft_box_mask(boxes: torch.Tensor, size: tuple[int, int], sharpness: float =
     return my[..., :, None] * mx[..., None, :]
 
 
+# An FX leaf: a Proxy's dtype cannot be compared
+@torch.fx.wrap
+def _as_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``like``'s dtype, without an operator when it already is."""
+    return x if x.dtype == like.dtype else x.to(like.dtype)
+
+
+def inside_outside_logits(z: torch.Tensor, inside: torch.Tensor, outside_sharpness: float) -> torch.Tensor:
+    """Label logits pooled inside a region (their mean) and outside it (a soft maximum, log-mean-exp).
+
+    Args:
+        z: (B, K, P) every position's label logits.
+        inside: (B, K, P) or (B, 1, P) weights in [0, 1]: how much each position lies inside the region.
+        outside_sharpness: r of the outside pooling ``log(sum m e^(r z) / sum m) / r`` (m = 1 - inside; 0
+            would be the mean, large r the maximum).
+
+    Returns:
+        (B, 2, K): ``[:, 0]`` inside, ``[:, 1]`` outside (log space throughout). A position fully inside still
+        weighs 1e-6 in the outside pooling (the log of its weight must stay finite, with its gradient), so a
+        label scored more than ``log(1e6) / outside_sharpness`` (3.5 logits at 4) above everything outside
+        raises the outside logit too: the pooling caps how far a finding may stand out.
+    """
+    z_in = (inside * z).sum(2) / inside.sum(2).clamp(min=1e-6)
+    r = outside_sharpness
+    log_m = torch.log1p(-inside.clamp(max=1 - 1e-6))
+    lme = torch.logsumexp(r * z + log_m, dim=2) - torch.logsumexp(log_m, dim=2)
+    return torch.stack([z_in, lme / r], dim=1)
+
+
 class ROIClassifier(nn.Module):
     """Label logits from the positions inside a box (their mean) and outside it (a soft maximum).
 
@@ -69,8 +99,9 @@ class ROIClassifier(nn.Module):
             large r the maximum).
 
     Shapes:
-        forward(x (B, C, H, W), boxes (B, 4)) -> (logits (B, 2, K): ``[:, 0]`` inside, ``[:, 1]`` outside;
-        label boxes (B, K, 4), or None without ``class_boxes``).
+        forward(x (B, C, H, W), boxes (B, 4) or None with ``class_boxes``[, z (B, K, H, W) already computed
+        by :meth:`label_maps`]) -> (logits (B, 2, K): ``[:, 0]`` inside, ``[:, 1]`` outside; label boxes
+        (B, K, 4), or None without ``class_boxes``).
 
     Examples:
         >>> import torch
@@ -106,13 +137,21 @@ class ROIClassifier(nn.Module):
         self.sharpness, self.outside_sharpness = float(sharpness), float(outside_sharpness)
         self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def label_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, K, H, W): every position's label logits (the fc as a 1x1 convolution), in the
+        classifier's dtype."""
+        w = self.fc.weight
+        return F.conv2d(_as_dtype(x, w), w.view(w.shape[0], w.shape[1], 1, 1), self.fc.bias)
+
+    def forward(
+        self, x: torch.Tensor, boxes: torch.Tensor | None, z: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_nchw(x, self.dim)
-        check_boxes(boxes, x.shape[0])
+        if boxes is not None or not self.class_boxes:
+            check_boxes(boxes, x.shape[0])  # type: ignore[arg-type]
         with outside_autocast(x):  # box maths, as in DynamicROIPool.predict_boxes
-            x = x.to(self.fc.weight.dtype)
             h, w = x.shape[2], x.shape[3]
-            z = self.fc(x.flatten(2).transpose(1, 2)).transpose(1, 2)  # (B, K, HW): every position's logits
+            z = (self.label_maps(x) if z is None else z).flatten(2)  # (B, K, HW): every position's logits
             label_boxes = None
             if self.class_boxes:
                 zs = standardize(z, dim=2)
@@ -121,13 +160,8 @@ class ROIClassifier(nn.Module):
                 label_boxes = saliency_boxes(prob, self.min_size)  # (B, K, 4)
                 inside = soft_box_mask(label_boxes, (h, w), self.sharpness).flatten(2)  # (B, K, HW)
             else:
-                inside = soft_box_mask(boxes.to(x.dtype), (h, w), self.sharpness).flatten(1)[:, None]
-            z_in = (inside * z).sum(2) / inside.sum(2).clamp(min=1e-6)
-            # log-mean-exp under the outside mask, in log space: log(sum m e^(r z) / sum m) / r
-            r = self.outside_sharpness
-            log_m = torch.log1p(-inside.clamp(max=1 - 1e-6))
-            lme = torch.logsumexp(r * z + log_m, dim=2) - torch.logsumexp(log_m, dim=2)
-            return torch.stack([z_in, lme / r], dim=1), label_boxes
+                inside = soft_box_mask(boxes.to(z.dtype), (h, w), self.sharpness).flatten(1)[:, None]  # type: ignore[union-attr]
+            return inside_outside_logits(z, inside, self.outside_sharpness), label_boxes
 
     def extra_repr(self) -> str:
         extra = ", class_boxes=True" if self.class_boxes else ""

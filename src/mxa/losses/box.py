@@ -11,7 +11,16 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss
 
-__all__ = ["best_match_giou_loss", "box_area", "per_label_giou_loss", "roi_mil_loss"]
+from mxa.layers.label_roi import box_coverage, peak_boxes
+
+__all__ = [
+    "best_match_giou_loss",
+    "box_area",
+    "guided_mil_loss",
+    "per_label_giou_loss",
+    "roi_mil_loss",
+    "true_box_map_loss",
+]
 
 
 def best_match_giou_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -116,3 +125,93 @@ def roi_mil_loss(
     out_w = known if findings is None else known * findings.to(known)[None]
     outside = F.binary_cross_entropy_with_logits(logits[:, 1], torch.zeros_like(t), reduction="none") * out_w
     return (inside.sum() + outside.sum()) / (known.sum() + out_w.sum()).clamp(min=1.0)
+
+
+def guided_mil_loss(
+    z: torch.Tensor,
+    guide: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    findings: torch.Tensor | None = None,
+    sharpness: float = 4.0,
+) -> torch.Tensor:
+    """Coarse to fine: a finding is somewhere inside the peak box of a deeper block's map, nowhere outside.
+
+    For every label the half-maximum :func:`~mxa.layers.peak_boxes` box of the ``guide`` map (a deeper, more
+    discriminative block; no gradient) is the region; ``z`` (an earlier block's finer map) is pooled towards
+    its maximum inside it (log-mean-exp: it must predict the image's label) and outside it (it must predict
+    none, for the labels in ``findings``). Multiple-instance learning within the region: the finer map learns
+    to fire on the finding's own evidence, and is told that anatomy elsewhere is not the finding.
+
+    Args:
+        z: (B, K, H, W) label logit maps of an earlier block.
+        guide: (B, K, h, w) label logit maps of a deeper block.
+        targets: (B, K) image labels in {0, 1}.
+        mask: (B, K) known labels (default all).
+        findings: (K,) the labels with a place (default all).
+        sharpness: r of both log-mean-exp poolings.
+
+    Returns:
+        A scalar >= 0 (:func:`roi_mil_loss` of the two pooled logits).
+
+    Examples:
+        >>> import torch
+        >>> from mxa.losses import guided_mil_loss
+        >>> guide = torch.zeros(1, 1, 4, 4); guide[0, 0, 0, 0] = 5.0  # the finding: top-left
+        >>> z = torch.full((1, 1, 8, 8), -9.0); z[0, 0, 0, 0] = 9.0  # fine map fires there only
+        >>> y = torch.ones(1, 1)
+        >>> float(guided_mil_loss(z, guide, y)) < 0.01 < float(guided_mil_loss(z.flip(-1), guide, y))
+        True
+    """
+    inside = box_coverage(peak_boxes(guide), (z.shape[2], z.shape[3])).flatten(2)  # (B, K, HW)
+    zf = z.float().flatten(2)
+    pooled = torch.stack([_pooled(zf, inside, sharpness), _pooled(zf, 1 - inside, sharpness)], 1)
+    return roi_mil_loss(pooled, targets, mask, findings)
+
+
+def _pooled(z: torch.Tensor, weight: torch.Tensor, r: float) -> torch.Tensor:
+    """``log(sum w e^(r z) / sum w) / r`` over the last axis for weights in [0, 1] without a gradient: a
+    position of weight 0 takes no part at all (unlike a clamped soft mask); where every weight is 0 (an empty
+    region) the result is -30, "nothing there", with no gradient. (B, K, P) -> (B, K)."""
+    empty = weight.sum(-1) <= 0
+    w = torch.where(empty[..., None], torch.ones_like(weight), weight)  # finite everywhere below
+    log_w = torch.log(w)  # -inf at weight 0: exp(-inf) = 0 in the sums, and a zero gradient
+    pooled = (torch.logsumexp(r * z + log_w, -1) - torch.logsumexp(log_w, -1)) / r
+    return torch.where(empty, torch.full_like(pooled, -30.0), pooled)
+
+
+def true_box_map_loss(z: torch.Tensor, true: torch.Tensor, sharpness: float = 4.0) -> torch.Tensor:
+    """Box supervision of label maps: each label's map high inside its true box, low outside it.
+
+    The ROI objective's pooling (the mean inside, a soft maximum outside) under the true box: BCE of the
+    inside towards 1 and the outside towards 0, for every (image, label) with a true box. Label-ROI boxes
+    are a read-out of the maps (no gradient), so this is how ``--box-loss`` reaches them.
+
+    Args:
+        z: (B, K, H, W) label logit maps.
+        true: (B, K, 4) true boxes, NaN rows where a label has no box.
+        sharpness: r of the outside pooling.
+
+    Returns:
+        A scalar >= 0 over the (image, label) pairs with a true box (0, still connected, when there are none).
+
+    Examples:
+        >>> import torch
+        >>> from mxa.losses import true_box_map_loss
+        >>> true = torch.full((1, 2, 4), float("nan"))
+        >>> true[0, 1] = torch.tensor([0.0, 0.0, 0.5, 0.5])
+        >>> z = torch.full((1, 2, 4, 4), -20.0)
+        >>> z[0, 1, :2, :2] = 20.0  # label 1 high exactly inside its box
+        >>> float(true_box_map_loss(z, true)) < 1e-6 < float(true_box_map_loss(-z, true))
+        True
+    """
+    present = ~torch.isnan(true[..., 0])  # (B, K)
+    safe = torch.where(present[..., None], true, torch.tensor([0.0, 0.0, 1.0, 1.0], device=true.device))
+    zf = z.float().flatten(2)
+    inside = box_coverage(safe.float(), (z.shape[2], z.shape[3])).flatten(2)
+    z_in = (inside * zf).sum(2) / inside.sum(2).clamp(min=1e-6)  # the mean inside
+    logits = torch.stack([z_in, _pooled(zf, 1 - inside, sharpness)], 1)  # (B, 2, K)
+    target = torch.stack([torch.ones_like(logits[:, 0]), torch.zeros_like(logits[:, 1])], 1)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)  # (B, K)
+    w = present.float()
+    return (bce * w).sum() / w.sum().clamp(min=1.0)

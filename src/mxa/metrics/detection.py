@@ -53,6 +53,7 @@ class DetectionMetrics(TypedDict, total=False):
 
     block: str
     block_chosen_by: str
+    block_chosen_on: str
     ap: dict[str, float]
     rodeo: RoDeOScores
     n_images: int
@@ -86,7 +87,8 @@ def detection_ap(
     """COCO-style AP (torchmetrics' ``MeanAveragePrecision``, mean over findings) at each IoU threshold.
 
     Args:
-        boxes: (N, 4) one box per image, or (N, K, 4) one per finding; normalized xyxy.
+        boxes: (N, 4) one box per image, or (N, K, 4) one per finding (a NaN row: no box, so no
+            detection, for that finding); normalized xyxy.
         scores: (N, K) the findings' probabilities.
         true: (N, K, 4) true boxes, NaN rows where a finding has no box.
         targets: (N, K) image labels; a positive finding without a box is not scored.
@@ -118,7 +120,7 @@ def detection_ap(
     per_label = _per_label_boxes(boxes.float(), k)
     preds, gts = [], []
     for i in torch.nonzero(images).flatten().tolist():
-        keep = classes & ~unjudgeable[i]
+        keep = classes & ~unjudgeable[i] & torch.isfinite(per_label[i]).all(-1)  # NaN: label not boxed
         present = ~torch.isnan(true[i, :, 0])
         preds.append(
             {
@@ -252,7 +254,7 @@ def _rodeo_of(
     per_label = _per_label_boxes(boxes.float(), k)
     pb, pl, tb, tl = [], [], [], []
     for i in torch.nonzero(images).flatten().tolist():
-        called = (probs[i] >= thresholds) & classes & ~unjudgeable[i]
+        called = (probs[i] >= thresholds) & classes & ~unjudgeable[i] & torch.isfinite(per_label[i]).all(-1)
         present = ~torch.isnan(true[i, :, 0])
         pb.append(per_label[i][called])
         pl.append(torch.nonzero(called).flatten())
@@ -268,6 +270,8 @@ def detection_metrics(
     targets: torch.Tensor | None = None,
     thresholds: torch.Tensor | None = None,
     block: str | None = None,
+    chosen_by: str = "given",
+    chosen_on: str | None = None,
 ) -> DetectionMetrics:
     """AP and RoDeO of every MXA block's boxes as detections, and of one chosen block at the top level.
 
@@ -277,8 +281,11 @@ def detection_metrics(
         true_boxes: (N, K, 4) true boxes, NaN rows where a finding has no box.
         targets: (N, K) image labels (positive findings without a box are not scored).
         thresholds: (K,) decision thresholds for RoDeO (default 0.5).
-        block: the block reported at the top level; default the block with the best AP at IoU 0.3 on this
-            data (``block_chosen_by`` says which rule was used: a choice made on the evaluated set).
+        block: the box set reported at the top level (a block, or ``<block>/labels``); default the one with
+            the best AP at IoU 0.3 on this data (a choice made on the evaluated set: optimistic).
+        chosen_by: how ``block`` was chosen (``block_chosen_by``): ``"validation"`` (on another split,
+            ``chosen_on`` names it) or ``"given"`` (``mxa eval --loc-block``).
+        chosen_on: the images ``block`` was chosen on (``block_chosen_on``).
 
     Returns:
         :class:`DetectionMetrics`; empty when no image has a box.
@@ -288,7 +295,8 @@ def detection_metrics(
     thr = torch.full((probs.shape[1],), 0.5) if thresholds is None else thresholds.float()
     per_block: dict[str, dict[str, Any]] = {}
     for name, boxes in rois.items():
-        finite = torch.isfinite(boxes.float()).flatten(1).all(1)
+        boxed = torch.isfinite(boxes.float()).all(-1)
+        finite = boxed if boxed.ndim == 1 else boxed.any(1)  # per-label NaN rows are labels without a box
         if not bool(finite.all()):
             log.warning(
                 "block %s: %d image(s) with non-finite boxes are left out of its detection metrics (its "
@@ -304,21 +312,25 @@ def detection_metrics(
             "n_images": int((~torch.isnan(t[..., 0])).any(1).sum()),
         }
     if block is None:
-        key = f"{DETECTION_IOUS[0]:g}"
-        block = max(per_block, key=lambda n: _or_minus_inf(per_block[n]["ap"][key]))
-        chosen_by = f"best AP at IoU {key} on this data"
+        block, chosen_by = best_ap_block(per_block), "evaluated set"
+        chosen_on = f"these images (best AP at IoU {DETECTION_IOUS[0]:g}): optimistic"
     elif block not in per_block:
-        raise ValueError(f"no MXA block {block!r}; the blocks are {', '.join(per_block)}")
-    else:
-        chosen_by = "given"
+        raise ValueError(f"no MXA box set {block!r}; the box sets are {', '.join(per_block)}")
     return DetectionMetrics(
         block=block,
         block_chosen_by=chosen_by,
+        block_chosen_on=chosen_on or "-",
         ap=per_block[block]["ap"],
         rodeo=per_block[block]["rodeo"],
         n_images=int((~torch.isnan(true_boxes[..., 0])).any(1).sum()),
         per_block=per_block,
     )
+
+
+def best_ap_block(per_block: dict[str, dict[str, Any]]) -> str:
+    """The box set with the best AP at IoU 0.3 in ``detection_metrics(...)["per_block"]``."""
+    key = f"{DETECTION_IOUS[0]:g}"
+    return max(per_block, key=lambda n: _or_minus_inf(per_block[n]["ap"][key]))
 
 
 def _or_minus_inf(v: float) -> float:

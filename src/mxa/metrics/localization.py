@@ -14,12 +14,17 @@ For every MXA block, over the images with at least one true box:
   (image, finding) true boxes whose IoU, or IoBB (intersection over the *predicted* box's area), with the
   predicted box reaches each threshold in :data:`LOC_THRESHOLDS`, as ``{"0.1": ..., "0.3": ..., "0.5": ...}``.
   A whole-map box has IoBB = IoU = the true box's area: big boxes score low on both.
+* ``median_area_ratio``: the median over (image, finding) pairs of the predicted box's area over the true
+  box's (1 for a box as large as the finding).
+* ``box_rate``: the share of (image, finding) pairs that have a predicted box at all: per-label boxes may
+  leave a label without one (NaN rows: the label was not cropped), which counts as a miss everywhere.
 * ``per_label``: the same per finding, over the images where that finding has a box.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -142,6 +147,8 @@ class BlockLocalization(TypedDict, total=False):
     pointing_chance: float
     loc_acc: dict[str, float]
     iobb_acc: dict[str, float]
+    median_area_ratio: float
+    box_rate: float
     per_label: dict[str, dict[str, Any]]
 
 
@@ -158,7 +165,7 @@ def roi_localization(
 
     Args:
         rois: {block: (N, 4)} predicted normalized xyxy boxes, or (N, K, 4) one per label (each then scored
-            against its own label's true box only).
+            against its own label's true box only; a NaN row is a label without a box: a miss).
         true_boxes: (N, K, 4) true boxes of the K labels, NaN rows where a finding has no box.
         n_random: random placements per image for the area-matched chance.
         points: {block: (N, 2)} the (x, y) arg-max of each block's saliency map, for the pointing game.
@@ -166,17 +173,18 @@ def roi_localization(
         per_label: also compute ``per_label`` (skip it where only the block summaries are kept).
 
     Returns:
-        {block: {hit_rate, random_hit_rate, mean_iou, random_iou, mean_box_area, n_images,
-        [pointing_game, pointing_chance,] per_label: {label: {n_images, hit_rate, random_hit_rate,
+        {block: {hit_rate, random_hit_rate, mean_iou, random_iou, mean_box_area, median_area_ratio, box_rate,
+        n_images, [pointing_game, pointing_chance,] per_label: {label: {n_images, hit_rate, random_hit_rate,
         mean_iou, random_iou[, pointing_game, pointing_chance]}}}} (``per_label`` only when asked);
-        blocks with no such image are left out, and so are images whose predicted box is not finite (a
-        diverged model's NaN boxes are no boxes; ``n_nonfinite_boxes`` counts them).
+        blocks with no such image are left out, and so are images without any finite predicted box (a
+        diverged model's NaN boxes are no boxes; a warning counts them).
     """
     present_all = ~torch.isnan(true_boxes[..., 0])
     out: dict[str, BlockLocalization] = {}
     for name, boxes_all in rois.items():
         g = torch.Generator().manual_seed(seed)
-        finite = torch.isfinite(boxes_all.float()).flatten(1).all(1)
+        has_box = torch.isfinite(boxes_all.float()).all(-1)  # (N,) or (N, K): per-label rows may be missing
+        finite = has_box if has_box.ndim == 1 else has_box.any(1)
         has_any = present_all.any(1) & finite
         n_bad = int((present_all.any(1) & ~finite).sum())
         if n_bad:
@@ -186,13 +194,17 @@ def roi_localization(
         b, t, p = boxes_all[has_any].float(), true_boxes[has_any].float(), present_all[has_any]
         if b.shape[0] == 0:
             continue
+        boxed = has_box[has_any] if b.ndim == 3 else torch.ones_like(p)  # (M, K): a box for that pair
+        b = _missing_as_empty(b)
         s = _scores(b, t, p, n_random, g)
         rec: BlockLocalization = {
             "hit_rate": float(s["hit"].mean()),
             "random_hit_rate": float(s["random_hit"].mean()),
             "mean_iou": float(s["iou"].mean()),
             "random_iou": float(s["random_iou"].mean()),
-            "mean_box_area": _mean_area(b, p),
+            "mean_box_area": _mean_area(b, p & boxed),
+            "median_area_ratio": _median_area_ratio(b, t, p & boxed),
+            "box_rate": float((p & boxed).sum() / p.sum().clamp(min=1)),
             "n_images": int(b.shape[0]),
         }
         rec.update(_accuracies(*overlaps(b, t), p))  # type: ignore[typeddict-item]
@@ -206,10 +218,30 @@ def roi_localization(
     return out
 
 
-def _mean_area(boxes: torch.Tensor, present: torch.Tensor) -> float:
-    """Mean box area; for per-label boxes (M, K, 4), over the labels with a true box."""
-    area = (boxes[..., 2] - boxes[..., 0]).clamp(0, 1) * (boxes[..., 3] - boxes[..., 1]).clamp(0, 1)
-    return float(area.mean()) if boxes.ndim == 2 else float(area[present].mean())
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[..., 2] - boxes[..., 0]).clamp(0, 1) * (boxes[..., 3] - boxes[..., 1]).clamp(0, 1)
+
+
+def _missing_as_empty(boxes: torch.Tensor) -> torch.Tensor:
+    """NaN rows (a label without a box) -> an empty box outside the map: no hit, IoU 0, area 0."""
+    missing = ~torch.isfinite(boxes).all(-1, keepdim=True)
+    return torch.where(missing, torch.full_like(boxes, -1.0), boxes)
+
+
+def _mean_area(boxes: torch.Tensor, pairs: torch.Tensor) -> float:
+    """Mean box area; for per-label boxes (M, K, 4), over the (image, label) ``pairs`` (a true and a
+    predicted box)."""
+    area = _area(boxes)
+    if boxes.ndim == 2:
+        return float(area.mean())
+    return float(area[pairs].mean()) if bool(pairs.any()) else math.nan
+
+
+def _median_area_ratio(boxes: torch.Tensor, true: torch.Tensor, pairs: torch.Tensor) -> float:
+    """Median over the (image, finding) ``pairs`` of predicted box area / true box area."""
+    pred = _area(boxes) if boxes.ndim == 3 else _area(boxes)[:, None].expand(pairs.shape)
+    ratio = pred[pairs] / _area(torch.nan_to_num(true, nan=0.0))[pairs].clamp(min=1e-9)
+    return float(ratio.median()) if ratio.numel() else math.nan
 
 
 def _point_in(true: torch.Tensor, present: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:

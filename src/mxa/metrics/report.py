@@ -79,7 +79,11 @@ def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
     def val(r: dict) -> dict:
         return r["val_ema"] if use_ema and isinstance(r.get("val_ema"), dict) else r["val"]
 
-    best = max(records, key=lambda r: val(r)["macro_auc"] if val(r)["macro_auc"] is not None else -1)
+    def score(r: dict) -> float:  # an epoch without a finite macro AUC is never the best
+        v = val(r).get("macro_auc")
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
+
+    best = max(records, key=score)
     out = {k: val(best).get(k) for k in SCALAR_METRICS}
     out["per_label_auc"] = val(best).get("per_label_auc", {})
     out["epoch"] = best["epoch"]
@@ -92,17 +96,27 @@ def read_run(run_dir: Path, use_ema: bool = True) -> dict[str, Any]:
 def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]:
     """Mean and Student-t CI over runs (seeds) of every metric of their best epochs.
 
-    Each run counts once (a folder given twice, or by another path, is one run), and all runs must have
-    the same labels: a mean over different label sets is not a number of anything.
+    Each run counts once (a folder given twice, by another path, or a copy of it: the same epoch records),
+    and all runs must have the same labels: a mean over different label sets is not a number of anything.
+    Runs whose macro AUCs average different labels (a label without both classes in some run) are said so.
     """
     unique: list[Path] = []
+    seen: dict[bytes, Path] = {}
     for d in map(Path, run_dirs):
         if any(d.resolve() == u.resolve() for u in unique):
             log.warning("%s was given more than once: it counts once", d)
             continue
+        text = (d / "metrics.jsonl").read_bytes() if (d / "metrics.jsonl").is_file() else b""
+        if text and text in seen:
+            log.warning(
+                "%s holds the same run as %s (identical epoch records, a copy): it counts once", d, seen[text]
+            )
+            continue
+        seen[text] = d
         unique.append(d)
     run_dirs = unique
     runs = [read_run(d, use_ema) for d in run_dirs]
+    _warn_on_different_scored_labels(runs, run_dirs)
     label_sets = {tuple(r["per_label_auc"]) for r in runs}
     if len(label_sets) > 1:
         a, b = sorted(label_sets, key=len)[:2]
@@ -121,6 +135,18 @@ def aggregate_runs(run_dirs: list[Path], use_ema: bool = True) -> dict[str, Any]
     labels = list(runs[0]["per_label_auc"]) if runs else []
     per_label = {n: mean_ci([r["per_label_auc"].get(n) for r in runs], bounds=unit) for n in labels}
     return {"runs": [str(d) for d in run_dirs], "metrics": agg, "per_label_auc": per_label}
+
+
+def _warn_on_different_scored_labels(runs: list[dict[str, Any]], run_dirs: list[Path]) -> None:
+    scored = [frozenset(n for n, v in r["per_label_auc"].items() if v is not None) for r in runs]
+    if len(set(scored)) > 1:
+        common = frozenset.intersection(*scored)
+        odd = {str(d): sorted(s - common) for d, s in zip(run_dirs, scored) if s - common}
+        log.warning(
+            "the runs' macro AUCs average different labels (scored only in some runs: %s): the mean macro "
+            "AUC mixes label sets; compare the per-label AUCs",
+            "; ".join(f"{d}: {', '.join(v)}" for d, v in odd.items()),
+        )
 
 
 def group_runs(paths: list[Path], names: dict[str, str] | None = None) -> dict[str, list[Path]]:

@@ -18,7 +18,7 @@ from mxa.models.efficientvit_ml import (
 )
 from mxa.models.graft import BlockRule, add_mxa, known_blocks, register_block
 from mxa.models.grafted import GRAFTED_MODEL_NAMES, GRAFTED_PARENTS
-from mxa.models.hooks import forward_with_rois, has_rois, mxa_blocks
+from mxa.models.hooks import ModelROIs, forward_rois, forward_with_rois, has_rois, mxa_blocks
 
 #: Every model this package registers in timm, from the architecture table (never typed by hand).
 MODEL_NAMES = tuple(f"efficientvit_ml_{size}" for size in _ARCH)
@@ -58,6 +58,7 @@ __all__ = [
     "DecisionRule",
     "FreshBiasAttention",
     "MXAWindowAttention",
+    "ModelROIs",
     "ModelSpec",
     "MultiLabelEfficientViT",
     "add_mxa",
@@ -69,6 +70,7 @@ __all__ = [
     "efficientvit_ml_m3",
     "efficientvit_ml_m4",
     "efficientvit_ml_m5",
+    "forward_rois",
     "forward_with_rois",
     "get_decision_rule",
     "has_rois",

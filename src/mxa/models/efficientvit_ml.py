@@ -16,6 +16,7 @@ timm's. Three things are changed, each by a small subclass:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,6 +131,11 @@ def _check_input(x: torch.Tensor, in_chans: int, input_hw: tuple[int, int]) -> N
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected a (B, {in_chans}, {input_hw[0]}, {input_hw[1]}) image batch, got {shape}")
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"the batch holds no image (shape {tuple(x.shape)}): give at least one, e.g. x[None] for a "
+            f"single ({in_chans}, {input_hw[0]}, {input_hw[1]}) image"
+        )
     if x.shape[1] == 3 and in_chans == 1 and bool((x[:, 1:] == x[:, :1]).all()):
         raise ValueError(
             f"the model expects 1-channel X-rays but got 3 identical channels (shape {tuple(x.shape)}): a "
@@ -226,14 +232,14 @@ class MultiLabelEfficientViT(EfficientVitMsra):
             bad = sorted(i for i in stages_with_mxa if not 0 <= i < n_stages)
             if bad:
                 raise ValueError(f"mxa_stages {bad} out of range: this model has stages 0..{n_stages - 1}")
-        self.mxa_stages = tuple(sorted(stages_with_mxa))
-        self.mxa_cfg = dict(mxa_cfg or {})
-        for i, stage in enumerate(self.stages):
-            for j, blk in enumerate(stage.blocks):
-                cfg = self.mxa_cfg if i in stages_with_mxa else None
-                blk.mixer.m = MXAWindowAttention.from_timm(blk.mixer.m, cfg)
-                if blk.mixer.m.mxa is not None:
-                    blk.mixer.m.mxa.mxa_site = f"stages.{i}.blocks.{j}"  # the name mxa_blocks() reports
+        for stage in self.stages:  # the attention without timm's stale eval-mode bias cache, everywhere
+            for blk in stage.blocks:
+                blk.mixer.m = MXAWindowAttention.from_timm(blk.mixer.m, None)
+        self.mxa_stages, self.mxa_cfg = (), dict(mxa_cfg or {})
+        if stages_with_mxa:  # MXA goes in the one way it goes into any model: add_mxa
+            from mxa.models.graft import add_mxa
+
+            add_mxa(self, where=sorted(stages_with_mxa), **self.mxa_cfg)
         if num_classes > 0:
             self.head = BatchSafeNormLinear(self.head_hidden_size, num_classes, drop=self.drop_rate)
         if label_names is not None and len(label_names) != num_classes:
@@ -330,7 +336,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: MultiLabelE
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> MultiLabelEfficientViT:
     out_indices = kwargs.pop("out_indices", (0, 1, 2))
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         MultiLabelEfficientViT,
         variant,
         pretrained,
@@ -338,6 +344,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> MultiLabel
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
     )
+    if isinstance(model, MultiLabelEfficientViT):  # not a features_only wrapper
+        # the cfg describes the model as built (timm's Hub export writes it): its input, not the default's
+        h, w = model.input_hw
+        model.pretrained_cfg = model.default_cfg = {
+            **model.pretrained_cfg,
+            "input_size": (model.in_chans, h, w),
+            "pool_size": (math.ceil(h / 64), math.ceil(w / 64)),
+        }
+    return model
 
 
 def _cfg(base: str, **kwargs: Any) -> dict[str, Any]:

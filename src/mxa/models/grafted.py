@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import timm
-from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model, resolve_pretrained_cfg
+from timm.models import (
+    generate_default_cfgs,
+    get_pretrained_cfg,
+    load_pretrained,
+    register_model,
+    resolve_pretrained_cfg,
+)
 from torch import nn
 
 from mxa.data.labels import CHEXPERT_LABELS
@@ -71,17 +77,25 @@ def create_grafted(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.
     mxa_cfg = dict(kwargs.pop("mxa_cfg", None) or {})
     label_names = kwargs.pop("label_names", None)
     img_size = kwargs.pop("img_size", None)
-    kwargs.pop("pretrained_cfg", None)  # our tag; the weights are the parent's (its own cfg loads them)
+    # our default cfg only tags the model (the parent's own cfg loads its ImageNet weights); a cfg from a
+    # Hub folder or repo of this model (timm.create_model("local-dir:..."/"hf-hub:...")) holds our weights
+    given = kwargs.pop("pretrained_cfg", None)
+    given = given.to_dict() if hasattr(given, "to_dict") else dict(given or {})
+    own = given if pretrained and given.get("source") in ("local-dir", "hf-hub") else None
     if img_size is not None and takes_size:
         kwargs["img_size"] = img_size
     kwargs.setdefault("in_chans", 1)
     kwargs.setdefault("num_classes", len(CHEXPERT_LABELS))
-    model = timm.create_model(parent, pretrained=pretrained, **kwargs)
+    model = timm.create_model(parent, pretrained=pretrained and own is None, **kwargs)
     if use_mxa:
         add_mxa(model, where=[int(i) for i in stages] if stages else None, **mxa_cfg)
     else:
         model.mxa_stages = ()
         model.mxa_cfg = mxa_cfg
+    if own is not None:
+        # our whole state dict, first conv already of in_chans channels (no RGB adaptation), head included
+        cfg = {**own, "first_conv": None, "classifier": None}
+        load_pretrained(model, pretrained_cfg=cfg, num_classes=model.num_classes, in_chans=kwargs["in_chans"])
     cfg = resolve_pretrained_cfg(variant).to_dict()
     cfg["architecture"] = variant
     model.pretrained_cfg = model.default_cfg = cfg

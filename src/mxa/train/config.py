@@ -23,11 +23,26 @@ __all__ = ["LEGACY_SETTINGS", "ConfigError", "TrainConfig", "stored_settings"]
 #: Settings added with a default that differs from what runs before them did: a checkpoint whose stored
 #: config lacks one was trained with the value given here (resume and rebuild use it, never the new default).
 LEGACY_SETTINGS: dict[str, Any] = {
+    "mxa_rois": 0,
+    "roi_guide": 0.0,
     "mxa_min_size": 0.25,
     "mxa_mode": "zoom",
     "roi_mil": 0.0,
     "mxa_class_boxes": False,
 }
+
+
+#: Settings of the single-box block (``mxa_rois`` 0) that a label-ROI block has no use for.
+SINGLE_BOX_SETTINGS = (
+    "mxa_mode",
+    "mxa_min_size",
+    "mxa_init_size",
+    "mxa_crop_size",
+    "mxa_saliency_temperature",
+    "mxa_crop_method",
+    "mxa_box_size",
+    "mxa_class_boxes",
+)
 
 
 def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +68,8 @@ class TrainConfig:
 
     data: str = _opt(
         "phantom",
-        "'phantom' (built-in synthetic X-rays, no download) or <scheme>:<root> with scheme "
+        "'phantom' (built-in synthetic X-rays, no download), 'phantom-small' (the same with at most one "
+        "small finding per image) or <scheme>:<root> with scheme "
         f"{', '.join(SCHEMES[1:])}; several joined by '+' (each set split by patient, validated per set and "
         "pooled), each optionally weighted with *<w> (drawn w times as often per image)",
         "data",
@@ -85,6 +101,19 @@ class TrainConfig:
     )
     mxa_stages: list[int] | None = _opt(  # noqa: RUF009  (_opt returns a dataclasses.field)
         None, "stages that get MXA (default: all)", "model", min=0, nargs="+", fixed=True
+    )
+    mxa_rois: int = _opt(
+        2,
+        "ROIs per MXA block from the ROI classifier's label maps: the boxes of the R labels whose maps peak "
+        "highest, each refined by CBAM where it lies and weighted by its label's probability (needs "
+        "--roi-mil > 0); 0 = the paper's single box from the block's own box head, to which --mxa-mode, "
+        "--mxa-box-size, "
+        "--mxa-init-size, --mxa-crop-size, --mxa-crop-method, --mxa-saliency-temperature and "
+        "--mxa-class-boxes apply (docs/localization.md)",
+        "model",
+        min=0,
+        max=14,
+        fixed=True,
     )
     mxa_mode: str = _opt(
         "paste",
@@ -241,9 +270,10 @@ class TrainConfig:
         fixed=True,
     )
     mxa_class_boxes: bool = _opt(
-        True,
-        "with --roi-mil > 0: every label gets its own box per MXA block, from that label's map of the ROI "
-        "classifier (the per-label boxes of `mxa eval`'s detection metrics)",
+        False,
+        "with --mxa-rois 0 and --roi-mil > 0: every label gets its own box per MXA block, from that label's "
+        "map of the ROI classifier (the per-label boxes of `mxa eval`'s detection metrics; label ROIs always "
+        "have them)",
         "localization",
         fixed=True,
     )
@@ -252,6 +282,16 @@ class TrainConfig:
         "weight of the ROI objective that needs image labels only: the mean label score inside each MXA box "
         "must predict the image's labels, a soft maximum outside it none (a linear classifier per block, run "
         "in training only; 0 = off, the paper's)",
+        "localization",
+        min=0.0,
+        max=1e3,
+        fixed=True,
+    )
+    roi_guide: float = _opt(
+        1.0,
+        "with --mxa-rois > 0: weight of the coarse-to-fine objective, in which the deepest MXA block's label "
+        "maps tell every earlier block where each finding roughly is (inside its peak box the label, outside "
+        "none), so finer maps learn to fire on the finding itself (0 = off)",
         "localization",
         min=0.0,
         max=1e3,
@@ -320,6 +360,33 @@ class TrainConfig:
         if self.mxa_box_size == "head" and not self.mxa_init_size > self.mxa_min_size:
             raise ConfigError(
                 f"mxa_init_size ({self.mxa_init_size}) must be above mxa_min_size ({self.mxa_min_size})"
+            )
+        if self.mxa and self.mxa_rois and not self.roi_mil > 0:
+            raise ConfigError(
+                f"mxa_rois ({self.mxa_rois}) takes its ROIs from the label maps that the ROI objective "
+                "trains: set roi_mil > 0 (e.g. 1), or mxa_rois 0 for the paper's single box"
+            )
+        if self.mxa and self.mxa_rois:
+            changed = [
+                f.name
+                for f in dataclasses.fields(self)
+                if f.name in SINGLE_BOX_SETTINGS and getattr(self, f.name) != f.default
+            ]
+            if changed:
+                raise ConfigError(
+                    f"{', '.join(changed)} set the paper's single-box MXA block, but mxa_rois "
+                    f"({self.mxa_rois}) takes the block's ROIs from the label maps: set mxa_rois 0 to use "
+                    "them, or leave them out"
+                )
+        if self.mxa and self.mxa_class_boxes and not self.roi_mil > 0:
+            raise ConfigError(
+                "mxa_class_boxes gives every label a box from the ROI classifier, which roi_mil 0 turns off: "
+                "set roi_mil > 0 (e.g. 1), or leave mxa_class_boxes out"
+            )
+        if self.mxa and self.mxa_rois and self.box_area_penalty > 0:
+            raise ConfigError(
+                f"box_area_penalty needs a box with a gradient, and mxa_rois ({self.mxa_rois}) boxes are a "
+                "read-out of the label maps: set box_area_penalty 0, or mxa_rois 0 for the paper's single box"
             )
         if self.mxa_crop_size is not None and self.mxa_mode != "paste":
             raise ConfigError("mxa_crop_size is for --mxa-mode paste only (zoom crops to the map's size)")

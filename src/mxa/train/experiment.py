@@ -22,10 +22,10 @@ from mxa.files.checkpoint import TrainCheckpoint
 from mxa.files.spec import ModelSpec
 from mxa.metrics.report import aggregate_runs
 from mxa.train.config import TrainConfig, stored_settings
-from mxa.train.loop import train
+from mxa.train.loop import CONTINUE_HINT, train
 from mxa.train.run_folder import RunFolderError
 from mxa.train.state import FIXED_ON_RESUME
-from mxa.utils.files import atomic_write_text
+from mxa.utils.files import atomic_write_text, json_text
 
 __all__ = [
     "PAPER_VARIANTS",
@@ -76,6 +76,7 @@ class Experiment:
         cache_teacher: distil from the teacher's cached logits (fast; the evaluation view of each image)
             instead of running it online on the augmented batch.
         variants: what to train.
+        command: the command that runs (and, run again, continues) the experiment, for the hints.
     """
 
     base: TrainConfig
@@ -85,6 +86,7 @@ class Experiment:
     teacher_epochs: int | None = None
     cache_teacher: bool = False
     variants: tuple[Variant, ...] = PAPER_VARIANTS
+    command: str = "mxa ablate"
 
     @property
     def teacher_dir(self) -> Path:
@@ -114,7 +116,7 @@ class Experiment:
 
 
 #: settings that only shape MXA blocks
-_MXA_ONLY = frozenset(k for k in FIXED_ON_RESUME if k.startswith("mxa_") or k == "roi_mil")
+_MXA_ONLY = frozenset(k for k in FIXED_ON_RESUME if k.startswith("mxa_") or k in ("roi_mil", "roi_guide"))
 
 
 def _run_state(cfg: TrainConfig) -> tuple[str, list[str]]:
@@ -151,20 +153,27 @@ def train_or_continue(cfg: TrainConfig) -> None:
 
     With ``cfg.overwrite`` the run starts over; a run of other settings is refused (train says how).
     """
-    state, changed = _run_state(cfg)
+    check_same_settings(cfg)
+    state, _ = _run_state(cfg)
     if state == "finished":
         log.info("%s: already trained with these settings, kept", cfg.output)
     elif state == "unfinished":
         last = Path(cfg.output) / "last.pt"
         log.info("%s: continuing the unfinished run from %s", cfg.output, last)
         train(dataclasses.replace(cfg, resume=str(last)))
-    elif state == "other":  # the experiment's own wording: its runs' folders are not flags of its command
+    else:
+        train(cfg)
+
+
+def check_same_settings(cfg: TrainConfig) -> None:
+    """Raise :class:`RunFolderError` when ``cfg.output`` holds a run of other settings (before any work, also
+    where the run would be a cluster job: its own log is not where the answer belongs)."""
+    state, changed = _run_state(cfg)
+    if state == "other":  # the experiment's own wording: its runs' folders are not flags of its command
         raise RunFolderError(
             f"{cfg.output} holds a run of other settings ({', '.join(changed)}): run the same command with "
             "--overwrite to replace the experiment's runs, or give the experiment another output folder"
         )
-    else:
-        train(cfg)
 
 
 def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
@@ -173,6 +182,14 @@ def run_experiment(exp: Experiment) -> dict[str, list[Path]]:
     Runs that already finished in their folders are kept, unfinished ones continued (see
     :func:`train_or_continue`); ``base.overwrite`` starts them all over.
     """
+    token = CONTINUE_HINT.set(f"the same {exp.command} command again")  # a stopped run continues with it
+    try:
+        return _run_all(exp)
+    finally:
+        CONTINUE_HINT.reset(token)
+
+
+def _run_all(exp: Experiment) -> dict[str, list[Path]]:
     teacher = exp.teacher
     if teacher == "train" and any(v.distill for v in exp.variants):
         log.info("teacher: %s without MXA, %d epochs", exp.base.model, exp.teacher_config().epochs)
@@ -243,7 +260,7 @@ def ablation_experiment(
 def ablation_table(runs: dict[str, list[Path]], output: Path, json_path: str | None = None) -> dict[str, Any]:
     """{variant: aggregate over its runs}, written to ``output/ablation.json`` (and ``json_path``)."""
     table = {name: aggregate_runs(dirs) for name, dirs in runs.items()}
-    text = json.dumps(table, indent=2)
+    text = json_text(table, indent=2)
     atomic_write_text(Path(output) / "ablation.json", text)
     if json_path:
         atomic_write_text(json_path, text)

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,13 @@ from mxa.train.config import TrainConfig
 from mxa.train.experiment import (
     Experiment,
     Variant,
+    check_same_settings,
     run_finished,
     teacher_for_seed,
     teacher_spec,
     train_or_continue,
 )
+from mxa.train.loop import CONTINUE_HINT
 from mxa.utils.files import atomic_write_text
 
 __all__ = [
@@ -57,6 +60,14 @@ _POLL_S = {"local": 2.0, "slurm": 30.0}
 
 class JobFailedError(RuntimeError):
     """A job of the experiment ended without finishing its run (the message names its log)."""
+
+
+#: SLURM's own character set for partition and account names (a partition list: names joined by commas).
+_SLURM_CHARS = "letters, digits, '_', '-' and '.'"
+_SLURM_NAME = {
+    "partition": re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*"),
+    "account": re.compile(r"[A-Za-z0-9_.-]+"),
+}
 
 
 @dataclass(frozen=True)
@@ -98,13 +109,19 @@ class ClusterConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         for name in ("partition", "account"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a name (text), got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and _SLURM_NAME[name].fullmatch(value)):
+                # these reach the generated sbatch script: a newline or a shell character would be a command
+                several = ", several joined by commas" if name == "partition" else ""
+                raise ValueError(f"{name} must be a SLURM name ({_SLURM_CHARS}{several}), got {value!r}")
         if not isinstance(self.wait, bool):
             raise ValueError(f"wait must be true or false, got {self.wait!r}")
 
     def executor(self, folder: Path, name: str, after: str | None = None) -> Any:
         """A submitit executor for one kind of job (``after``: a SLURM job id it must wait for)."""
+        for what, text in (("the experiment folder", str(folder)), ("the job name", name)):
+            if any(ord(c) < 32 or c == "\x7f" for c in text):  # it is written into the sbatch script
+                raise ValueError(f"{what} {text!r} holds a control character (a newline?): choose another")
         submitit = require("submitit", "mxa ablate --launcher submitit")
         try:
             ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=self.cluster)
@@ -167,6 +184,7 @@ class TrainJob:
         else:
             spec = teacher_for_seed(self.exp, _teacher(self.exp), self.seed_index)
             cfg = self.exp.run_config(self.variant, self.seed_index, spec)
+        CONTINUE_HINT.set(f"the same {self.exp.command} command again")  # this job's process only
         train_or_continue(cfg)
         return cfg.output
 
@@ -233,6 +251,11 @@ def _active(cluster: ClusterConfig, folder: Path, job_id: str) -> bool:
 def submit_experiment(exp: Experiment, cluster: ClusterConfig) -> Submission:
     """Submit the experiment's unfinished runs (the teacher first); see the module docstring."""
     folder = exp.output / "submitit"
+    for cfg in [exp.teacher_config()] if exp.teacher == "train" else []:
+        check_same_settings(cfg)
+    for s in range(exp.seeds):  # every run of other settings is refused here, before anything is submitted
+        for v in exp.variants:
+            check_same_settings(_run_cfg(exp, v, s))
     exp.output.mkdir(parents=True, exist_ok=True)
     recorded = _recorded(exp)
     sub = Submission()
@@ -286,7 +309,7 @@ def submit_experiment(exp: Experiment, cluster: ClusterConfig) -> Submission:
 
 def _wait_for(job: Any, what: str) -> None:
     try:
-        job.result()
+        job.results()  # one result per task: a job of several GPUs (DDP) has several
     except Exception as e:  # submitit re-raises the job's error with its log's tail
         raise JobFailedError(
             f"the job of {what} failed; its log is in {job.paths.stderr}; run the same command again to "

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shlex
 import signal
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,23 @@ from timm.utils import dispatch_clip_grad
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mxa.data.labels import CHEXPERT_LABELS
-from mxa.evaluate import metrics_by_source, predict, roi_localization, summarize_localization
-from mxa.losses.box import best_match_giou_loss, box_area, per_label_giou_loss, roi_mil_loss
+from mxa.evaluate import (
+    _with_label_boxes,
+    metrics_by_source,
+    predict,
+    roi_localization,
+    summarize_localization,
+)
+from mxa.losses.box import (
+    best_match_giou_loss,
+    box_area,
+    guided_mil_loss,
+    per_label_giou_loss,
+    roi_mil_loss,
+    true_box_map_loss,
+)
 from mxa.metrics.classification import SCALAR_METRICS, compute_metrics
-from mxa.models.hooks import has_rois
+from mxa.models.hooks import BoxCapture, has_rois
 from mxa.train.config import TrainConfig
 from mxa.train.distributed import agree, gather_predictions, process_group
 from mxa.train.setup import determinism, output_lock, schedule_phases, setup
@@ -64,6 +79,16 @@ class _StopRequest:
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+
+
+#: What to run to continue a stopped run, when it is part of a command that continues it (``mxa demo``,
+#: ``mxa ablate``: set by :func:`mxa.train.experiment.run_experiment`); unset: ``mxa train --resume``.
+CONTINUE_HINT: ContextVar[str | None] = ContextVar("continue_hint", default=None)
+
+
+def continue_hint(last: Path) -> str:
+    """The command that continues a run stopped with ``last`` as its checkpoint, ready to paste."""
+    return CONTINUE_HINT.get() or f"mxa train --resume {shlex.quote(str(last))}"
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -119,9 +144,9 @@ def _fit(run: Run, saver: CheckpointSaver, stopper: _StopRequest, tracking: Trac
         if cfg.stop_after_epoch is not None and cfg.stop_after_epoch <= epoch + 1 < cfg.epochs:
             if run.is_main:
                 log.info(
-                    "stopping after epoch %d as asked; continue with: mxa train --resume %s",
+                    "stopping after epoch %d as asked; continue with: %s",
                     epoch + 1,
-                    saver.last,
+                    continue_hint(saver.last),
                 )
             break
 
@@ -154,7 +179,8 @@ def _log_epoch(run: Run, record: dict[str, Any], improved: bool) -> None:
         fmt(record["val"]["macro_auc"]),
         ema_txt,
         record["train_images_per_s"],
-        " (best)" if improved else "",
+        # best.pt is chosen on the EMA's AUC where there is one: say which number it is
+        (" (best EMA AUC: best.pt)" if "val_ema" in record else " (best: best.pt)") if improved else "",
     )
 
 
@@ -238,22 +264,42 @@ def _forward_loss(run: Run, batch: Any) -> torch.Tensor:
     loss = run.criterion(logits.float(), targets, t_logits, t_mask, mask)
     if run.boxes is not None:
         true = batch[4].to(dev) if len(batch) > 4 else None
-        loss = loss + _box_terms(run, run.boxes.take(), true)
-        label_boxes = run.boxes.take_label_boxes()
-        if label_boxes and run.cfg.box_loss > 0 and true is not None:  # each label's box to its own box
-            per_block = (per_label_giou_loss(b, true) for b in label_boxes)
-            loss = loss + run.cfg.box_loss * sum(per_block, torch.zeros((), device=dev)) / len(label_boxes)
-        roi_logits = run.boxes.take_roi_logits()
-        if roi_logits:
-            findings = torch.tensor([name != "No Finding" for name in CHEXPERT_LABELS], device=dev)
-            per_block = (roi_mil_loss(z, targets, mask, findings) for z in roi_logits)
-            loss = loss + run.cfg.roi_mil * sum(per_block, torch.zeros((), device=dev)) / len(roi_logits)
+        loss = loss + _localization_terms(run.cfg, run.boxes, targets, mask, true)
     return loss
 
 
-def _box_terms(run: Run, boxes: list[torch.Tensor], true: torch.Tensor | None) -> torch.Tensor:
+def _localization_terms(
+    cfg: TrainConfig, boxes: BoxCapture, targets: torch.Tensor, mask: torch.Tensor, true: torch.Tensor | None
+) -> torch.Tensor:
+    """The box and ROI objectives of the last forward pass (:class:`~mxa.models.hooks.BoxCapture`):
+    ``--box-loss``/``--box-area-penalty`` on single boxes, ``--box-loss`` on per-label boxes or label-ROI
+    maps, ``--roi-mil`` on the ROI classifiers and ``--roi-guide`` between label-ROI blocks."""
+    dev = targets.device
+    zero = torch.zeros((), device=dev)
+    total = zero
+    single = [b for b in boxes.take() if b.ndim == 2]  # label-ROI boxes (B, R, 4) are a read-out
+    if single:
+        total = total + _box_terms(cfg, single, true)
+    label_boxes, maps = boxes.take_label_boxes(), boxes.take_label_maps()
+    if maps and cfg.box_loss > 0 and true is not None:  # label-ROI maps high in each label's true box
+        total = total + cfg.box_loss * sum((true_box_map_loss(z, true) for z in maps), zero) / len(maps)
+    elif label_boxes and cfg.box_loss > 0 and true is not None:  # each label's box to its own box
+        total = total + cfg.box_loss * sum((per_label_giou_loss(b, true) for b in label_boxes), zero) / len(
+            label_boxes
+        )
+    roi_logits = boxes.take_roi_logits()
+    findings = torch.tensor([name != "No Finding" for name in CHEXPERT_LABELS], device=dev)
+    if roi_logits:
+        per_block = (roi_mil_loss(z, targets, mask, findings) for z in roi_logits)
+        total = total + cfg.roi_mil * sum(per_block, zero) / len(roi_logits)
+    if len(maps) > 1 and cfg.roi_guide > 0:  # the deepest block's maps guide the earlier ones
+        per_block = (guided_mil_loss(z, maps[-1], targets, mask, findings) for z in maps[:-1])
+        total = total + cfg.roi_guide * sum(per_block, zero) / (len(maps) - 1)
+    return total
+
+
+def _box_terms(cfg: TrainConfig, boxes: list[torch.Tensor], true: torch.Tensor | None) -> torch.Tensor:
     """``--box-loss`` x GIoU to the best-matching true box + ``--box-area-penalty`` x mean box area."""
-    cfg = run.cfg
     zero = torch.zeros((), device=boxes[0].device)  # sum()'s start, typed (0 + x is exact)
     total = sum((box_area(b).mean() for b in boxes), zero) / len(boxes) * cfg.box_area_penalty
     if cfg.box_loss > 0 and true is not None:
@@ -292,11 +338,11 @@ def _save_on_stop(run: Run, saver: CheckpointSaver, epoch: int, batch_in_epoch: 
     saver.save(state, improved=False, record=None)
     if run.is_main:
         log.info(
-            "saved %s (epoch %d, batch %d); continue with: mxa train --resume %s",
+            "saved %s (epoch %d, batch %d); continue with: %s",
             saver.last,
             epoch + 1,
             batch_in_epoch,
-            saver.last,
+            continue_hint(saver.last),
         )
 
 
@@ -329,7 +375,11 @@ def validate(run: Run) -> dict[str, Any]:
         )
         if "rois" in preds and "true_boxes" in preds:
             loc = roi_localization(
-                preds["rois"], preds["true_boxes"], n_random=16, points=preds.get("points"), per_label=False
+                _with_label_boxes(preds),
+                preds["true_boxes"],
+                n_random=16,
+                points=preds.get("points"),
+                per_label=False,
             )
             # the mean over blocks, and each block's own numbers (learning curves, trackers)
             per_block = {b: {k: v for k, v in m.items() if isinstance(v, float)} for b, m in loc.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def prepare_run_folder(output: str | Path, resume: str | None, overwrite: bool) 
         return out
     if not overwrite:
         hint = (
-            f"continue it with `mxa train --resume {out / 'last.pt'}`, " if (out / "last.pt").exists() else ""
+            f"continue it with `mxa train --resume {shlex.quote(str(out / 'last.pt'))}`, "
+            if (out / "last.pt").exists()
+            else ""
         )
         raise RunFolderError(
             f"{out} already holds a run ({', '.join(existing)}); {hint}replace it with --overwrite, "

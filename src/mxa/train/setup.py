@@ -9,6 +9,7 @@ import pickle
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -115,37 +116,29 @@ def _warn_about_sizes(cfg: TrainConfig, device: torch.device, steps: int) -> Non
         )
 
 
-def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
-    """Model, data, teacher, loss, optimizer, schedule, EMA; then the resumed state, if any."""
-    rank, world = dist_info()
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    amp = resolve_amp(cfg.amp, device)
-    random_seed(cfg.seed, rank)  # timm: Python, NumPy's global RNG and torch
-    model = _build_model(cfg, device)
-    train_ds, val_ds = build_datasets(
-        cfg.data,
-        model,
-        policy=cfg.policy,
-        train_samples=cfg.train_samples,
-        val_samples=cfg.val_samples,
-        seed=cfg.seed,
-        rand_augment=cfg.rand_augment,
-        geometric=cfg.box_loss == 0,  # box supervision needs boxes that still fit the augmented image
-    )
-    if len(train_ds) < cfg.batch_size * world:
+def _steps_per_epoch(cfg: TrainConfig, n_train: int, world: int) -> int:
+    """Optimizer batches per epoch; refuses a set smaller than a batch and accumulation that never steps."""
+    if n_train < cfg.batch_size * world:
         raise ValueError(
-            f"the training set has {len(train_ds)} images, fewer than one batch ({cfg.batch_size} x {world} "
+            f"the training set has {n_train} images, fewer than one batch ({cfg.batch_size} x {world} "
             "processes); lower --batch-size or use more --train-samples"
         )
-    teacher, cache = _build_teacher(cfg, model, device)
-    criterion = _build_criterion(cfg, train_ds, teacher is not None or cache is not None).to(device)
-    steps = len(train_ds) // (cfg.batch_size * world)
+    steps = n_train // (cfg.batch_size * world)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
-    if rank == 0:
-        _warn_about_sizes(cfg, device, steps)
-    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.accum_steps > steps:  # gradients would pile up and be dropped at every epoch's end, never applied
+        raise ValueError(
+            f"--accum-steps {cfg.accum_steps} is more than the {steps} batches of an epoch, so the optimizer "
+            "would never step: lower --accum-steps, or use a smaller --batch-size or more training images"
+            + (" or a larger --max-steps-per-epoch" if cfg.max_steps_per_epoch else "")
+        )
+    return steps
+
+
+def _schedule(
+    cfg: TrainConfig, optimizer: Any, steps: int, rank: int
+) -> tuple[Any, tuple[int, int, int, bool]]:
+    """timm's cosine schedule with warm-up and cool-down, stepped per update; and the epoch phases."""
     phases = schedule_phases(cfg.epochs, cfg.warmup_epochs, cfg.cooldown_epochs)
     scheduler, _ = create_scheduler_v2(
         optimizer,
@@ -167,6 +160,34 @@ def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
             phases[0],
             phases[2],
         )
+    return scheduler, phases
+
+
+def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
+    """Model, data, teacher, loss, optimizer, schedule, EMA; then the resumed state, if any."""
+    rank, world = dist_info()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = resolve_amp(cfg.amp, device)
+    random_seed(cfg.seed, rank)  # timm: Python, NumPy's global RNG and torch
+    model = _build_model(cfg, device)
+    train_ds, val_ds = build_datasets(
+        cfg.data,
+        model,
+        policy=cfg.policy,
+        train_samples=cfg.train_samples,
+        val_samples=cfg.val_samples,
+        seed=cfg.seed,
+        rand_augment=cfg.rand_augment,
+        geometric=cfg.box_loss == 0,  # box supervision needs boxes that still fit the augmented image
+    )
+    steps = _steps_per_epoch(cfg, len(train_ds), world)
+    teacher, cache = _build_teacher(cfg, model, device)
+    criterion = _build_criterion(cfg, train_ds, teacher is not None or cache is not None).to(device)
+    if rank == 0:
+        _warn_about_sizes(cfg, device, steps)
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler, phases = _schedule(cfg, optimizer, steps, rank)
     run = Run(
         cfg=cfg,
         device=device,

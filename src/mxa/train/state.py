@@ -28,6 +28,7 @@ from mxa.models.hooks import BoxCapture
 from mxa.train.config import TrainConfig, stored_settings
 from mxa.train.distributed import all_ranks
 from mxa.train.run_folder import trim_metrics
+from mxa.utils.files import json_text
 
 __all__ = [
     "FIXED_ON_RESUME",
@@ -83,6 +84,13 @@ def all_finite(module: torch.nn.Module) -> bool:
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
     """What a run builds (and its checkpoints record): the model, its size, and its MXA options."""
+    if cfg.mxa_rois:  # ROIs from the label maps: the single box's settings do not apply
+        rois = {
+            "rois": cfg.mxa_rois,
+            "roi_classes": len(CHEXPERT_LABELS),
+            "roi_skip": [CHEXPERT_LABELS.index("No Finding")],  # the one label without a place
+        }
+        return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, rois)
     chosen = {
         "mode": cfg.mxa_mode,
         "min_size": cfg.mxa_min_size,
@@ -189,7 +197,7 @@ class CheckpointSaver:
             state.save(self.best)
         if record is not None:
             with open(self.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json_text(record) + "\n")  # NaN as null: every JSON reader takes it
 
     def where_good(self) -> str:
         if self.last_good is None or not self.last_good.is_file():

@@ -99,6 +99,9 @@ class _TensorBoard:
 
 class _MLflow:
     def __init__(self, out_dir: Path, run_name: str, config: Mapping[str, Any], ids: dict[str, str]) -> None:
+        # MLflow 3 reports usage to its telemetry host by default: no command of ours touches the network
+        # unless a remote service is asked for (MLFLOW_DISABLE_TELEMETRY=false turns it back on)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         mlflow = require("mlflow", "--log mlflow")
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:  # a file store in the run folder: MLflow 3 keeps it (maintenance mode) only when asked
@@ -106,9 +109,15 @@ class _MLflow:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         self._metric, self._param = mlflow.entities.Metric, mlflow.entities.Param
-        if "mlflow" in ids:
+        if "mlflow" in ids and self._exists(ids["mlflow"]):
             self.run_id = ids["mlflow"]
             return
+        if "mlflow" in ids:  # tracking.json names a run the store no longer has (deleted, or another store)
+            log.warning(
+                "MLflow run %s of this run folder is gone from %s: the resumed run logs to a new MLflow run",
+                ids["mlflow"],
+                uri,
+            )
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "mxa")
         exp = self.client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
@@ -117,6 +126,13 @@ class _MLflow:
         params = [self._param(k, v[:6000]) for k, v in _params(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i : i + 100])
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+        except Exception:  # MlflowException (RESOURCE_DOES_NOT_EXIST), or a corrupt store entry
+            return False
+        return True
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         import time
@@ -135,6 +151,7 @@ class _MLflow:
 
 class _WandB:
     def __init__(self, out_dir: Path, run_name: str, config: Mapping[str, Any], ids: dict[str, str]) -> None:
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # no crash reports to W&B's Sentry
         wandb = require("wandb", "--log wandb")
         self.wandb = wandb
         self.run = wandb.init(
@@ -250,20 +267,21 @@ def log_roi_overlays(tracking: Tracking, epoch: int, model: Any, images: Any, la
     """Validation images (B, 1, H, W) with the MXA boxes of ``model`` (rendered as ``mxa viz`` does)."""
     import torch
 
-    from mxa.models.hooks import forward_with_rois
+    from mxa.models.hooks import forward_rois
     from mxa.viz.roi import plot_roi_overlay
 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        logits, boxes = forward_with_rois(model, images)
+        seen = forward_rois(model, images)
+    logits = seen.output
     model.train(was_training)
     with tempfile.TemporaryDirectory(prefix="mxa-track-") as tmp:
         pngs = []
         for i in range(images.shape[0]):
             title = f"epoch {epoch}: validation image {i}, MXA regions of interest"
             path = Path(tmp) / f"roi_{i}.png"
-            box = {k: v[i].float().cpu() for k, v in boxes.items()}
+            box = {k: v.float().cpu() for k, v in seen.for_image(i, labels).items()}
             probs = torch.sigmoid(logits[i]).float().cpu()
             pngs.append(plot_roi_overlay(images[i].float().cpu(), box, path, probs, labels, title=title))
         tracking.log_pngs(epoch, "roi_overlay", pngs)

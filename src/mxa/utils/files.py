@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import secrets
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLock", "RunLockedError", "atomic_path", "atomic_write_text", "check_writable_dir"]
+__all__ = [
+    "RunLock",
+    "RunLockedError",
+    "atomic_path",
+    "atomic_write_text",
+    "check_writable_dir",
+    "json_text",
+    "write_failure",
+]
 
 
 @contextlib.contextmanager
@@ -29,18 +40,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+    except Exception as e:
+        reason = write_failure(e)
+        if reason is not None:
             # the usual message names no file; say which one, and that nothing earlier was lost
             raise OSError(
-                e.errno,
-                f"could not write {path}: {e.strerror} (free space on that disk, or write elsewhere); "
+                e.errno if isinstance(e, OSError) and e.errno else errno.ENOSPC,
+                f"could not write {path}: {reason} (free space on that disk, or write elsewhere); "
                 f"{'its earlier content is kept' if path.exists() else 'nothing was written'}",
             ) from None
         raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+#: How writers report a full or failing disk: errno values, and the words of torch's zip writer and of
+#: safetensors, which raise RuntimeError / SafetensorError instead of OSError.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+_DISK_WORDS = ("file write failed", "No space left", "StorageFull", "Disk quota", "Input/output error")
+
+
+def write_failure(e: BaseException) -> str | None:
+    """Why writing failed when the disk is full or failing, else None (another error, raised as it is)."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        return e.strerror or str(e)
+    text = str(e)
+    if any(w in text for w in _DISK_WORDS):
+        return (
+            "No space left on device"
+            if "space" in text or "StorageFull" in text
+            else "the disk failed to write"
+        )
+    return None
 
 
 def _create_temporary(path: Path) -> str:
@@ -54,6 +86,27 @@ def _create_temporary(path: Path) -> str:
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that every JSON reader accepts: NaN and infinities become ``null`` (``json.dumps``
+    writes ``NaN``/``Infinity``, which are not JSON); ``default=str`` for anything else not JSON.
+
+    Examples:
+        >>> json_text({"auc": float("nan"), "n": [1, float("inf")]})
+        '{"auc": null, "n": [1, null]}'
+    """
+    return json.dumps(_finite(obj), allow_nan=False, default=str, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

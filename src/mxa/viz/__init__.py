@@ -6,7 +6,7 @@ Every figure is a PNG with a title, label names, colour bars and the research-us
 from mxa.viz._common import DISCLAIMER, display_image
 from mxa.viz.attention import attention_map, plot_attention_comparison
 from mxa.viz.curves import plot_roc_curves
-from mxa.viz.roi import draw_images, plot_phantom_grid, plot_roi_overlay
+from mxa.viz.roi import draw_images, plot_crop_examples, plot_phantom_grid, plot_roi_overlay
 
 __all__ = [
     "DISCLAIMER",
@@ -14,6 +14,7 @@ __all__ = [
     "display_image",
     "draw_images",
     "plot_attention_comparison",
+    "plot_crop_examples",
     "plot_phantom_grid",
     "plot_roc_curves",
     "plot_roi_overlay",

@@ -76,18 +76,21 @@ def model_views(
     files: Sequence[Path], model: torch.nn.Module
 ) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
     """Per image file: ``(file, raw (1, H, W), x (1, C, h, w) the model's input, logits (1, K), boxes)``,
-    the boxes ``{block: (1, 4)}`` of every MXA block (empty for a model without MXA)."""
+    the boxes ``{name: (4,)}`` every MXA block crops (:meth:`~mxa.models.hooks.ModelROIs.for_image`; empty
+    for a model without MXA)."""
     from mxa.data.io import load_xray
+    from mxa.data.labels import CHEXPERT_LABELS
     from mxa.data.transforms import build_transforms
-    from mxa.models.hooks import forward_with_rois
+    from mxa.models.hooks import forward_rois
 
     tf = build_transforms(model, train=False)
+    labels = list(getattr(model, "label_names", None) or CHEXPERT_LABELS)
     for f in files:
         raw = load_xray(f)
         x = tf(raw)[None]
         with torch.no_grad():
-            logits, boxes = forward_with_rois(model, x)
-        yield f, raw, x, logits, boxes
+            seen = forward_rois(model, x)
+        yield f, raw, x, seen.output, seen.for_image(0, labels)
 
 
 def frame_rect(plt: Any, box: Any, w: int, h: int, lw: float, nest: int = 0, **kw: Any) -> Any:

@@ -234,7 +234,7 @@ def draw_gradcam(
                         what="heatmap",
                         overwrite=overwrite,
                     ),
-                    {k: v[0] for k, v in boxes.items()},
+                    boxes,
                     labels[j],
                     float(probs[j]),
                     dec,

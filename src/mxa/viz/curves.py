@@ -89,10 +89,13 @@ def plot_learning_curves(
         ylim=(0, 1.02),
         title="MXA box area per block" if blocks_seen else "MXA box area (no MXA run)",
     )
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     axes[1].legend(fontsize=7, loc="lower right")
-    if blocks_seen:
-        axes[2].legend(fontsize=6, loc="upper right", ncol=2)
+    if blocks_seen:  # below the panel: the lines it names stay visible
+        axes[2].legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     fig.tight_layout()
     return save_figure(fig, path)

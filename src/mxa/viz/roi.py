@@ -26,7 +26,7 @@ from mxa.viz._common import (
 )
 from mxa.viz.attention import plot_attention_comparison
 
-__all__ = ["draw_images", "plot_phantom_grid", "plot_roi_overlay"]
+__all__ = ["draw_images", "plot_crop_examples", "plot_phantom_grid", "plot_roi_overlay"]
 
 
 def plot_roi_overlay(
@@ -42,12 +42,13 @@ def plot_roi_overlay(
 ) -> Path:
     """The X-ray with the box of every MXA block drawn (paper Figure F.1), the top predictions beside it.
 
-    Each block has its own colour and a legend entry with its box's share of the image; boxes that touch
+    Each block has its own colour and a legend entry per box with its share of the image; boxes that touch
     the border are drawn inside the frame. True boxes are dashed, labelled with their finding.
 
     Args:
         image: (H, W) or (1, H, W) in [0, 1] (or normalized: it is rescaled for display).
-        boxes: {block name: (4,) normalized xyxy}.
+        boxes: {name: (4,) normalized xyxy}: a block's box by the block's name, a label ROI as
+            ``"<block>: <label>"`` (:meth:`~mxa.models.hooks.ModelROIs.for_image`), in the block's colour.
         probs: (C,) probabilities, listed beside the image.
         true_boxes: (C, 4) true boxes (NaN rows: absent), drawn dashed.
         targets: (C,) 0/1 labels: the true positives among the listed predictions are marked.
@@ -60,7 +61,10 @@ def plot_roi_overlay(
     fig, (ax, side) = plt.subplots(1, 2, figsize=(10, 5.4), gridspec_kw={"width_ratios": [3, 2]})
     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
     handles = []
-    for i, (name, box) in enumerate(boxes.items()):
+    order: dict[str, int] = {}  # block -> its colour index (a block's label ROIs share it)
+    for name, box in boxes.items():
+        block, _, label = name.partition(": ")
+        i = order.setdefault(block, len(order))
         b = torch.as_tensor(box).detach().float()
         area = float((b[2] - b[0]).clamp(0, 1) * (b[3] - b[1]).clamp(0, 1))
         rect = frame_rect(
@@ -71,7 +75,7 @@ def plot_roi_overlay(
             lw=1.8,
             nest=i,
             color=block_color(i),
-            label=f"{short_name(name)} ({area:.0%} of image)",
+            label=f"{short_name(block)}{': ' + label if label else ''} ({area:.0%} of image)",
         )
         handles.append(ax.add_patch(rect))
     if true_boxes is not None:
@@ -109,6 +113,69 @@ def plot_roi_overlay(
     return save_figure(fig, path)
 
 
+def plot_crop_examples(
+    dataset: Any,
+    preds: dict[str, Any],
+    block: str,
+    path: str | Path,
+    n: int = 8,
+    title: str = "What the MXA block crops",
+    cols: int = 4,
+) -> Path:
+    """What one MXA block crops on the first ``n`` images of ``dataset`` with exactly one finding, in the
+    set's order (hits and misses as they come): the finding dashed, the block's boxes solid, each label ROI
+    named, and the IoU of the box of the finding's label (a miss where that label was not cropped).
+
+    Args:
+        dataset: an :class:`~mxa.data.combine.IndexedDataset` of phantoms (``dataset.base.render``).
+        preds: :func:`mxa.evaluate.predict`'s output on ``dataset`` (``rois``, ``roi_labels``,
+            ``true_boxes``).
+        block: the block whose boxes are drawn.
+    """
+    from mxa.metrics.localization import overlaps
+
+    plt = pyplot()
+    true = preds["true_boxes"]
+    present = ~torch.isnan(true[..., 0])
+    rows_one = torch.nonzero(present.sum(1) == 1).flatten()[:n].tolist()
+    boxes, which = preds["rois"][block], preds.get("roi_labels", {}).get(block)
+    nrows = max(1, (len(rows_one) + cols - 1) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 3.4 * nrows))
+    for ax in np.atleast_1d(axes).flat:
+        ax.set_axis_off()
+    hits = 0
+    for ax, row in zip(np.atleast_1d(axes).flat, rows_one):
+        img = dataset.base.render(int(preds["index"][row]))[0]
+        h, w = img.shape
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        j = int(torch.nonzero(present[row]).flatten()[0])
+        ax.add_patch(frame_rect(plt, true[row, j], w, h, lw=1.3, ls="--", color=TRUTH_COLOR))
+        rois = boxes[row] if boxes.ndim == 3 else boxes[row][None]
+        names = [CHEXPERT_LABELS[int(k)] for k in which[row]] if which is not None else [""] * len(rois)
+        mine = None
+        for r, (b, name) in enumerate(zip(rois, names)):
+            ax.add_patch(frame_rect(plt, b, w, h, lw=1.6, nest=r, color=block_color(r)))
+            ax.text(float(b[0]) * w + 2, float(b[3]) * h - 2, name, color=block_color(r), fontsize=6)
+            if name == CHEXPERT_LABELS[j] or which is None:
+                mine = b
+        iou = (
+            float(overlaps(mine[None].float(), true[row, j][None, None].float())[0])
+            if mine is not None
+            else 0.0
+        )
+        hits += iou >= 0.3
+        verdict = f"IoU {iou:.2f}" if mine is not None else "its label not cropped"
+        ax.set_title(f"{CHEXPERT_LABELS[j]}: {verdict}", fontsize=8)
+    fig.suptitle(
+        f"{title}\n{len(rows_one)} test images with one finding, in order: {hits} at IoU >= 0.3 "
+        "(dashed: the finding; solid: the crops)",
+        fontsize=9,
+    )
+    fig.text(0.5, 0.01, DISCLAIMER, ha="center", fontsize=7, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.93))
+    return save_figure(fig, path)
+
+
 def _prediction_bars(side: Any, p: torch.Tensor, labels: Sequence[str], targets: Any, top_k: int) -> None:
     order = p.argsort(descending=True)[:top_k].tolist()
     true = [bool(targets[i] >= 0.5) for i in order] if targets is not None else [False] * len(order)
@@ -120,8 +187,10 @@ def _prediction_bars(side: Any, p: torch.Tensor, labels: Sequence[str], targets:
     side.set_xlim(0, 1)
     side.set_xlabel("predicted probability", fontsize=8)
     title = f"top {len(order)} predictions"
-    if targets is not None:
+    if any(true):  # the key only where an orange bar is shown
         title += "\n(orange: a true finding)"
+    elif targets is not None:
+        title += "\n(no true finding among them)"
     side.set_title(title, fontsize=9)
 
 
@@ -192,7 +261,7 @@ def draw_images(
         paths.append(
             plot_roi_overlay(
                 display_image(raw),
-                {k: v[0] for k, v in boxes.items()},
+                boxes,
                 out / names[f],
                 probs,
                 labels,

@@ -232,12 +232,20 @@ def graft_mit(block: nn.Module, cfg: dict[str, Any], model: nn.Module) -> MXABlo
 
 
 def graft_msra(block: nn.Module, cfg: dict[str, Any], model: nn.Module) -> MXABlock:
-    from mxa.models.efficientvit_ml import FreshBiasAttention, MXAWindowAttention
+    """An EfficientViT-MSRA block: its ``LocalWindowAttention`` becomes an :class:`MXAWindowAttention` built
+    with the MXA block (``attn(x) + mxa(x)``) and the attention's own weights: the one way an MXA block gets
+    into an EfficientViT, ours (``efficientvit_ml_*``) or timm's."""
+    from mxa.models.efficientvit_ml import MXAWindowAttention
 
     m = block.mixer.m
-    if not isinstance(m, MXAWindowAttention):
-        m.__class__ = MXAWindowAttention  # same module tree, forward adds ``mxa`` when set
-        m.attn.__class__ = FreshBiasAttention  # no stale eval-mode bias cache (timm PR #2795)
-    elif m.mxa is not None:
+    if isinstance(m, MXAWindowAttention) and m.mxa is not None:
         raise ValueError("this EfficientViT block already has an MXA block")
-    return _new_mxa(m, int(m.dim), cfg)
+    new = MXAWindowAttention.from_timm(m, cfg)
+    missing, unexpected = new.load_state_dict(m.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("mxa.") for k in missing):  # a timm whose attention changed
+        raise ValueError(
+            f"cannot carry the attention's weights over: missing {missing}, unexpected {unexpected}"
+        )
+    ref = next(m.parameters())
+    block.mixer.m = new.to(device=ref.device, dtype=ref.dtype).train(m.training)
+    return new.mxa  # type: ignore[return-value]
