@@ -296,10 +296,12 @@ def push_to_hub(
 
     Examples:
         >>> import os, tempfile, timm, mxa
-        >>> folder = mxa.export_hub(timm.create_model("efficientvit_ml_m0", img_size=64), tempfile.mkdtemp() + "/h")
+        >>> model = timm.create_model("efficientvit_ml_m0", img_size=64)
+        >>> folder = mxa.export_hub(model, tempfile.mkdtemp() + "/hub")
         >>> class DryRun:  # stands in for huggingface_hub.HfApi(), which needs a network and a token
         ...     def create_repo(self, repo_id, **kwargs): print("create", repo_id)
-        ...     def upload_folder(self, repo_id, folder_path, **kwargs): print(sorted(os.listdir(folder_path)))
+        ...     def upload_folder(self, repo_id, folder_path, **kwargs):
+        ...         print(sorted(os.listdir(folder_path)))
         >>> mxa.push_to_hub(folder, "my-org/m0-mxa", api=DryRun())
         create my-org/m0-mxa
         ['README.md', 'config.json', 'model.safetensors']
