@@ -14,7 +14,7 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole pipeline on built-in phantom data, no download (about 13 min on 2 CPU cores)",
+        help="the whole pipeline on built-in phantom data, no download (about 14 min on 2 CPU cores)",
         description=(
             "Train an MXA-free teacher, cache its logits, then the baseline, +MXA and +MXA+KD students with "
             "identical settings on phantom chest X-rays (M0 at 128 px); print the AUC table with bootstrap "
