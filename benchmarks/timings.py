@@ -4,7 +4,8 @@ Each item is timed as a user runs it (a fresh ``python -m mxa`` / ``python -m py
 and written to benchmarks/results/cpu-timings.json, with the full demo's time read from
 docs/results/demo.json. docs/benchmarks.md's "How long things take" table is generated from that file.
 
-Usage: python benchmarks/timings.py [--only help,quick_demo,bench,tests,walkthrough] [--output FILE]
+Usage: python benchmarks/timings.py [--only help,quick_demo,bench,tests,slow_tests,walkthrough]
+    [--output FILE]
 (about 25 minutes on 2 cores; the goal of issue 25: every --help under 1 s)
 """
 
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ITEMS = ("help", "quick_demo", "bench", "tests", "walkthrough")
+ITEMS = ("help", "quick_demo", "bench", "tests", "slow_tests", "walkthrough")
 
 
 def _wall(cmd: list[str], **kw: object) -> float:
@@ -73,6 +74,10 @@ def main() -> int:
     if "tests" in only:
         out["tests_s"] = _wall([*py, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
         print(f"python -m pytest -q: {out['tests_s'] / 60:.1f} min")
+    if "slow_tests" in only:  # CI's step after the suite: the multi-process runs, one at a time
+        slow = ["-n", "0", "-m", "slow and not walkthrough"]
+        out["slow_tests_s"] = _wall([*py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *slow])
+        print(f"the slow tests: {out['slow_tests_s'] / 60:.1f} min")
     if "walkthrough" in only:  # CI's second step: README and quick start verbatim in a fresh venv
         walk = ["-m", "walkthrough", "tests/test_walkthrough.py"]
         out["walkthrough_s"] = _wall([*py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *walk])

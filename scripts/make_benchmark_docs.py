@@ -354,7 +354,15 @@ def how_long() -> list[str]:
     if "bench_s" in t:
         rows.append(f"| `mxa bench` (M5, batch 32, 10 repeats, train step) | {t['bench_s'] / 60:.1f} min |")
     if "tests_s" in t:
-        rows.append(f"| `python -m pytest -q` (all but the walkthrough) | {t['tests_s'] / 60:.1f} min |")
+        rows.append(
+            "| `python -m pytest -q` (the default run: in parallel on the cores, slow tests left out) | "
+            f"{t['tests_s'] / 60:.1f} min |"
+        )
+    if "slow_tests_s" in t:
+        rows.append(
+            '| `python -m pytest -q -n 0 -m "slow and not walkthrough"` (multi-process runs and the '
+            f"side-by-side benchmark, after the suite in CI) | {t['slow_tests_s'] / 60:.1f} min |"
+        )
     if "walkthrough_s" in t:
         rows.append(
             "| `python -m pytest -m walkthrough tests/test_walkthrough.py` (the README and quick start "

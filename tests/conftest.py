@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# xdist runs the suite in parallel (pyproject's addopts): each worker its share of the cores, never more
+# threads than cores in all (threads spinning against each other slow every test down many times)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 # Small copies of the real X-ray samples in ../shared/data/cxr (tests/data/README.md says how they were made).
 SHARED_CXR = Path(__file__).resolve().parent / "data" / "cxr"

@@ -53,6 +53,7 @@ def test_missing_extra_names_the_install() -> None:
         require("matplotlib.no_such_module", "Plotting")  # a missing module of the viz extra
 
 
+@pytest.mark.slow  # 4 variants x 3 runtimes: CI runs it after the suite
 def test_bench_runtimes_side_by_side(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     out = tmp_path / "r.json"

@@ -157,6 +157,7 @@ def _ablate_flags(out: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # three training jobs and a requeue: CI runs it after the suite
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the job's task in /proc (Linux)")
 def test_submitit_local_ablation_with_a_preemption_equals_the_sequential_run(tmp_path: Path) -> None:
     pytest.importorskip("submitit")
@@ -373,6 +374,7 @@ def _finish(procs: list[subprocess.Popen]) -> list[str]:
     return logs
 
 
+@pytest.mark.slow  # five torchrun processes: CI runs it after the suite
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker in /proc (Linux)")
 def test_two_node_torchrun_equals_one_node_and_resumes_after_a_kill(tmp_path: Path) -> None:
     one = tmp_path / "one"

@@ -280,6 +280,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
     assert "--data must be" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two processes: CI runs it after the suite
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -307,9 +308,21 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     assert rec["val"]["macro_auc"] is not None
 
 
-def test_demo_quick(tmp_path: Path) -> None:
+def test_demo_quick(tmp_path: Path, monkeypatch) -> None:
+    import dataclasses
+
+    import mxa.demo
     from mxa.demo import run_demo
 
+    real = mxa.demo.demo_experiment
+
+    def smaller(*args, **kwargs):  # --quick's pipeline on fewer, smaller images: the suite's time
+        exp = real(*args, **kwargs)
+        assert exp.command == "mxa demo --quick"
+        base = dataclasses.replace(exp.base, img_size=64, train_samples=96, val_samples=64, epochs=1)
+        return dataclasses.replace(exp, base=base, teacher_epochs=1)
+
+    monkeypatch.setattr(mxa.demo, "demo_experiment", smaller)
     summary = run_demo(tmp_path / "demo", quick=True, progress=False)  # its time is reported, never asserted
     res = summary["results"]
     assert set(res) == {"teacher", "baseline", "+MXA", "+MXA+KD"}

@@ -115,7 +115,10 @@ def test_a_built_wheel_carries_the_package_data(tmp_path) -> None:
         )
         assert r.returncode == 0, r.stderr[-2000:]
         wheel = str(next(tmp_path.glob("*.whl")))
-    names = set(zipfile.ZipFile(wheel).namelist())
+    # every test runs in a folder of its own (conftest): a relative path is the clone's, where CI runs
+    path = Path(wheel) if Path(wheel).is_absolute() else Path(__file__).resolve().parents[1] / wheel
+    assert path.is_file(), f"MXA_WHEEL={wheel!r}: no such wheel; give an absolute path"
+    names = set(zipfile.ZipFile(path).namelist())
     assert {*PACKAGE_DATA, "mxa_cli.py", "mxa/__init__.py"} <= names, sorted(set(PACKAGE_DATA) - names)
 
 

@@ -44,8 +44,9 @@ def best_match_giou_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor
     """
     present = ~torch.isnan(true[..., 0])  # (B, K)
     safe = torch.where(present[..., None], true, torch.tensor([0.0, 0.0, 1.0, 1.0], device=true.device))
+    dtype = torch.promote_types(pred.dtype, torch.float32)  # half under autocast: float32; float64 kept
     per_pair = generalized_box_iou_loss(
-        pred[:, None, :].expand_as(safe).float(), safe.float(), reduction="none"
+        pred[:, None, :].expand_as(safe).to(dtype), safe.to(dtype), reduction="none"
     )
     best = per_pair.masked_fill(~present, 2.0).amin(dim=1)  # 2 is the loss's upper bound
     valid = present.any(dim=1).float()
