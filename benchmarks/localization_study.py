@@ -56,6 +56,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "objective and the coarse-to-fine guide",
         dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0),
     ),
+    "labels-r3": (
+        "labels with 3 ROIs per block instead of 2 (more findings get a box of their own label)",
+        dict(mxa_rois=3, roi_mil=1.0, roi_guide=1.0),
+    ),
+    "labels-half": (
+        "labels with ROI edges at the half maximum (--mxa-roi-fraction 0.5): the threshold the validation "
+        "split chose in every phantom run of the read-out analysis (benchmarks/localization_readout.py)",
+        dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, mxa_roi_fraction=0.5),
+    ),
     "labels-noguide": (
         "labels without the coarse-to-fine guide",
         dict(mxa_rois=2, roi_mil=1.0, roi_guide=0.0),

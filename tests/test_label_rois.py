@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import mxa
 from mxa.data.phantom import SMALL_FINDINGS, SMALL_SIDES, PhantomCXR
 from mxa.layers import CBAM, LabelROIPool, MXABlock, box_coverage, peak_boxes
-from mxa.layers.label_roi import PRIOR, _label_rois
+from mxa.layers.label_roi import PEAK_FRACTION, PRIOR, _label_rois
 from mxa.losses import guided_mil_loss, true_box_map_loss
 
 
@@ -228,3 +228,29 @@ def test_phantom_small_is_a_data_spec() -> None:
     assert parse_data_spec("phantom").phantom_kind == "chexpert"
     with pytest.raises(ValueError, match="kind must be one of"):
         PhantomCXR(2, kind="tiny")
+
+
+def test_roi_fraction_places_the_box_edges_and_is_recorded_by_mxa_train() -> None:
+    from mxa.train.config import ConfigError, TrainConfig, stored_settings
+    from mxa.train.state import model_spec
+
+    # a map with a peak of 1 on a shoulder of 0.6: the half maximum boxes both, 0.8 of the way the peak only
+    z = torch.zeros(1, 1, 8, 8)
+    z[0, 0, 2:6, 2:6] = 0.6
+    z[0, 0, 3:5, 3:5] = 1.0
+    wide, tight = peak_boxes(z, refine=1, fraction=0.5), peak_boxes(z, refine=1, fraction=0.8)
+    assert torch.equal(wide, torch.tensor([[[0.25, 0.25, 0.75, 0.75]]]))
+    assert torch.equal(tight, torch.tensor([[[0.375, 0.375, 0.625, 0.625]]]))
+    block = MXABlock(16, rois=2, roi_classes=4, roi_fraction=0.5)
+    assert isinstance(block.roi, LabelROIPool) and block.roi.fraction == 0.5
+    with pytest.raises(ValueError, match="needs rois > 0"):
+        MXABlock(16, roi_fraction=0.5)
+    spec = model_spec(TrainConfig(model="efficientvit_ml_m0", img_size=64, mxa_roi_fraction=0.5))
+    assert spec.kwargs["mxa_cfg"]["roi_fraction"] == 0.5  # recorded: a checkpoint rebuilds the same block
+    assert {b.roi.fraction for b in mxa.mxa_blocks(spec.build()).values()} == {0.5}
+    with pytest.raises(ConfigError, match="mxa_roi_fraction"):
+        TrainConfig(mxa_rois=0, mxa_mode="paste", mxa_roi_fraction=0.9)
+    # a label-ROI run from before the setting was trained at 0.7; a single-box run has no fraction to keep
+    assert stored_settings({"mxa_rois": 2})["mxa_roi_fraction"] == PEAK_FRACTION == 0.7
+    assert "mxa_roi_fraction" not in stored_settings({})
+    TrainConfig(**stored_settings({}))  # a 0.3 run's settings still make a config, whatever today's default

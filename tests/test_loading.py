@@ -109,6 +109,7 @@ _MXA_VALUES = {
     "class_boxes": True,
     "rois": 2,
     "roi_skip": [0],
+    "roi_fraction": 0.5,
 }
 
 
@@ -121,6 +122,7 @@ def test_load_model_round_trips_every_mxa_cfg_key(key: str, via: str, tmp_path: 
         "class_boxes": {"roi_classes": 3},
         "rois": {"roi_classes": 3},
         "roi_skip": {"rois": 1, "roi_classes": 3},
+        "roi_fraction": {"rois": 1, "roi_classes": 3},
     }.get(key, {})
     cfg = {key: _MXA_VALUES[key], **needs}
     model = timm.create_model("efficientvit_ml_m0", img_size=64, mxa_cfg=cfg).eval()

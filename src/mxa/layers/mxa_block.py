@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mxa.layers.cbam import CBAM
-from mxa.layers.label_roi import LabelROIPool
+from mxa.layers.label_roi import PEAK_FRACTION, LabelROIPool
 from mxa.layers.roi import DynamicROIPool, _paste, resolve_crop_method
 from mxa.layers.roi_classifier import ROIClassifier, _as_dtype
 
@@ -51,6 +51,8 @@ class MXABlock(nn.Module):
             (``mxa train --mxa-rois``). The ROIs are refined in place at the map's resolution, so ``mode``,
             ``crop_size``, ``crop_method``, the box head's settings and ``class_boxes`` do not apply.
         roi_skip: labels a label-ROI block never crops (No Finding, which has no place).
+        roi_fraction: where a label ROI's edges lie on its map, from the map's mean (0) to its peak (1)
+            (``mxa train --mxa-roi-fraction``; :class:`LabelROIPool`'s ``fraction``).
 
     Attributes:
         roi: the :class:`DynamicROIPool` (``roi.predict_boxes(x)`` gives the boxes) or :class:`LabelROIPool`.
@@ -84,6 +86,7 @@ class MXABlock(nn.Module):
         class_boxes: bool = False,
         rois: int = 0,
         roi_skip: tuple[int, ...] = (),
+        roi_fraction: float = PEAK_FRACTION,
     ) -> None:
         super().__init__()
         if mode not in ("zoom", "paste"):
@@ -101,11 +104,13 @@ class MXABlock(nn.Module):
                 f"rois={rois} takes its ROIs from roi_classes > 0 label maps (got {roi_classes}) and crops "
                 "at the map's resolution: class_boxes and crop_size are for the single-box block (rois=0)"
             )
+        if roi_fraction != PEAK_FRACTION and not rois:
+            raise ValueError(f"roi_fraction ({roi_fraction}) places label-ROI box edges: it needs rois > 0")
         self.dim, self.mode, self.rois = dim, mode, int(rois)
         self.roi: DynamicROIPool | LabelROIPool
         self.roi_cls: ROIClassifier | None = None
         if rois:
-            self.roi = LabelROIPool(dim, roi_classes, rois=rois, skip=tuple(roi_skip))
+            self.roi = LabelROIPool(dim, roi_classes, rois=rois, skip=tuple(roi_skip), fraction=roi_fraction)
         else:
             self.roi = DynamicROIPool(
                 dim,

@@ -15,6 +15,7 @@ from typing import Any
 from mxa.data.labels import POLICIES
 from mxa.data.spec import SCHEMES
 from mxa.data.transforms import PAPER_RAND_AUGMENT
+from mxa.layers.label_roi import PEAK_FRACTION
 from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT
 from mxa.utils.runtime import AMP_CHOICES
 
@@ -29,6 +30,7 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "mxa_mode": "zoom",
     "roi_mil": 0.0,
     "mxa_class_boxes": False,
+    "mxa_roi_fraction": PEAK_FRACTION,
 }
 
 
@@ -47,7 +49,10 @@ SINGLE_BOX_SETTINGS = (
 
 def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's stored config with :data:`LEGACY_SETTINGS` for the settings it predates."""
-    return {**LEGACY_SETTINGS, **config}
+    settings = {**LEGACY_SETTINGS, **config}
+    if "mxa_roi_fraction" not in config and not settings["mxa_rois"]:
+        del settings["mxa_roi_fraction"]  # a single-box run has no label ROIs to place: today's default fits
+    return settings
 
 
 class ConfigError(ValueError):
@@ -113,6 +118,15 @@ class TrainConfig:
         "model",
         min=0,
         max=14,
+        fixed=True,
+    )
+    mxa_roi_fraction: float = _opt(
+        PEAK_FRACTION,
+        "with --mxa-rois > 0: where each ROI's edges lie on its label map, from the map's mean (0) to its "
+        "peak (1); 0.5 is the half maximum, higher gives tighter boxes (docs/localization.md)",
+        "model",
+        min=0.0,
+        max=0.99,
         fixed=True,
     )
     mxa_mode: str = _opt(
@@ -378,6 +392,12 @@ class TrainConfig:
                     f"({self.mxa_rois}) takes the block's ROIs from the label maps: set mxa_rois 0 to use "
                     "them, or leave them out"
                 )
+        fraction_default = next(f.default for f in dataclasses.fields(self) if f.name == "mxa_roi_fraction")
+        if self.mxa and not self.mxa_rois and self.mxa_roi_fraction != fraction_default:
+            raise ConfigError(
+                f"mxa_roi_fraction ({self.mxa_roi_fraction}) places the edges of label ROIs, and mxa_rois 0 "
+                "builds the paper's single box: set mxa_rois > 0 (e.g. 2), or leave mxa_roi_fraction out"
+            )
         if self.mxa and self.mxa_class_boxes and not self.roi_mil > 0:
             raise ConfigError(
                 "mxa_class_boxes gives every label a box from the ROI classifier, which roi_mil 0 turns off: "

@@ -90,6 +90,8 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
             "roi_classes": len(CHEXPERT_LABELS),
             "roi_skip": [CHEXPERT_LABELS.index("No Finding")],  # the one label without a place
         }
+        if cfg.mxa_roi_fraction != _MXA_DEFAULTS["roi_fraction"]:  # recorded only where it differs
+            rois["roi_fraction"] = cfg.mxa_roi_fraction
         return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, rois)
     chosen = {
         "mode": cfg.mxa_mode,
