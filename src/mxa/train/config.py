@@ -30,7 +30,6 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "mxa_mode": "zoom",
     "roi_mil": 0.0,
     "mxa_class_boxes": False,
-    "mxa_roi_fraction": PEAK_FRACTION,
 }
 
 
@@ -49,10 +48,7 @@ SINGLE_BOX_SETTINGS = (
 
 def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's stored config with :data:`LEGACY_SETTINGS` for the settings it predates."""
-    settings = {**LEGACY_SETTINGS, **config}
-    if "mxa_roi_fraction" not in config and not settings["mxa_rois"]:
-        del settings["mxa_roi_fraction"]  # a single-box run has no label ROIs to place: today's default fits
-    return settings
+    return {**LEGACY_SETTINGS, **config}
 
 
 class ConfigError(ValueError):
@@ -392,8 +388,7 @@ class TrainConfig:
                     f"({self.mxa_rois}) takes the block's ROIs from the label maps: set mxa_rois 0 to use "
                     "them, or leave them out"
                 )
-        fraction_default = next(f.default for f in dataclasses.fields(self) if f.name == "mxa_roi_fraction")
-        if self.mxa and not self.mxa_rois and self.mxa_roi_fraction != fraction_default:
+        if self.mxa and not self.mxa_rois and self.mxa_roi_fraction != PEAK_FRACTION:
             raise ConfigError(
                 f"mxa_roi_fraction ({self.mxa_roi_fraction}) places the edges of label ROIs, and mxa_rois 0 "
                 "builds the paper's single box: set mxa_rois > 0 (e.g. 2), or leave mxa_roi_fraction out"
