@@ -10,6 +10,12 @@ same 4x upsampling) that holds the map's peak, the usual CAM practice. Each is r
 threshold and at others (``FRACTIONS``), the threshold then chosen with the block on validation. All are
 scored for the labels the block chooses (its top R), the block chosen on the study's validation split and
 scored on its test split, exactly as the study does. Writes ``benchmarks/results/localization-readout.json``.
+
+``deblur`` (``--deblur``) asks whether a box can be shrunk to the finding by undoing the map's blur: a map is
+the finding blurred by the features' reach, so a box read at the block's own fraction is about
+``sqrt(side^2 + w0^2)`` wide for a finding of that side. Each side is shrunk to ``sqrt(side^2 - w0^2)``
+about the box's centre (at least a fine cell), with w0 (``WIDTHS``, a fraction of the map side) chosen with
+the block on validation.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ EIGHT = np.ones((3, 3), dtype=bool)  # 8-neighbour connectivity
 #: Where box edges lie (from each map's mean, 0, to its peak, 1): the block's own (0.7) and others, the
 #: choice made on the validation split
 FRACTIONS = (0.5, 0.6, PEAK_FRACTION, 0.8, 0.9)
+#: The blur widths w0 the deblurred read-out may remove (fractions of the map side), chosen on validation
+WIDTHS = tuple(round(0.025 * i, 3) for i in range(17))
+
+
+def deblurred(boxes: torch.Tensor, width: float, smallest: float) -> torch.Tensor:
+    """(..., 4) boxes, each side shrunk to ``sqrt(side^2 - width^2)`` (>= ``smallest``) about its centre."""
+    centre, side = (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
+    side = (side.square() - width**2).clamp(min=smallest**2).sqrt()
+    return torch.cat([centre - side / 2, centre + side / 2], -1)
 
 
 def component_boxes(maps: torch.Tensor, refine: int, fraction: float) -> torch.Tensor:
@@ -75,6 +90,11 @@ def block_boxes(model: torch.nn.Module, kind: str, split: dict[str, int]) -> tup
         labels = (z.amax((2, 3)) + pool.never).topk(pool.rois, dim=1).indices  # (N, R): the block's choice
         rows = torch.arange(len(z))[:, None].expand_as(labels)
         chosen = z[rows, labels]  # (N, R, H, W)
+        own = peak_boxes(chosen, pool.refine, pool.fraction)
+        for width in WIDTHS:
+            full = torch.full((*z.shape[:2], 4), float("nan"))
+            full[rows, labels] = deblurred(own, width, 1 / (pool.refine * z.shape[-1]))
+            out[f"{n}/deblur@{width}"] = full
         for fraction in FRACTIONS:
             for name, boxes in (
                 ("bbox", peak_boxes(chosen, pool.refine, fraction)),
@@ -95,6 +115,11 @@ def analyse(run: Path, kind: str) -> dict[str, Any]:
     test_boxes, test_true = block_boxes(model, kind, TEST)
     val, test = single_finding(val_boxes, val_true), single_finding(test_boxes, test_true)
     rec: dict[str, Any] = {}
+    # the block chosen on validation with no deblurring, and (block, w0) chosen together
+    for key, suffix in (("deblur@0", "/deblur@0.0"), ("deblur", "/deblur@")):
+        sets = [k for k in val["sets"] if k.endswith(suffix) or (suffix.endswith("@") and suffix in k)]
+        best = max(sets, key=lambda k: val["sets"][k]["iou"])
+        rec[key] = {"set": best, **test["sets"][best]}
     for readout in ("bbox", "component"):
         # the block chosen on validation at the block's own fraction, and (block, fraction) chosen together
         own, chosen = (readout, f"/{readout}@{PEAK_FRACTION}"), (f"{readout}+fraction", f"/{readout}@")

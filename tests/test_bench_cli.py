@@ -7,7 +7,7 @@ import timm
 import torch
 
 from mxa._optional import MissingExtraError, require
-from mxa.bench import count_flops, run_bench
+from mxa.bench import count_flops, measure, run_bench
 from mxa.cli import main
 
 BENCH_M0 = "bench --model efficientvit_ml_m0 --img-size 64 --warmup 1".split()
@@ -18,6 +18,19 @@ def test_flops_match_published_m5_macs() -> None:
     m = timm.create_model("efficientvit_m5")
     gmacs = count_flops(m, torch.randn(1, 3, 224, 224)) / 2e9
     assert gmacs == pytest.approx(0.522, rel=0.03)
+
+
+def test_measure_runs_each_engine_together_and_settles_between_them() -> None:
+    calls: list[str] = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in ("a", "a@onnx", "b", "b@onnx")}
+    group = lambda k: k.split("@")[-1] if "@" in k else "torch"  # noqa: E731
+    times = measure(fns, torch.device("cpu"), warmup=0, repeats=2, group=group)
+    assert {k: len(v) for k, v in times.items()} == dict.fromkeys(fns, 2)
+    # repeat 0: onnx then torch (sorted by group), repeat 1 reversed; each group's first runs once untimed
+    assert calls == ["a@onnx", "a@onnx", "b@onnx", "a", "a", "b", "b", "b", "a", "b@onnx", "b@onnx", "a@onnx"]
+    calls.clear()
+    measure(fns, torch.device("cpu"), warmup=0, repeats=1)  # no group: the given order, nothing untimed
+    assert calls == list(fns)
 
 
 def test_bench_ratios_and_json(tmp_path, capsys) -> None:

@@ -113,19 +113,53 @@ def test_the_roi_classifier_runs_in_training_and_when_asked() -> None:
     assert pool.classifier.fc.weight.grad is not None  # the ROI objective trains the maps
 
 
+def _cbam_per_region(cbam: CBAM, x: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """The slow, obvious CBAM of R regions (B, R, C, H, W): each region masked out of x, gated on its own."""
+    m = coverage.unsqueeze(2)  # (B, R, 1, H, W)
+    crop = x.unsqueeze(1) * m
+    mean = crop.sum((3, 4)) / m.sum((3, 4))
+    peak = torch.where(m > 0, x.unsqueeze(1), float("-inf")).amax((3, 4))
+    # timm's two-pass channel MLP, as its convolutions
+    avg = cbam.channel.fc2(cbam.channel.act(cbam.channel.fc1(mean.flatten(0, 1)[..., None, None])))
+    top = cbam.channel.fc2(cbam.channel.act(cbam.channel.fc1(peak.flatten(0, 1)[..., None, None])))
+    gated = crop.flatten(0, 1) * torch.sigmoid(avg + top)  # (B * R, C, H, W)
+    return (gated * cbam.spatial.gate(gated)).view_as(crop)
+
+
 def test_cbam_of_a_cell_aligned_roi_equals_cbam_of_the_crop() -> None:
-    """The oracle of CBAM.forward_rois: crop the box's cells, gate them with CBAM, put them back."""
+    """The oracle of CBAM.forward_rois: crop the box's cells, gate them with CBAM, put them back, add up."""
     torch.manual_seed(0)
     cbam = CBAM(16, reduction=4).double()
     x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
     cells = [(1, 2, 4, 7), (0, 0, 9, 9)]  # (row0, col0, row1, col1) per ROI
     boxes = torch.tensor([[c0 / 9, r0 / 9, c1 / 9, r1 / 9] for r0, c0, r1, c1 in cells], dtype=torch.float64)
     coverage = box_coverage(boxes, (9, 9))[None].expand(2, -1, -1, -1)
-    got = cbam.forward_rois(x, coverage)
+    weights, scale = torch.rand(2, 2, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    want = torch.zeros_like(x)
     for r, (r0, c0, r1, c1) in enumerate(cells):
-        want = torch.zeros_like(x)
-        want[:, :, r0:r1, c0:c1] = cbam(x[:, :, r0:r1, c0:c1].contiguous())
-        torch.testing.assert_close(got[:, r], want)
+        pasted = torch.zeros_like(x)
+        pasted[:, :, r0:r1, c0:c1] = cbam(x[:, :, r0:r1, c0:c1].contiguous())
+        want += weights[:, r, None, None, None] * pasted
+    torch.testing.assert_close(cbam.forward_rois(x, coverage, weights, scale), want * scale[:, None, None])
+    torch.testing.assert_close(cbam.forward_rois(x, coverage, weights), want)
+
+
+@pytest.mark.parametrize("size", [(7, 7), (5, 8)])
+def test_cbam_of_regions_equals_each_region_gated_alone(size: tuple[int, int]) -> None:
+    """Fractional coverage, any shape, values and gradients: the fast sum against the per-region oracle."""
+    torch.manual_seed(1)
+    cbam = CBAM(12, reduction=3).double()
+    x = torch.randn(3, 12, *size, dtype=torch.float64, requires_grad=True)
+    lo = torch.rand(3, 2, 2, dtype=torch.float64) * 0.6
+    boxes = torch.cat([lo, lo + 0.1 + torch.rand(3, 2, 2, dtype=torch.float64) * 0.3], -1)
+    coverage, weights = box_coverage(boxes, size), torch.rand(3, 2, dtype=torch.float64)
+    got = cbam.forward_rois(x, coverage, weights)
+    want = torch.einsum("brchw,br->bchw", _cbam_per_region(cbam, x, coverage), weights)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads = [torch.autograd.grad((y * g).sum(), [x, *cbam.parameters()]) for y in (got, want)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_a_label_roi_block_is_zero_at_init_and_every_parameter_trains() -> None:

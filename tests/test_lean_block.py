@@ -28,9 +28,11 @@ def test_the_default_block_dispatches_fewer_operators_than_the_single_box() -> N
     label = block_operators(_train_default(), x)
     box = block_operators(timm.create_model("efficientvit_ml_m0", img_size=64), x)
     assert len(label) == len(box) == 6
-    # today's counts (docs/benchmarks.md); a change that adds operators to the hot path fails here
-    assert max(o["operators"] for o in label.values()) <= 70
-    assert max(o["compute"] for o in label.values()) <= 46
+    # today's counts (docs/benchmarks.md); a change that adds operators to the hot path fails here. The
+    # CBAM of R regions as one sum and the label maps as a product took them from 70 (46) to 78 (49), for
+    # less time per block (benchmarks/NOTES.md): views are cheap, and the count is a proxy for launches
+    assert max(o["operators"] for o in label.values()) <= 78
+    assert max(o["compute"] for o in label.values()) <= 49
     assert max(o["compute"] for o in label.values()) < min(o["compute"] for o in box.values())
     assert block_operators(timm.create_model("efficientvit_ml_m0", img_size=64, mxa=False), x) == {}
 

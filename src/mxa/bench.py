@@ -5,7 +5,9 @@ turn), so a noisy machine biases none of them: ``mxa`` (the model ``mxa train`` 
 ROIs), ``mxa-box`` (``timm.create_model(name, mxa=True)``: the paper's single box), ``baseline``
 (``mxa=False``) and ``timm`` (timm's own ``efficientvit_mX``, the noise control: it should time as our
 baseline does). For a grafted model (``densenet121_mxa``...) the baseline is its plain timm parent. Ratios
-to the baseline are medians of the per-repeat ratios.
+to the baseline are medians of the per-repeat ratios. Within a repeat the calls torch runs and those ONNX
+Runtime runs are grouped, each group's first call preceded by an untimed one: without it, ONNX Runtime at
+batch 1 was timed into torch's still-spinning threads in some positions of the cycle and not in others.
 
 Each variant runs in every *runtime* asked for (:data:`RUNTIMES`), all interleaved in the one run: ``eager``
 (keys ``mxa``, ``baseline``...), ``compile`` (``torch.compile``; keys ``mxa@compile``...), ``onnx`` (exported
@@ -83,19 +85,39 @@ def _timer(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def measure(
-    fns: dict[str, Callable[..., Any]], device: torch.device, warmup: int = 3, repeats: int = 10
+    fns: dict[str, Callable[..., Any]],
+    device: torch.device,
+    warmup: int = 3,
+    repeats: int = 10,
+    group: Callable[[str], str] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, interleaved: repeat r runs every function once, in turn."""
+    """Seconds per call of each function, interleaved: repeat r runs every function once, in turn.
+
+    With ``group`` (key -> name), the functions of one group run next to each other in every repeat, and the
+    first of a group after another group's runs once untimed: the runtime that ran before (torch's OpenMP
+    threads spinning after a call, say) must not be timed into the next one's calls.
+    """
+    keys = sorted(fns, key=group) if group else list(fns)  # stable: the given order within a group
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     _sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(repeats):
-        order = list(fns) if r % 2 == 0 else list(reversed(fns))  # no fixed position in the cycle
+        order = keys if r % 2 == 0 else keys[::-1]  # no fixed position in the cycle
+        last = None
         for k in order:
+            if group and group(k) != last:
+                fns[k]()
+                _sync(device)
+                last = group(k)
             times[k].append(_timer(fns[k], device))
     return times
+
+
+def _engine(key: str) -> str:
+    """Which library runs a variant's calls: ONNX Runtime or torch (eager, compiled, deterministic)."""
+    return "onnxruntime" if any(key.endswith(f"@{rt}") for rt in ONNX_RUNTIMES) else "torch"
 
 
 def _variants(name: str, img_size: int, crop_methods: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
@@ -372,7 +394,7 @@ def _bench_model(name: str, opts: dict[str, Any]) -> dict[str, Any]:
             _plan_variant(plan, k, model, x, y, {**opts, "folder": folder})
         if opts["progress"]:
             log.info("%s: %d variant(s), %d interleaved repeats...", name, len(plan.infer), opts["repeats"])
-        t_inf = measure(plan.infer, dev, opts["warmup"], opts["repeats"])
+        t_inf = measure(plan.infer, dev, opts["warmup"], opts["repeats"], group=_engine)
     peak = _peak_memory(plan.infer, dev)
     t_train = measure(plan.trains, dev, 1, max(3, opts["repeats"] // 2)) if plan.trains else {}
     for k, info in plan.info.items():

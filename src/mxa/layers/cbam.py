@@ -32,8 +32,11 @@ class ChannelAttention(ChannelAttn):
         """``MLP(mean) + MLP(peak)`` of pooled features (..., C), the two MLP passes as one."""
         both = torch.stack([mean, peak])  # (2, ..., C); no batch size read off a shape (for export)
         hidden = self.act(F.linear(both, self.fc1.weight.flatten(1), self.fc1.bias))
-        out = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
-        return out[0] + out[1]
+        if self.fc2.bias is None:  # fc2 is linear: fc2(a) + fc2(b) = fc2(a + b), one pass
+            out: torch.Tensor = F.linear(hidden.sum(0), self.fc2.weight.flatten(1))
+            return out
+        both = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)
+        return both[0] + both[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = x * self.gate(self.gate_logits(x))[:, :, None, None]
@@ -105,28 +108,45 @@ class CBAM(nn.Module):
         check_nchw(x, self.dim)
         return self._gated(x, inplace=True)
 
-    def forward_rois(self, x: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
-        """CBAM of R regions of each image at the map's own resolution, zero outside each region.
+    def forward_rois(
+        self,
+        x: torch.Tensor,
+        coverage: torch.Tensor,
+        weights: torch.Tensor,
+        scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The weighted sum of CBAM of R regions of each image, each at the map's own resolution.
 
-        The same as cropping each region (cell-aligned) without resampling, gating the crop and putting it
-        back: channel attention pools inside the region only (its mean weighted by ``coverage``, its maximum
-        over the cells it touches), and the spatial convolution sees zeros outside (the crop's zero padding).
+        Region r's CBAM is the same as cropping it (cell-aligned) without resampling, gating the crop and
+        putting it back, zero outside: channel attention pools inside the region only (its mean weighted by
+        ``coverage``, its maximum over the cells it touches), and the spatial convolution sees zeros outside
+        (the crop's zero padding). The sum is computed without a (B, R, C, H, W) result: region r's output
+        is ``x * g_r[c] * (coverage_r * s_r)[h, w]`` (channel gate g, spatial gate s), so the R regions add
+        up as one (C, R) x (R, HW) product (docs/mxa-block.md; the per-region oracle is in the tests).
 
         Args:
             x: (B, C, H, W) feature map.
             coverage: (B, R, H, W) in [0, 1], the share of each cell inside each region (non-empty regions).
+            weights: (B, R) each region's weight.
+            scale: (C,) a per-channel factor of the result, or None.
 
         Returns:
-            (B, R, C, H, W).
+            (B, C, H, W): ``sum_r weights[:, r] * CBAM_r(x) * scale``.
         """
-        m = coverage.unsqueeze(2)  # (B, R, 1, H, W)
-        xr = x.unsqueeze(1)
-        crop = xr * m  # (B, R, C, H, W): the crops, zero outside
-        mean = crop.sum((3, 4)) / m.sum((3, 4))  # (B, R, C); every region covers part of a cell
-        peak = torch.where(m > 0, xr, float("-inf")).amax((3, 4))  # every ROI covers a cell
-        gated = crop * self.channel.gate(self.channel.gate_logits_of(mean, peak))[..., None, None]
-        flat = gated.flatten(0, 1)  # (B * R, C, H, W)
-        out: torch.Tensor = (flat * self.spatial.gate(flat)).view_as(gated)
+        xf, m = x.flatten(2), coverage.flatten(2)  # (B, C, P), (B, R, P)
+        mean = torch.matmul(m, xf.transpose(1, 2)) / m.sum(2, keepdim=True)  # (B, R, C); no empty region
+        xr, mr = xf.unsqueeze(1), m.unsqueeze(2)  # (B, 1, C, P), (B, R, 1, P)
+        peak = (xr + torch.where(mr > 0, 0.0, float("-inf"))).amax(3)  # (B, R, C): over the cells it touches
+        gate = self.channel.gate(self.channel.gate_logits_of(mean, peak))  # (B, R, C)
+        gated = xr * gate.unsqueeze(3)  # (B, R, C, P): x times each region's channel gate
+        # the spatial descriptor of the gated crop, zero outside: coverage >= 0 commutes with max and mean
+        desc = torch.cat([gated.amax(2, keepdim=True), gated.mean(2, keepdim=True)], 2) * mr  # (B, R, 2, P)
+        spatial = torch.sigmoid(
+            self.spatial.conv(desc.view(-1, 2, x.shape[2], x.shape[3]))
+        )  # (B * R, 1, H, W)
+        where = spatial.view_as(m) * m * weights.unsqueeze(2)  # (B, R, P)
+        channel = gate if scale is None else gate * scale
+        out: torch.Tensor = torch.matmul(channel.transpose(1, 2), where).view_as(x) * x
         return out
 
     def _gated(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:

@@ -111,27 +111,29 @@ def _grid(h: int, w: int, refine: int, device: torch.device, dtype: torch.dtype)
     """The fast path's constants, in coarse-cell units (fine cell / ``refine``), with ``sx, sy`` the fine
     grid's sides and ``n = max(H, W)``:
 
-    - ``ends`` (2, 2, sx + sy): weights of the fine rows and columns (x then y, concatenated) whose maximum
-      over the cells of a region gives ``[(sx - x1), (sy - y1)]`` (kind 0) and ``[x2, y2]`` (kind 1);
-    - ``scale``, ``shift`` (4,): turn those into normalized xyxy boxes;
-    - ``cells`` (2, 2, n): the same two kinds for every coarse cell (``side - first fine cell`` and
-      ``one past its last``), and ``sides`` (2, 1) = ``[[W], [H]]``.
+    - ``ends`` (3, 2, sx + sy): weights of the fine rows and columns (x then y, concatenated) whose maximum
+      over the cells of a region gives ``[(sx - x1), (sy - y1)]`` (kind 0), ``[x2, y2]`` (kind 1) and zero
+      (kind 2);
+    - ``scale``, ``shift`` (4,): turn kinds 0 and 1 into normalized xyxy boxes;
+    - ``cells`` (3, 2, n): the kinds for every coarse cell: ``side - first fine cell``, ``one past its last``
+      and ``-side``, so that the minimum with a region's ends, summed over kinds, is the cell's overlap
+      with the region (negative outside it).
     """
     key = (h, w, refine, str(device), dtype)
     if key not in _GRID:
         sx, sy, n = w * refine, h * refine, max(h, w)
-        ends = torch.zeros(2, 2, sx + sy, dtype=torch.float64)
+        ends = torch.zeros(3, 2, sx + sy, dtype=torch.float64)
         ends[0, 0, :sx] = sx - torch.arange(sx)
         ends[0, 1, sx:] = sy - torch.arange(sy)
         ends[1, 0, :sx] = torch.arange(sx) + 1
         ends[1, 1, sx:] = torch.arange(sy) + 1
         first = torch.arange(n, dtype=torch.float64) * refine
-        cells = torch.stack([torch.stack([sx - first, sy - first]), torch.stack([first, first]) + refine])
+        side = torch.tensor([[float(sx)], [float(sy)]], dtype=torch.float64).expand(2, n)
+        cells = torch.stack([side - first, torch.stack([first, first]) + refine, -side])
         scale = torch.tensor([-1 / sx, -1 / sy, 1 / sx, 1 / sy], dtype=torch.float64) * refine
         shift = torch.tensor([1.0, 1.0, 0.0, 0.0])
-        sides = torch.tensor([[float(w)], [float(h)]])
         _GRID[key] = tuple(
-            t.to(device=device, dtype=dtype) for t in (ends / refine, scale, shift, cells / refine, sides)
+            t.to(device=device, dtype=dtype) for t in (ends / refine, scale, shift, cells / refine)
         )
     return _GRID[key]
 
@@ -154,13 +156,17 @@ def _label_rois(
     lines = torch.cat([fine.amax(2), fine.amax(3)], -1)  # (B, R, sx + sy): columns, then rows
     threshold = _threshold(fine.mean((2, 3)), lines.amax(2), fraction)
     spans = lines >= threshold.unsqueeze(-1)
-    ends, scale, shift, cells, sides = _grid(h, w, refine, maps.device, maps.dtype)
-    # the first and one-past-last fine column and row of each region (coarse units): (B, R, 2 kinds, 2 axes)
+    ends, scale, shift, cells = _grid(h, w, refine, maps.device, maps.dtype)
+    # the first and one-past-last fine column and row of each region (coarse units), and a zero:
+    # (B, R, 3 kinds, 2 axes)
     edges = (spans[:, :, None, None] * ends).amax(-1)
-    boxes = torch.addcmul(shift, edges.flatten(2), scale)
+    boxes = torch.addcmul(shift, edges.flatten(2)[..., :4], scale)
     # the share of every coarse cell inside the region, per axis, then their product
-    inside = (torch.minimum(cells, edges.unsqueeze(-1)).sum(2) - sides).clamp(min=0)  # (B, R, 2, n)
-    coverage = inside[:, :, 1, :h, None] * inside[:, :, 0, None, :w]  # (B, R, H, W)
+    inside = torch.minimum(cells, edges.unsqueeze(-1)).sum(2).clamp(min=0)  # (B, R, 2, n)
+    rows, cols = inside[:, :, 1], inside[:, :, 0]  # (B, R, n), n = max(H, W)
+    if h != w:  # the shorter axis has fewer cells
+        rows, cols = rows[..., :h], cols[..., :w]
+    coverage = rows.unsqueeze(3) * cols.unsqueeze(2)  # (B, R, H, W)
     return coverage, boxes, labels, torch.sigmoid(top)
 
 

@@ -128,11 +128,9 @@ class MXABlock(nn.Module):
         self.scale = nn.Parameter(torch.full((dim,), float(init_scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.scale.view(1, -1, 1, 1)
         if isinstance(self.roi, LabelROIPool):  # R ROIs, each refined where it lies, weighted by its label
             coverage, _, _, weights = self.roi(x)
-            refined = self.cbam.forward_rois(x, _as_dtype(coverage, x))  # (B, R, C, H, W)
-            return torch.einsum("brchw,br->bchw", refined, _as_dtype(weights, x)) * _as_dtype(scale, x)
+            return self.cbam.forward_rois(x, *(_as_dtype(t, x) for t in (coverage, weights, self.scale)))
         pooled, boxes = self.roi(x)  # the paper's single box; the box head checks x once
         if self.roi_cls is not None and (self.training or self.emit_label_boxes):
             self.roi_cls(x, boxes)  # its output is the ROI objective's input, taken by a forward hook
@@ -146,6 +144,7 @@ class MXABlock(nn.Module):
         if self.mode == "paste":
             method = resolve_crop_method(self.roi.crop_method, x.device)
             gated = _paste(gated, boxes.nan_to_num(nan=0.5), (x.shape[-2], x.shape[-1]), method)
+        scale = self.scale.view(1, -1, 1, 1)
         out = gated * scale if torch.is_grad_enabled() else gated.mul_(scale.to(gated.dtype))
         result: torch.Tensor = out.to(x.dtype)
         return result
