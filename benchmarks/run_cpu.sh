@@ -15,7 +15,7 @@ mxa bench "${rt[@]}" --batch-size 32 --repeats 20 --json "$out/cpu-m5-b32-runtim
 # The deployment path (issue 34): the block mxa train builds in every runtime, ONNX with a symbolic and a
 # fixed batch, operators and ONNX nodes per block (about 25 minutes)
 dp=(--model efficientvit_ml_m5 --device cpu --runtime eager --runtime compile --runtime onnx --runtime onnx-static --no-train)
-mxa bench "${dp[@]}" --batch-size 1 --repeats 20 --json "$out/cpu-m5-b1-deploy.json"
+mxa bench "${dp[@]}" --batch-size 1 --repeats 40 --json "$out/cpu-m5-b1-deploy.json"
 mxa bench "${dp[@]}" --batch-size 32 --repeats 8 --json "$out/cpu-m5-b32-deploy.json"
 python -m pytest benchmarks/test_bench_roi.py benchmarks/test_bench_kd.py benchmarks/test_bench_inference.py \
     benchmarks/test_bench_data.py --benchmark-only -q -p no:randomly --benchmark-json "$out/cpu-pytest-benchmark.json"

@@ -74,6 +74,8 @@ OPS = [
     Op("CBAM", lambda: mxa.CBAM(C, reduction=4, spatial_kernel=3)),
     Op("MXABlock", lambda: mxa.MXABlock(C, reduction=4, init_scale=1.0)),
     Op("MXABlock_paste", lambda: mxa.MXABlock(C, reduction=4, init_scale=1.0, mode="paste", crop_size=5)),
+    # the label-ROI block (mxa train's default): its regions from label maps, CBAM of each summed
+    Op("MXABlock_labels", lambda: mxa.MXABlock(C, reduction=4, init_scale=1.0, rois=2, roi_classes=4)),
 ]
 
 

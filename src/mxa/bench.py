@@ -93,9 +93,10 @@ def measure(
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, interleaved: repeat r runs every function once, in turn.
 
-    With ``group`` (key -> name), the functions of one group run next to each other in every repeat, and the
-    first of a group after another group's runs once untimed: the runtime that ran before (torch's OpenMP
-    threads spinning after a call, say) must not be timed into the next one's calls.
+    With ``group`` (key -> name), the functions of one group run next to each other in every repeat, and
+    before a group's first timed call its last one runs once untimed: the runtime that ran before (torch's
+    OpenMP threads spinning after a call, say) must not be timed into the next one's calls, and no function
+    is timed straight after an untimed call of itself (unless it is its group's only one).
     """
     keys = sorted(fns, key=group) if group else list(fns)  # stable: the given order within a group
     for _ in range(warmup):
@@ -108,9 +109,9 @@ def measure(
         last = None
         for k in order:
             if group and group(k) != last:
-                fns[k]()
-                _sync(device)
                 last = group(k)
+                fns[[j for j in order if group(j) == last][-1]]()  # the group's last: settles its engine
+                _sync(device)
             times[k].append(_timer(fns[k], device))
     return times
 

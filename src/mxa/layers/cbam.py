@@ -8,6 +8,9 @@ from timm.layers.cbam import ChannelAttn
 from torch import nn
 
 from mxa.layers._checks import check_nchw
+from mxa.layers.roi_classifier import _as_dtype
+
+torch.fx.wrap("_as_dtype")  # a traced block compares no Proxy's dtype
 
 __all__ = ["CBAM", "ChannelAttention", "SpatialAttention"]
 
@@ -120,13 +123,14 @@ class CBAM(nn.Module):
         Region r's CBAM is the same as cropping it (cell-aligned) without resampling, gating the crop and
         putting it back, zero outside: channel attention pools inside the region only (its mean weighted by
         ``coverage``, its maximum over the cells it touches), and the spatial convolution sees zeros outside
-        (the crop's zero padding). The sum is computed without a (B, R, C, H, W) result: region r's output
+        (the crop's zero padding). The sum is computed without R refined maps: region r's output
         is ``x * g_r[c] * (coverage_r * s_r)[h, w]`` (channel gate g, spatial gate s), so the R regions add
         up as one (C, R) x (R, HW) product (docs/mxa-block.md; the per-region oracle is in the tests).
 
         Args:
             x: (B, C, H, W) feature map.
-            coverage: (B, R, H, W) in [0, 1], the share of each cell inside each region (non-empty regions).
+            coverage: (B, R, H, W) in [0, 1], the share of each cell inside each region (non-empty regions);
+                a given, not learned: its gradient is not that of the regions' CBAM where it is 0.
             weights: (B, R) each region's weight.
             scale: (C,) a per-channel factor of the result, or None.
 
@@ -136,7 +140,8 @@ class CBAM(nn.Module):
         xf, m = x.flatten(2), coverage.flatten(2)  # (B, C, P), (B, R, P)
         mean = torch.matmul(m, xf.transpose(1, 2)) / m.sum(2, keepdim=True)  # (B, R, C); no empty region
         xr, mr = xf.unsqueeze(1), m.unsqueeze(2)  # (B, 1, C, P), (B, R, 1, P)
-        peak = (xr + torch.where(mr > 0, 0.0, float("-inf"))).amax(3)  # (B, R, C): over the cells it touches
+        outside = _as_dtype(torch.where(mr > 0, 0.0, float("-inf")), xf)  # 0 inside, -inf outside
+        peak = (xr + outside).amax(3)  # (B, R, C): over the cells each region touches
         gate = self.channel.gate(self.channel.gate_logits_of(mean, peak))  # (B, R, C)
         gated = xr * gate.unsqueeze(3)  # (B, R, C, P): x times each region's channel gate
         # the spatial descriptor of the gated crop, zero outside: coverage >= 0 commutes with max and mean
