@@ -11,7 +11,7 @@ threshold and at others (``FRACTIONS``), the threshold then chosen with the bloc
 scored for the labels the block chooses (its top R), the block chosen on the study's validation split and
 scored on its test split, exactly as the study does. Writes ``benchmarks/results/localization-readout.json``.
 
-``deblur`` (``--deblur``) asks whether a box can be shrunk to the finding by undoing the map's blur: a map is
+``deblur`` asks whether a box can be shrunk to the finding by undoing the map's blur: a map is
 the finding blurred by the features' reach, so a box read at the block's own fraction is about
 ``sqrt(side^2 + w0^2)`` wide for a finding of that side. Each side is shrunk to ``sqrt(side^2 - w0^2)``
 about the box's centre (at least a fine cell), with w0 (``WIDTHS``, a fraction of the map side) chosen with
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from torchvision.ops import box_convert
 
 import mxa
 from localization_study import KINDS, TEST, VALIDATION, single_finding
@@ -48,9 +49,9 @@ WIDTHS = tuple(round(0.025 * i, 3) for i in range(17))
 
 def deblurred(boxes: torch.Tensor, width: float, smallest: float) -> torch.Tensor:
     """(..., 4) boxes, each side shrunk to ``sqrt(side^2 - width^2)`` (>= ``smallest``) about its centre."""
-    centre, side = (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
-    side = (side.square() - width**2).clamp(min=smallest**2).sqrt()
-    return torch.cat([centre - side / 2, centre + side / 2], -1)
+    cxcywh = box_convert(boxes, "xyxy", "cxcywh")
+    side = (cxcywh[..., 2:].square() - width**2).clamp(min=smallest**2).sqrt()
+    return box_convert(torch.cat([cxcywh[..., :2], side], -1), "cxcywh", "xyxy")
 
 
 def component_boxes(maps: torch.Tensor, refine: int, fraction: float) -> torch.Tensor:
@@ -114,19 +115,16 @@ def analyse(run: Path, kind: str) -> dict[str, Any]:
     val_boxes, val_true = block_boxes(model, kind, VALIDATION)
     test_boxes, test_true = block_boxes(model, kind, TEST)
     val, test = single_finding(val_boxes, val_true), single_finding(test_boxes, test_true)
+    # each read-out: the block chosen on validation at the read-out's own setting (the block's fraction, no
+    # deblurring), and (block, setting) chosen together; every choice scored on test
+    match = {"deblur@0": "/deblur@0.0", "deblur": "/deblur@"}
+    for readout in ("bbox", "component"):
+        match.update({readout: f"/{readout}@{PEAK_FRACTION}", f"{readout}+fraction": f"/{readout}@"})
     rec: dict[str, Any] = {}
-    # the block chosen on validation with no deblurring, and (block, w0) chosen together
-    for key, suffix in (("deblur@0", "/deblur@0.0"), ("deblur", "/deblur@")):
-        sets = [k for k in val["sets"] if k.endswith(suffix) or (suffix.endswith("@") and suffix in k)]
+    for key, part in match.items():
+        sets = [k for k in val["sets"] if part in k and (part.endswith("@") or k.endswith(part))]
         best = max(sets, key=lambda k: val["sets"][k]["iou"])
         rec[key] = {"set": best, **test["sets"][best]}
-    for readout in ("bbox", "component"):
-        # the block chosen on validation at the block's own fraction, and (block, fraction) chosen together
-        own, chosen = (readout, f"/{readout}@{PEAK_FRACTION}"), (f"{readout}+fraction", f"/{readout}@")
-        for key, suffix in (own, chosen):
-            sets = [k for k in val["sets"] if suffix in k]
-            best = max(sets, key=lambda k: val["sets"][k]["iou"])
-            rec[key] = {"set": best, **test["sets"][best]}
     return rec
 
 

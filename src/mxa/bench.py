@@ -6,8 +6,8 @@ ROIs), ``mxa-box`` (``timm.create_model(name, mxa=True)``: the paper's single bo
 (``mxa=False``) and ``timm`` (timm's own ``efficientvit_mX``, the noise control: it should time as our
 baseline does). For a grafted model (``densenet121_mxa``...) the baseline is its plain timm parent. Ratios
 to the baseline are medians of the per-repeat ratios. Within a repeat the calls torch runs and those ONNX
-Runtime runs are grouped, each group's first call preceded by an untimed one: without it, ONNX Runtime at
-batch 1 was timed into torch's still-spinning threads in some positions of the cycle and not in others.
+Runtime runs are grouped, each group preceded by an untimed call of its last function: without it, ONNX
+Runtime at batch 1 was timed into torch's still-spinning threads in some positions of the cycle only.
 
 Each variant runs in every *runtime* asked for (:data:`RUNTIMES`), all interleaved in the one run: ``eager``
 (keys ``mxa``, ``baseline``...), ``compile`` (``torch.compile``; keys ``mxa@compile``...), ``onnx`` (exported
