@@ -28,8 +28,8 @@ RESULTS_READOUT = ROOT / "benchmarks" / "results" / "localization-readout.json"
 RESULTS_DEBLUR = ROOT / "benchmarks" / "results" / "localization-readout-deblur.json"
 PAGE = ROOT / "docs" / "localization.md"
 BINS = ("side <= 0.10", "0.10 < side <= 0.20", "side > 0.20", "side <= 0.15")
-#: map side per stage of M0 at 224 px (strides 16, 32, 64)
-MAP_SIDE = {"0": 14, "1": 7, "2": 4}
+#: stride of each stage's map in M0 (at 224 px: 14, 7 and 4 cells)
+STRIDE = {"0": 16, "1": 32, "2": 64}
 
 
 def _ms(values: list[Any], digits: int = 3) -> str:
@@ -133,7 +133,7 @@ def size_table(data: dict[str, Any], kind: str) -> str:
     return "\n".join(rows)
 
 
-def stage_table(data: dict[str, Any], kind: str, variant: str = "labels") -> str:
+def stage_table(data: dict[str, Any], kind: str, variant: str = "labels", img_size: int = 224) -> str:
     """Every block's crop on the test split (no choice), by finding size: what each stage can fit."""
     rs = _runs(data).get((kind, variant), [])
     per: dict[str, list[dict[str, Any]]] = {}
@@ -142,13 +142,13 @@ def stage_table(data: dict[str, Any], kind: str, variant: str = "labels") -> str
             if not name.endswith("/labels"):
                 per.setdefault(name, []).append(rec)
     rows = [
-        "| block | map at 224 px | cell (share of the image side) | single-finding IoU | "
+        f"| block | map at {img_size} px | cell (share of the image side) | single-finding IoU | "
         + " | ".join(f"IoU, {b}" for b in BINS[:3])
         + " | box area / finding |",
         "| --- | --- | --- | --- | " + " | ".join("---" for _ in BINS[:3]) + " | --- |",
     ]
     for name, recs in per.items():
-        side = MAP_SIDE.get(name.split(".")[1], 0)
+        side = -(-img_size // STRIDE[name.split(".")[1]])  # the map's side: the image's over the stride
         rows.append(
             f"| `{name}` | {side} x {side} | {1 / side:.3f} | {_ms([x['iou'] for x in recs])} | "
             + " | ".join(_ms([x["by_size"].get(b) for x in recs]) for b in BINS[:3])
@@ -192,25 +192,59 @@ def goals(data: dict[str, Any]) -> str:
             f"| median box area over the finding's | {kind} | within 2x (0.5-2) | {ratio:.2f} | "
             f"{mark(0.5 <= ratio <= 2)} |"
         )
-        small = _mean([x["side <= 0.15"] for x in s])
-        rows.append(
-            f"| findings of side <= 0.15, no box labels | {kind} | IoU >= 0.25 | {small:.3f} | "
-            f"{mark(small >= 0.25)} |"
-        )
-        sup = [x for x in (role_summary(r, "crop") for r in runs.get((kind, "labels+box-loss"), [])) if x]
+        rows.append(_small_row("findings of side <= 0.15, no box labels", kind, 0.25, s, mark))
+        sup = _crops(runs, kind, "labels+box-loss")
         if sup:
-            small_sup = _mean([x["side <= 0.15"] for x in sup])
-            rows.append(
-                f"| findings of side <= 0.15, `--box-loss` | {kind} | IoU >= 0.45 | {small_sup:.3f} | "
-                f"{mark(small_sup >= 0.45)} |"
-            )
+            rows.append(_small_row("findings of side <= 0.15, `--box-loss`", kind, 0.45, sup, mark))
         base = _mean([r["macro_auc"] for r in runs.get((kind, "baseline"), [])])
         auc = _mean([r["macro_auc"] for r in runs.get((kind, "labels"), [])])
         rows.append(
             f"| macro AUC against the no-MXA baseline | {kind} | >= {base - 0.01:.3f} | {auc:.3f} | "
             f"{mark(auc >= base - 0.01)} |"
         )
+        rows += _goals_320(runs, kind, mark)
     return "\n".join(rows)
+
+
+def _crops(
+    runs: dict[tuple[str, str], list[dict[str, Any]]], kind: str, variant: str
+) -> list[dict[str, Any]]:
+    """The chosen crop's test numbers of every run of a variant."""
+    return [x for x in (role_summary(r, "crop") for r in runs.get((kind, variant), [])) if x]
+
+
+def _small_row(what: str, kind: str, target: float, s: list[dict[str, Any]], mark: Any) -> str:
+    """A goal row for the crop's IoU on findings of side <= 0.15."""
+    v = _mean([x["side <= 0.15"] for x in s])
+    return f"| {what} | {kind} | IoU >= {target} | {v:.3f} | {mark(v >= target)} |"
+
+
+def _goals_320(runs: dict[tuple[str, str], list[dict[str, Any]]], kind: str, mark: Any) -> list[str]:
+    """The same goals for the variants at 320 px input (not the default), where the study has them."""
+    rows = []
+    s = _crops(runs, kind, "labels-320")
+    if s:
+        iou = [x["iou"] for x in s]
+        rows.append(
+            f"| at 320 px (`labels-320`, not the default): single-finding IoU | {kind} | >= 0.35, sd <= 0.05 "
+            f"| {_mean(iou):.3f} ± {_sd(iou):.3f} | {mark(_mean(iou) >= 0.35 and _sd(iou) <= 0.05)} |"
+        )
+        rows.append(_small_row("at 320 px: findings of side <= 0.15, no box labels", kind, 0.25, s, mark))
+    sup = _crops(runs, kind, "labels+box-loss-320")
+    if sup:
+        what = "at 320 px: findings of side <= 0.15, `--box-loss` (`labels+box-loss-320`)"
+        rows.append(_small_row(what, kind, 0.45, sup, mark))
+    base_runs = runs.get((kind, "baseline-320"), [])
+    for name in ("labels-320", "labels+box-loss-320"):
+        if base_runs and runs.get((kind, name)):
+            base = _mean([r["macro_auc"] for r in base_runs])
+            auc = _mean([r["macro_auc"] for r in runs[(kind, name)]])
+            rows.append(
+                f"| at 320 px: macro AUC of `{name}` against the no-MXA baseline at 320 px "
+                f"({len(base_runs)} seeds) | {kind} | >= {base - 0.01:.3f} | {auc:.3f} | "
+                f"{mark(auc >= base - 0.01)} |"
+            )
+    return rows
 
 
 def setup(data: dict[str, Any]) -> str:
@@ -229,8 +263,11 @@ def setup(data: dict[str, Any]) -> str:
         + ")"
         for k, v in n_single.items()
     )
+    at_320 = (
+        " (the `-320` variants at 320 px)" if any(r["variant"].endswith("-320") for r in data["runs"]) else ""
+    )
     return (
-        f"{cfg['model']} at {cfg['img_size']} px, batch {cfg['batch_size']}, lr {cfg['lr']}; "
+        f"{cfg['model']} at {cfg['img_size']} px{at_320}, batch {cfg['batch_size']}, lr {cfg['lr']}; "
         f"{kinds}. Every run "
         f"is scored on {data['test']['samples']} test phantoms (seed {data['test']['seed']}) "
         "after its box sets "
@@ -340,6 +377,7 @@ def tables(data: dict[str, Any]) -> dict[str, str]:
         out[f"side_{key}"] = role_table(data, kind, "side_head")
         out[f"sizes_{key}"] = size_table(data, kind)
         out[f"stages_{key}"] = stage_table(data, kind)
+    out["stages_phantom_small_320"] = stage_table(data, "phantom-small", "labels-320", 320)
     return out
 
 

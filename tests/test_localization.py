@@ -184,7 +184,9 @@ def test_each_single_box_option_trains(change: dict, tmp_path) -> None:
     assert any(not torch.allclose(m, init) for m in moved)  # the box head trained
 
 
-@pytest.mark.parametrize("change", [dict(), dict(box_loss=1.0), dict(roi_guide=0.0)], ids=str)
+@pytest.mark.parametrize(
+    "change", [dict(), dict(box_loss=1.0), dict(box_loss=1.0, box_fraction=0.5), dict(roi_guide=0.0)], ids=str
+)
 def test_label_rois_train_from_the_roi_objective(change: dict, tmp_path) -> None:
     cfg = TrainConfig(
         data="phantom", train_samples=32, val_samples=16, model="efficientvit_ml_m0", img_size=64, epochs=1,
@@ -209,3 +211,24 @@ def test_box_loss_needs_mxa(tmp_path) -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="need a model with MXA blocks"):
         train(cfg)
+
+
+def test_box_fraction_keeps_the_boxes_of_that_share_of_the_training_images() -> None:
+    from mxa.data.combine import build_datasets
+
+    model = model_spec(TrainConfig(model="efficientvit_ml_m0", img_size=32)).build()
+    train_ds, _ = build_datasets("phantom-small", model, train_samples=40, val_samples=4, seed=0)
+    boxed = [not bool(train_ds[i][4].isnan().all()) for i in range(40)]  # every small phantom with a finding
+    assert train_ds.keep_boxes(0.25, seed=3) == 10
+    kept = [not bool(train_ds[i][4].isnan().all()) for i in range(40)]
+    assert sum(kept) <= 10 and all(b for b, k in zip(boxed, kept) if k)  # only boxes it had, none invented
+    assert torch.equal(
+        train_ds[5][2], build_datasets("phantom-small", model, train_samples=40, val_samples=4)[0][5][2]
+    )
+    again = train_ds.box_kept.clone()
+    train_ds.keep_boxes(0.25, seed=3)
+    assert torch.equal(train_ds.box_kept, again)  # the seed decides
+    train_ds.keep_boxes(0.25, seed=4)
+    assert not torch.equal(train_ds.box_kept, again)
+    with pytest.raises(ValueError, match="box_fraction .* box_loss is 0"):
+        TrainConfig(box_fraction=0.5)

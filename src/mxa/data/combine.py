@@ -338,12 +338,42 @@ class IndexedDataset(Dataset):
         self.source_names: list[str] = ["data"]
         self.source_of: Any = None
         self.source_weights: list[float] | None = None
+        self.box_kept: torch.Tensor | None = None  # (N,) bool: items whose boxes are given (None: all)
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
-        return (index, *self.base[index])
+        item = (index, *self.base[index])
+        if self.box_kept is not None and len(item) > 4 and not bool(self.box_kept[index]):
+            item = (*item[:4], torch.full_like(item[4], float("nan")))  # trained from its labels alone
+        return item
+
+    def keep_boxes(self, fraction: float, seed: int) -> int:
+        """Give the boxes of ``round(fraction * N)`` items only, drawn by ``seed``; the others' are NaN.
+
+        Returns the number of items whose boxes are kept (those without boxes in the data stay without).
+
+        Examples:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> from mxa.data.combine import IndexedDataset
+            >>> z = torch.zeros  # 4 items: image, target, mask, boxes
+            >>> base = TensorDataset(z(4, 1), z(4, 2), torch.ones(4, 2), z(4, 2, 4))
+            >>> ds = IndexedDataset(base, ["a", "b", "c", "d"])
+            >>> ds.keep_boxes(0.5, seed=0)
+            2
+            >>> sum(bool(ds[i][4].isnan().all()) for i in range(4))
+            2
+        """
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        n = len(self)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        kept = torch.zeros(n, dtype=torch.bool)
+        kept[order[: round(fraction * n)]] = True
+        self.box_kept = kept
+        return int(kept.sum())
 
 
 class ResumableSampler(Sampler[int]):

@@ -271,6 +271,16 @@ class TrainConfig:
         max=1e3,
         fixed=True,
     )
+    box_fraction: float = _opt(
+        1.0,
+        "with --box-loss: the share of the training images whose box labels it uses, drawn by --seed (the "
+        "others train from their image labels alone): how few boxed images a run needs "
+        "(docs/localization.md)",
+        "localization",
+        min=0.0,
+        max=1.0,
+        fixed=True,
+    )
     box_area_penalty: float = _opt(
         0.0,
         "weight of a penalty on the mean area of the MXA boxes (0 = off)",
@@ -388,6 +398,11 @@ class TrainConfig:
                     f"({self.mxa_rois}) takes the block's ROIs from the label maps: set mxa_rois 0 to use "
                     "them, or leave them out"
                 )
+        if self.box_fraction < 1 and not self.box_loss > 0:
+            raise ConfigError(
+                f"box_fraction ({self.box_fraction}) chooses the images whose boxes box_loss uses, and "
+                "box_loss is 0: set box_loss > 0 (e.g. 1), or leave box_fraction out"
+            )
         if self.mxa and not self.mxa_rois and self.mxa_roi_fraction != PEAK_FRACTION:
             raise ConfigError(
                 f"mxa_roi_fraction ({self.mxa_roi_fraction}) places the edges of label ROIs, and mxa_rois 0 "

@@ -181,6 +181,11 @@ def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
         rand_augment=cfg.rand_augment,
         geometric=cfg.box_loss == 0,  # box supervision needs boxes that still fit the augmented image
     )
+    if cfg.box_fraction < 1:
+        kept = train_ds.keep_boxes(cfg.box_fraction, cfg.seed)
+        log.info(
+            "--box-fraction %g: box labels of %d of %d training images", cfg.box_fraction, kept, len(train_ds)
+        )
     steps = _steps_per_epoch(cfg, len(train_ds), world)
     teacher, cache = _build_teacher(cfg, model, device)
     criterion = _build_criterion(cfg, train_ds, teacher is not None or cache is not None).to(device)
