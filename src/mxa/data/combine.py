@@ -352,7 +352,7 @@ class IndexedDataset(Dataset):
     def keep_boxes(self, fraction: float, seed: int) -> int:
         """Give the boxes of ``round(fraction * N)`` items only, drawn by ``seed``; the others' are NaN.
 
-        Returns the number of items whose boxes are kept (those without boxes in the data stay without).
+        Returns the number of items drawn (those of them without boxes in the data stay without).
 
         Examples:
             >>> import torch

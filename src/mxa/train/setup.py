@@ -184,8 +184,16 @@ def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     if cfg.box_fraction < 1:
         kept = train_ds.keep_boxes(cfg.box_fraction, cfg.seed)
         log.info(
-            "--box-fraction %g: box labels of %d of %d training images", cfg.box_fraction, kept, len(train_ds)
+            "--box-fraction %g: box labels of the %d of %d training images drawn (where they have boxes)",
+            cfg.box_fraction,
+            kept,
+            len(train_ds),
         )
+        if kept == 0:
+            log.warning(
+                "--box-fraction %g keeps no training image's boxes: --box-loss has nothing to use",
+                cfg.box_fraction,
+            )
     steps = _steps_per_epoch(cfg, len(train_ds), world)
     teacher, cache = _build_teacher(cfg, model, device)
     criterion = _build_criterion(cfg, train_ds, teacher is not None or cache is not None).to(device)
