@@ -160,49 +160,37 @@ def stage_table(data: dict[str, Any], kind: str, variant: str = "labels", img_si
 def goals(data: dict[str, Any]) -> str:
     """Issue 31's goals: the crop of the default (``labels``), and with box labels."""
     runs = _runs(data)
-
-    def mark(ok: bool) -> str:
-        return "met" if ok else "**missed**"
-
     rows = ["| goal | phantom kind | target | measured | |", "| --- | --- | --- | --- | --- |"]
     for kind in data["kinds"]:
-        s = [x for x in (role_summary(r, "crop") for r in runs.get((kind, "labels"), [])) if x]
+        s = _crops(runs, kind, "labels")
         if not s:
             continue
-        iou = [x["iou"] for x in s]
-        rows.append(
-            f"| the crop, no box labels: single-finding IoU (`labels`) | {kind} | >= 0.35, sd <= 0.05 | "
-            f"{_mean(iou):.3f} ± {_sd(iou):.3f} | {mark(_mean(iou) >= 0.35 and _sd(iou) <= 0.05)} |"
-        )
-        half = [x for x in (role_summary(r, "crop") for r in runs.get((kind, "labels-half"), [])) if x]
+        rows.append(_iou_row("the crop, no box labels: single-finding IoU (`labels`)", kind, s))
+        half = _crops(runs, kind, "labels-half")
         if half:  # the same crop with --mxa-roi-fraction 0.5, the threshold the read-out analysis chose
-            h = [x["iou"] for x in half]
-            rows.append(
-                f"| the same, box edges at half maximum (`labels-half`, not the default) | {kind} | "
-                f">= 0.35, sd <= 0.05 | {_mean(h):.3f} ± {_sd(h):.3f} | "
-                f"{mark(_mean(h) >= 0.35 and _sd(h) <= 0.05)} |"
-            )
+            what = "the same, box edges at half maximum (`labels-half`, not the default)"
+            rows.append(_iou_row(what, kind, half))
         acc = _mean([x["acc"] for x in s])
         rows.append(
             f"| localization accuracy at IoU 0.3 (single findings) | {kind} | >= 0.5 | {acc:.3f} "
-            f"| {mark(acc >= 0.5)} |"
+            f"| {_mark(acc >= 0.5)} |"
         )
         ratio = _mean([x["ratio"] for x in s])
         rows.append(
             f"| median box area over the finding's | {kind} | within 2x (0.5-2) | {ratio:.2f} | "
-            f"{mark(0.5 <= ratio <= 2)} |"
+            f"{_mark(0.5 <= ratio <= 2)} |"
         )
-        rows.append(_small_row("findings of side <= 0.15, no box labels", kind, 0.25, s, mark))
+        rows.append(_small_row("findings of side <= 0.15, no box labels", kind, 0.25, s))
         sup = _crops(runs, kind, "labels+box-loss")
         if sup:
-            rows.append(_small_row("findings of side <= 0.15, `--box-loss`", kind, 0.45, sup, mark))
+            rows.append(_small_row("findings of side <= 0.15, `--box-loss`", kind, 0.45, sup))
         base = _mean([r["macro_auc"] for r in runs.get((kind, "baseline"), [])])
         auc = _mean([r["macro_auc"] for r in runs.get((kind, "labels"), [])])
         rows.append(
             f"| macro AUC against the no-MXA baseline | {kind} | >= {base - 0.01:.3f} | {auc:.3f} | "
-            f"{mark(auc >= base - 0.01)} |"
+            f"{_mark(auc >= base - 0.01)} |"
         )
-        rows += _goals_320(runs, kind, mark)
+        rows += _goals_320(runs, kind)
     return "\n".join(rows)
 
 
@@ -213,27 +201,36 @@ def _crops(
     return [x for x in (role_summary(r, "crop") for r in runs.get((kind, variant), [])) if x]
 
 
-def _small_row(what: str, kind: str, target: float, s: list[dict[str, Any]], mark: Any) -> str:
+def _mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _iou_row(what: str, kind: str, s: list[dict[str, Any]]) -> str:
+    """A goal row for the crop's single-finding IoU: >= 0.35 with sd <= 0.05 over the seeds."""
+    iou = [x["iou"] for x in s]
+    m, sd = _mean(iou), _sd(iou)
+    return (
+        f"| {what} | {kind} | >= 0.35, sd <= 0.05 | {m:.3f} ± {sd:.3f} | {_mark(m >= 0.35 and sd <= 0.05)} |"
+    )
+
+
+def _small_row(what: str, kind: str, target: float, s: list[dict[str, Any]]) -> str:
     """A goal row for the crop's IoU on findings of side <= 0.15."""
     v = _mean([x["side <= 0.15"] for x in s])
-    return f"| {what} | {kind} | IoU >= {target} | {v:.3f} | {mark(v >= target)} |"
+    return f"| {what} | {kind} | IoU >= {target} | {v:.3f} | {_mark(v >= target)} |"
 
 
-def _goals_320(runs: dict[tuple[str, str], list[dict[str, Any]]], kind: str, mark: Any) -> list[str]:
+def _goals_320(runs: dict[tuple[str, str], list[dict[str, Any]]], kind: str) -> list[str]:
     """The same goals for the variants at 320 px input (not the default), where the study has them."""
     rows = []
     s = _crops(runs, kind, "labels-320")
     if s:
-        iou = [x["iou"] for x in s]
-        rows.append(
-            f"| at 320 px (`labels-320`, not the default): single-finding IoU | {kind} | >= 0.35, sd <= 0.05 "
-            f"| {_mean(iou):.3f} ± {_sd(iou):.3f} | {mark(_mean(iou) >= 0.35 and _sd(iou) <= 0.05)} |"
-        )
-        rows.append(_small_row("at 320 px: findings of side <= 0.15, no box labels", kind, 0.25, s, mark))
+        rows.append(_iou_row("at 320 px (`labels-320`, not the default): single-finding IoU", kind, s))
+        rows.append(_small_row("at 320 px: findings of side <= 0.15, no box labels", kind, 0.25, s))
     sup = _crops(runs, kind, "labels+box-loss-320")
     if sup:
         what = "at 320 px: findings of side <= 0.15, `--box-loss` (`labels+box-loss-320`)"
-        rows.append(_small_row(what, kind, 0.45, sup, mark))
+        rows.append(_small_row(what, kind, 0.45, sup))
     base_runs = runs.get((kind, "baseline-320"), [])
     for name in ("labels-320", "labels+box-loss-320"):
         if base_runs and runs.get((kind, name)):
@@ -242,7 +239,7 @@ def _goals_320(runs: dict[tuple[str, str], list[dict[str, Any]]], kind: str, mar
             rows.append(
                 f"| at 320 px: macro AUC of `{name}` against the no-MXA baseline at 320 px "
                 f"({len(base_runs)} seeds) | {kind} | >= {base - 0.01:.3f} | {auc:.3f} | "
-                f"{mark(auc >= base - 0.01)} |"
+                f"{_mark(auc >= base - 0.01)} |"
             )
     return rows
 
