@@ -80,6 +80,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, box_loss=1.0, box_fraction=0.1),
     ),
     "baseline-320": ("no MXA at 320 px (the AUC reference of labels-320)", dict(mxa=False, img_size=320)),
+    "labels-first": (
+        "labels with MXA in the first block of each stage only (--mxa-per-stage first: 3 of M0's 6 blocks, 3 "
+        "of M5's 8): the blocks the validation split chose for labels in 4 of its 6 runs; a third to a "
+        "half of the latency MXA adds (issue 34)",
+        dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, mxa_per_stage="first"),
+    ),
     "labels-noguide": (
         "labels without the coarse-to-fine guide",
         dict(mxa_rois=2, roi_mil=1.0, roi_guide=0.0),

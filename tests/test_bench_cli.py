@@ -41,8 +41,11 @@ def test_bench_ratios_and_json(tmp_path, capsys) -> None:
     rep = json.loads(out.read_text())
     assert rep["device_type"] == "cpu" and rep["torch"] == torch.__version__ and rep["threads"] >= 1
     r = rep["results"]["efficientvit_ml_m0"]
-    assert set(r["variants"]) == {"mxa", "mxa-box", "baseline", "timm"}
+    assert set(r["variants"]) == {"mxa", "mxa-first", "mxa-box", "baseline", "timm"}
     v = r["variants"]
+    # the same block in the first block of each stage only: 3 of M0's 6
+    assert len(v["mxa-first"]["operators_per_block"]) == 3 and len(v["mxa"]["operators_per_block"]) == 6
+    assert v["baseline"]["params"] < v["mxa-first"]["params"] < v["mxa"]["params"]
     assert v["baseline"]["params"] == v["timm"]["params"] < v["mxa"]["params"]
     assert r["ratios"]["mxa_vs_baseline"]["params"] == pytest.approx(
         v["mxa"]["params"] / v["baseline"]["params"]
@@ -67,7 +70,7 @@ def test_missing_extra_names_the_install() -> None:
         require("matplotlib.no_such_module", "Plotting")  # a missing module of the viz extra
 
 
-@pytest.mark.slow  # 4 variants x 3 runtimes: CI runs it after the suite
+@pytest.mark.slow  # 5 variants x 3 runtimes: CI runs it after the suite
 def test_bench_runtimes_side_by_side(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     out = tmp_path / "r.json"
@@ -77,7 +80,9 @@ def test_bench_runtimes_side_by_side(tmp_path) -> None:
     assert rep["runtimes"] == ["eager", "onnx", "deterministic"] and rep["compile"] is False
     r = rep["results"]["efficientvit_ml_m0"]
     assert set(r["variants"]) == {
-        f"{v}{s}" for v in ("mxa", "mxa-box", "baseline", "timm") for s in ("", "@onnx", "@deterministic")
+        f"{v}{s}"
+        for v in ("mxa", "mxa-first", "mxa-box", "baseline", "timm")
+        for s in ("", "@onnx", "@deterministic")
     }
     assert "train_step" not in r["variants"]["mxa@onnx"]  # ONNX Runtime: inference only
     assert "train_step" in r["variants"]["mxa@deterministic"]

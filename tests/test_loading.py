@@ -93,6 +93,27 @@ def test_model_spec_for_training() -> None:
     assert timm.is_model(spec.architecture)
 
 
+@pytest.mark.parametrize("via", ["checkpoint", "safetensors"])
+def test_mxa_per_stage_round_trips(via: str, tmp_path: Path) -> None:
+    spec = ModelSpec.for_training("efficientvit_ml_m0", 64, mxa_per_stage="first")
+    assert spec.kwargs["mxa_per_stage"] == "first"
+    assert "mxa_per_stage" not in ModelSpec.for_training("efficientvit_ml_m0", 64).kwargs  # the default
+    assert "mxa_per_stage" not in ModelSpec.for_training("resnet18_mxa", 64, mxa_per_stage="first").kwargs
+    model = spec.build().eval()
+    if via == "safetensors":
+        path = mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")
+    else:
+        again_spec = ModelSpec.from_model(model)
+        ckpt = TrainCheckpoint(
+            model_name=again_spec.architecture, model_kwargs=again_spec.kwargs, model=model.state_dict()
+        )
+        path = ckpt.save(tmp_path / "m.pt")
+    again = mxa.load_model(path)
+    assert again.mxa_per_stage == "first" and list(mxa.mxa_blocks(again)) == list(mxa.mxa_blocks(model))
+    x = torch.randn(2, 1, 64, 64)
+    torch.testing.assert_close(again(x), model(x))
+
+
 # one non-default value per MXABlock option; a new option without one here fails this test on purpose
 _MXA_VALUES = {
     "reduction": 8,

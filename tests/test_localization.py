@@ -232,3 +232,10 @@ def test_box_fraction_keeps_the_boxes_of_that_share_of_the_training_images() -> 
     assert not torch.equal(train_ds.box_kept, again)
     with pytest.raises(ValueError, match="box_fraction .* box_loss is 0"):
         TrainConfig(box_fraction=0.5)
+
+
+def test_mxa_per_stage_is_for_our_efficientvit() -> None:
+    assert model_spec(TrainConfig(mxa_per_stage="first")).build().mxa_per_stage == "first"
+    with pytest.raises(ValueError, match="mxa_per_stage 'last' picks blocks .* resnet18_mxa is not one"):
+        TrainConfig(model="resnet18_mxa", mxa_per_stage="last")
+    TrainConfig(model="resnet18_mxa", mxa=False, mxa_per_stage="last")  # no MXA: nothing to pick

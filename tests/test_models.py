@@ -103,6 +103,23 @@ def test_mxa_stages_selection() -> None:
         timm.create_model("efficientvit_ml_m0", mxa_stages=[3])
 
 
+@pytest.mark.parametrize(
+    ("per_stage", "want"),
+    [
+        ("first", ["stages.0.blocks.0", "stages.1.blocks.0", "stages.2.blocks.0"]),
+        ("last", ["stages.0.blocks.0", "stages.1.blocks.1", "stages.2.blocks.2"]),
+    ],
+)
+def test_mxa_per_stage_picks_one_block_per_stage(per_stage: str, want: list[str]) -> None:
+    m = timm.create_model("efficientvit_ml_m0", img_size=SMALL, mxa_per_stage=per_stage)
+    assert list(m.mxa_blocks()) == want and m.mxa_per_stage == per_stage
+    # with a subset of stages: one block of each of those
+    some = timm.create_model("efficientvit_ml_m0", img_size=SMALL, mxa_stages=[2], mxa_per_stage=per_stage)
+    assert list(some.mxa_blocks()) == want[2:]
+    with pytest.raises(ValueError, match="mxa_per_stage must be one of"):
+        timm.create_model("efficientvit_ml_m0", mxa_per_stage="middle")
+
+
 def test_forward_with_rois() -> None:
     torch.manual_seed(0)
     m = timm.create_model("efficientvit_ml_m0", img_size=SMALL).eval()

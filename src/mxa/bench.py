@@ -2,12 +2,14 @@
 
 For every model asked for, its variants are measured in the same run, *interleaved* (one repeat of each in
 turn), so a noisy machine biases none of them: ``mxa`` (the model ``mxa train`` builds by default: label
-ROIs), ``mxa-box`` (``timm.create_model(name, mxa=True)``: the paper's single box), ``baseline``
-(``mxa=False``) and ``timm`` (timm's own ``efficientvit_mX``, the noise control: it should time as our
-baseline does). For a grafted model (``densenet121_mxa``...) the baseline is its plain timm parent. Ratios
-to the baseline are medians of the per-repeat ratios. Within a repeat the calls torch runs and those ONNX
-Runtime runs are grouped, each group preceded by an untimed call of its last function: without it, ONNX
-Runtime at batch 1 was timed into torch's still-spinning threads in some positions of the cycle only.
+ROIs), for our EfficientViT ``mxa-all`` or ``mxa-first`` (that block in every block of a stage, or in the
+first only: the layout ``mxa train`` does not build by default), ``mxa-box`` (``timm.create_model(name,
+mxa=True)``: the paper's single box), ``baseline`` (``mxa=False``) and ``timm`` (timm's own
+``efficientvit_mX``, the noise control: it should time as our baseline does). For a grafted model
+(``densenet121_mxa``...) the baseline is its plain timm parent. Ratios to the baseline are medians of the
+per-repeat ratios. Within a repeat the calls torch runs and those ONNX Runtime runs are grouped, each group
+preceded by an untimed call of its last function: without it, ONNX Runtime at batch 1 was timed into torch's
+still-spinning threads in some positions of the cycle only.
 
 Each variant runs in every *runtime* asked for (:data:`RUNTIMES`), all interleaved in the one run: ``eager``
 (keys ``mxa``, ``baseline``...), ``compile`` (``torch.compile``; keys ``mxa@compile``...), ``onnx`` (exported
@@ -122,17 +124,20 @@ def _engine(key: str) -> str:
 
 
 def _variants(name: str, img_size: int, crop_methods: Sequence[str] = ()) -> dict[str, torch.nn.Module]:
-    """``mxa``: the model ``mxa train`` builds by default (label ROIs); ``mxa-box``: the one
+    """``mxa``: the model ``mxa train`` builds by default (label ROIs); for our EfficientViT, ``mxa-all`` or
+    ``mxa-first``: the same block in the other layout (``--mxa-per-stage``); ``mxa-box``: the one
     ``timm.create_model(name, mxa=True)`` builds (the paper's single box); ``baseline``; ``timm``."""
     from mxa.train.config import TrainConfig
     from mxa.train.state import model_spec
 
     m = re.fullmatch(r"efficientvit_ml_m(\d)", name)
-    out = {
-        "mxa": model_spec(TrainConfig(model=name, img_size=img_size)).build(),
-        "mxa-box": timm.create_model(name, img_size=img_size, mxa=True),
-        "baseline": timm.create_model(name, img_size=img_size, mxa=False),
-    }
+    default = TrainConfig(model=name, img_size=img_size)
+    out = {"mxa": model_spec(default).build()}
+    if name.startswith("efficientvit_ml_"):  # the block in every block of a stage, or in the first only
+        other = "all" if default.mxa_per_stage != "all" else "first"
+        out[f"mxa-{other}"] = model_spec(dataclasses.replace(default, mxa_per_stage=other)).build()
+    out["mxa-box"] = timm.create_model(name, img_size=img_size, mxa=True)
+    out["baseline"] = timm.create_model(name, img_size=img_size, mxa=False)
     for method in crop_methods:  # the single-box MXA model with each ROI-crop method (ours only)
         if name.startswith("efficientvit_ml_"):
             out[f"mxa-{method}"] = timm.create_model(
@@ -432,7 +437,7 @@ def run_bench(
         >>> rep = run_bench(["efficientvit_ml_m0"], batch_size=1, img_size=64, repeats=2, warmup=1,
         ...                 train_step=False, progress=False)
         >>> sorted(rep["results"]["efficientvit_ml_m0"]["ratios"])
-        ['mxa-box_vs_baseline', 'mxa_vs_baseline', 'timm_vs_baseline']
+        ['mxa-box_vs_baseline', 'mxa-first_vs_baseline', 'mxa_vs_baseline', 'timm_vs_baseline']
     """
     dev = resolve_device(device)  # a ValueError naming the fix when CUDA is asked for and absent
     runtimes = list(dict.fromkeys(runtimes or (["compile"] if compile else ["eager"])))

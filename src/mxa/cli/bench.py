@@ -17,7 +17,9 @@ def add_parsers(sub: Any) -> None:
         help="parameters, FLOPs, latency, throughput vs the baseline and timm, side by side",
         description=(
             "For each model, its variants in the same run: 'mxa' (the model mxa train builds by default: "
-            "label ROIs), 'mxa-box' (timm.create_model(name, mxa=True): the paper's single box), 'baseline' "
+            "label ROIs), for our EfficientViT 'mxa-all' or 'mxa-first' (the same block in the layout mxa "
+            "train does not build by default: every block of a stage, or the first only), 'mxa-box' "
+            "(timm.create_model(name, mxa=True): the paper's single box), 'baseline' "
             "(ours with --no-mxa) and 'timm' (timm's own efficientvit_mX with 1 input channel and 14 outputs:"
             " the reference our baseline must match). Timings are interleaved (one repeat of each variant in "
             "turn) and reported as median [IQR]; a ratio to the baseline is the median of the per-repeat "

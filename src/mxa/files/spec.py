@@ -31,6 +31,7 @@ ALLOWED_MODEL_KWARGS = frozenset(
         "num_classes",
         "mxa",
         "mxa_stages",
+        "mxa_per_stage",
         "mxa_cfg",
         "label_names",
         "drop_rate",
@@ -57,8 +58,10 @@ class ModelSpec:
         mxa: bool = True,
         mxa_stages: list[int] | None = None,
         mxa_cfg: dict[str, Any] | None = None,
+        mxa_per_stage: str = "all",
     ) -> ModelSpec:
-        """The spec ``mxa train`` builds: MXA options only for ``efficientvit_ml_*`` and ``*_mxa`` models."""
+        """The spec ``mxa train`` builds: MXA options only for ``efficientvit_ml_*`` and ``*_mxa`` models
+        (``mxa_per_stage`` for ``efficientvit_ml_*`` only, recorded where it is not ``"all"``)."""
         kw: dict[str, Any] = {"img_size": int(img_size)}
         if model.startswith("efficientvit_ml_") or model in GRAFTED_MODEL_NAMES:
             kw["mxa"] = bool(mxa)
@@ -66,6 +69,8 @@ class ModelSpec:
                 kw["mxa_stages"] = [int(i) for i in mxa_stages]
             if mxa and mxa_cfg:
                 kw["mxa_cfg"] = dict(mxa_cfg)
+            if mxa and mxa_per_stage != "all" and model.startswith("efficientvit_ml_"):
+                kw["mxa_per_stage"] = mxa_per_stage
         return cls(model, kw)
 
     @classmethod
@@ -93,6 +98,8 @@ class ModelSpec:
                 kw["mxa_stages"] = list(stages)
             if mxa_cfg:
                 kw["mxa_cfg"] = dict(mxa_cfg)
+            if stages and getattr(model, "mxa_per_stage", "all") != "all":
+                kw["mxa_per_stage"] = str(getattr(model, "mxa_per_stage"))  # noqa: B009
         return cls(arch, kw)
 
     def validate(self, source: str = "the model description") -> ModelSpec:

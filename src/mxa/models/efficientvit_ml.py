@@ -43,12 +43,16 @@ from mxa.layers.mxa_block import MXABlock
 from mxa.models import hooks
 
 __all__ = [
+    "MXA_PER_STAGE",
     "BatchSafeNormLinear",
     "FreshBiasAttention",
     "MXAWindowAttention",
     "MultiLabelEfficientViT",
     "checkpoint_filter_fn",
 ]
+
+#: Which blocks of a stage get MXA (``mxa_per_stage``): all of them (the paper's), or only the first or last.
+MXA_PER_STAGE = ("all", "first", "last")
 
 
 class FreshBiasAttention(CascadedGroupAttention):
@@ -173,6 +177,9 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         drop_rate: dropout before the classifier.
         mxa: add an :class:`MXABlock` beside the attention of every attention block.
         mxa_stages: indices of the stages that get MXA (default: all); ignored when ``mxa=False``.
+        mxa_per_stage: which blocks of those stages get MXA: ``"all"`` (the paper's), ``"first"`` or
+            ``"last"`` (one block per stage: a third of the blocks of M0-M4 and 3 of M5's 8; ``mxa train``
+            builds ``"first"``, docs/localization.md).
         mxa_cfg: keyword arguments of :class:`MXABlock` (``reduction``, ``min_size``, ``init_scale``...).
         label_names: names of the outputs, kept as ``model.label_names``.
 
@@ -205,6 +212,7 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         mxa_stages: Sequence[int] | None = None,
         mxa_cfg: dict[str, Any] | None = None,
         label_names: Sequence[str] | None = None,
+        mxa_per_stage: str = "all",
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -235,11 +243,17 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         for stage in self.stages:  # the attention without timm's stale eval-mode bias cache, everywhere
             for blk in stage.blocks:
                 blk.mixer.m = MXAWindowAttention.from_timm(blk.mixer.m, None)
-        self.mxa_stages, self.mxa_cfg = (), dict(mxa_cfg or {})
+        if mxa_per_stage not in MXA_PER_STAGE:
+            raise ValueError(f"mxa_per_stage must be one of {MXA_PER_STAGE}, got {mxa_per_stage!r}")
+        self.mxa_stages, self.mxa_cfg, self.mxa_per_stage = (), dict(mxa_cfg or {}), mxa_per_stage
         if stages_with_mxa:  # MXA goes in the one way it goes into any model: add_mxa
             from mxa.models.graft import add_mxa
 
-            add_mxa(self, where=sorted(stages_with_mxa), **self.mxa_cfg)
+            where: list[int | str] = list(sorted(stages_with_mxa))
+            if mxa_per_stage != "all":  # one block per stage, by name
+                pick = 0 if mxa_per_stage == "first" else -1
+                where = [f"stages.{i}.blocks.{range(len(self.stages[i].blocks))[pick]}" for i in where]
+            add_mxa(self, where=where, **self.mxa_cfg)
         if num_classes > 0:
             self.head = BatchSafeNormLinear(self.head_hidden_size, num_classes, drop=self.drop_rate)
         if label_names is not None and len(label_names) != num_classes:

@@ -17,6 +17,7 @@ from mxa.data.spec import SCHEMES
 from mxa.data.transforms import PAPER_RAND_AUGMENT
 from mxa.layers.label_roi import PEAK_FRACTION
 from mxa.losses.multilabel import DEFAULT_MAX_POS_WEIGHT
+from mxa.models.efficientvit_ml import MXA_PER_STAGE
 from mxa.utils.runtime import AMP_CHOICES
 
 __all__ = ["LEGACY_SETTINGS", "ConfigError", "TrainConfig", "stored_settings"]
@@ -102,6 +103,15 @@ class TrainConfig:
     )
     mxa_stages: list[int] | None = _opt(  # noqa: RUF009  (_opt returns a dataclasses.field)
         None, "stages that get MXA (default: all)", "model", min=0, nargs="+", fixed=True
+    )
+    mxa_per_stage: str = _opt(
+        "all",
+        "which blocks of each stage get MXA: 'all' (the paper's), 'first' or 'last' (one per stage: 3 of "
+        "M5's 8 blocks, about half MXA's latency at batch 1, localizes less well; efficientvit_ml_* models "
+        "only; docs/localization.md)",
+        "model",
+        choices=MXA_PER_STAGE,
+        fixed=True,
     )
     mxa_rois: int = _opt(
         2,
@@ -398,6 +408,16 @@ class TrainConfig:
                     f"({self.mxa_rois}) takes the block's ROIs from the label maps: set mxa_rois 0 to use "
                     "them, or leave them out"
                 )
+        per_stage_default = next(f.default for f in dataclasses.fields(self) if f.name == "mxa_per_stage")
+        if (
+            self.mxa
+            and self.mxa_per_stage != per_stage_default
+            and not self.model.startswith("efficientvit_ml_")
+        ):
+            raise ConfigError(
+                f"mxa_per_stage {self.mxa_per_stage!r} picks blocks of our EfficientViT's stages, and "
+                f"{self.model} is not one: use an efficientvit_ml_* model, or leave mxa_per_stage out"
+            )
         if self.box_fraction < 1 and not self.box_loss > 0:
             raise ConfigError(
                 f"box_fraction ({self.box_fraction}) chooses the images whose boxes box_loss uses, and "

@@ -92,7 +92,9 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
         }
         if cfg.mxa_roi_fraction != _MXA_DEFAULTS["roi_fraction"]:  # recorded only where it differs
             rois["roi_fraction"] = cfg.mxa_roi_fraction
-        return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, rois)
+        return ModelSpec.for_training(
+            cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, rois, cfg.mxa_per_stage
+        )
     chosen = {
         "mode": cfg.mxa_mode,
         "min_size": cfg.mxa_min_size,
@@ -106,7 +108,9 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
     }
     # Only what differs from MXABlock's defaults: a checkpoint rebuilds with timm.create_model as it was.
     mxa_cfg = {k: v for k, v in chosen.items() if v != _MXA_DEFAULTS[k]}
-    return ModelSpec.for_training(cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, mxa_cfg or None)
+    return ModelSpec.for_training(
+        cfg.model, cfg.img_size, cfg.mxa, cfg.mxa_stages, mxa_cfg or None, cfg.mxa_per_stage
+    )
 
 
 _MXA_DEFAULTS = {k: p.default for k, p in inspect.signature(MXABlock).parameters.items() if k != "dim"}
