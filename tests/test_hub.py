@@ -87,6 +87,22 @@ def test_the_model_card_says_what_the_model_is_and_is_not(ours: tuple[torch.nn.M
     assert "| Lung Lesion | 0.300 |" in card and "`epochs`: `2`" in card
     metrics = {"data": "phantom", "n_images": 50, "macro_auc": 0.81, "ci": {"macro_auc": [0.78, 0.84]}}
     assert "| macro auc | 0.810 | [0.780, 0.840] |" in model_card(model, None, metrics)
+    assert "block of each stage" not in card  # MXA in every block: the default layout, not named
+
+
+def test_a_one_block_per_stage_model_says_so_and_travels(tmp_path: Path) -> None:
+    model = _trained_looking(timm.create_model("efficientvit_ml_m0", img_size=64, mxa_per_stage="last"))
+    folder = export_hub(model, tmp_path / "last", training={"mxa_per_stage": "last"})
+    card = (folder / "README.md").read_text()
+    assert "in the last block of each stage" in card and "`mxa_per_stage`: `last`" in card
+    again = mxa.load_model(f"local-dir:{folder}")
+    assert (
+        list(mxa.mxa_blocks(again))
+        == list(mxa.mxa_blocks(model))
+        == ["stages.0.blocks.0", "stages.1.blocks.1", "stages.2.blocks.2"]
+    )
+    x = torch.randn(2, 1, 64, 64)
+    torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
 
 
 class StandInHub:

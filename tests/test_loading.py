@@ -93,12 +93,14 @@ def test_model_spec_for_training() -> None:
     assert timm.is_model(spec.architecture)
 
 
+@pytest.mark.parametrize("per_stage", ["first", "last"])
 @pytest.mark.parametrize("via", ["checkpoint", "safetensors"])
-def test_mxa_per_stage_round_trips(via: str, tmp_path: Path) -> None:
-    spec = ModelSpec.for_training("efficientvit_ml_m0", 64, mxa_per_stage="first")
-    assert spec.kwargs["mxa_per_stage"] == "first"
+def test_mxa_per_stage_round_trips(per_stage: str, via: str, tmp_path: Path) -> None:
+    spec = ModelSpec.for_training("efficientvit_ml_m0", 64, mxa_stages=[1, 2], mxa_per_stage=per_stage)
+    assert spec.kwargs["mxa_per_stage"] == per_stage
     assert "mxa_per_stage" not in ModelSpec.for_training("efficientvit_ml_m0", 64).kwargs  # the default
-    assert "mxa_per_stage" not in ModelSpec.for_training("resnet18_mxa", 64, mxa_per_stage="first").kwargs
+    grafted = ModelSpec.for_training("resnet50_mxa", 64, mxa_per_stage=per_stage).kwargs
+    assert grafted["mxa"] and "mxa_per_stage" not in grafted  # a grafted model has no such argument
     model = spec.build().eval()
     if via == "safetensors":
         path = mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")
@@ -109,7 +111,8 @@ def test_mxa_per_stage_round_trips(via: str, tmp_path: Path) -> None:
         )
         path = ckpt.save(tmp_path / "m.pt")
     again = mxa.load_model(path)
-    assert again.mxa_per_stage == "first" and list(mxa.mxa_blocks(again)) == list(mxa.mxa_blocks(model))
+    assert again.mxa_per_stage == per_stage and list(mxa.mxa_blocks(again)) == list(mxa.mxa_blocks(model))
+    assert len(mxa.mxa_blocks(again)) == 2  # one in each of stages 1 and 2
     x = torch.randn(2, 1, 64, 64)
     torch.testing.assert_close(again(x), model(x))
 

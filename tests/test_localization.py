@@ -235,7 +235,15 @@ def test_box_fraction_keeps_the_boxes_of_that_share_of_the_training_images() -> 
 
 
 def test_mxa_per_stage_is_for_our_efficientvit() -> None:
-    assert model_spec(TrainConfig(mxa_per_stage="first")).build().mxa_per_stage == "first"
-    with pytest.raises(ValueError, match="mxa_per_stage 'last' picks blocks .* resnet18_mxa is not one"):
-        TrainConfig(model="resnet18_mxa", mxa_per_stage="last")
-    TrainConfig(model="resnet18_mxa", mxa=False, mxa_per_stage="last")  # no MXA: nothing to pick
+    from mxa.cli import build_parser, train_config_from_args
+
+    ns = build_parser().parse_args(["train", "--mxa-per-stage", "first", "--img-size", "64"])
+    cfg = train_config_from_args(ns)
+    assert cfg.mxa_per_stage == "first" and TrainConfig().mxa_per_stage == "all"
+    assert list(model_spec(cfg).build().mxa_blocks()) == [f"stages.{i}.blocks.0" for i in range(3)]
+    with pytest.raises(SystemExit):  # argparse refuses a layout it does not know
+        build_parser().parse_args(["train", "--mxa-per-stage", "middle"])
+    with pytest.raises(ValueError, match="mxa_per_stage 'last' picks blocks .* resnet50_mxa is not one"):
+        TrainConfig(model="resnet50_mxa", mxa_per_stage="last")
+    TrainConfig(model="resnet50_mxa")  # the default layout is fine for any model
+    TrainConfig(model="resnet50_mxa", mxa=False, mxa_per_stage="last")  # no MXA: nothing to pick

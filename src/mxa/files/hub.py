@@ -147,6 +147,7 @@ _TRAINING_KEYS = (
     "model",
     "img_size",
     "mxa",
+    "mxa_per_stage",
     "mxa_rois",
     "mxa_mode",
     "roi_mil",
@@ -204,7 +205,13 @@ def model_card(
         + "; preprocessing in `config.json` (`mxa.preprocessing`).",
         "- Constructor arguments (`config.json` `model_args`): "
         f"`{json.dumps(spec.kwargs.get('mxa_cfg') or {})}` for the MXA blocks, MXA "
-        f"{'on' if spec.kwargs.get('mxa', True) else 'off'}.",
+        f"{'on' if spec.kwargs.get('mxa', True) else 'off'}"
+        + (
+            f", in the {spec.kwargs['mxa_per_stage']} block of each stage"
+            if "mxa_per_stage" in spec.kwargs
+            else ""
+        )
+        + ".",
         "",
         "## Training",
         "",

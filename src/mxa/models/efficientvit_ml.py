@@ -177,9 +177,9 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         drop_rate: dropout before the classifier.
         mxa: add an :class:`MXABlock` beside the attention of every attention block.
         mxa_stages: indices of the stages that get MXA (default: all); ignored when ``mxa=False``.
-        mxa_per_stage: which blocks of those stages get MXA: ``"all"`` (the paper's), ``"first"`` or
-            ``"last"`` (one block per stage: a third of the blocks of M0-M4 and 3 of M5's 8; ``mxa train``
-            builds ``"first"``, docs/localization.md).
+        mxa_per_stage: which blocks of those stages get MXA: ``"all"`` (the paper's, and ``mxa train``'s
+            default), ``"first"`` or ``"last"`` (one block per stage: 3 of the 6 blocks of M0-M4, 3 of M5's 8;
+            ``mxa train --mxa-per-stage``; what it costs: docs/localization.md).
         mxa_cfg: keyword arguments of :class:`MXABlock` (``reduction``, ``min_size``, ``init_scale``...).
         label_names: names of the outputs, kept as ``model.label_names``.
 

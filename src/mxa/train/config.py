@@ -107,8 +107,9 @@ class TrainConfig:
     mxa_per_stage: str = _opt(
         "all",
         "which blocks of each stage get MXA: 'all' (the paper's), 'first' or 'last' (one per stage: 3 of "
-        "M5's 8 blocks, about half MXA's latency at batch 1, localizes less well; efficientvit_ml_* models "
-        "only; docs/localization.md)",
+        "M5's 8 blocks; efficientvit_ml_* models only). Measured for 'first': a little under half the "
+        "latency MXA adds on M5 at batch 1 (docs/benchmarks.md), and a crop that localizes less well "
+        "(docs/localization.md)",
         "model",
         choices=MXA_PER_STAGE,
         fixed=True,
@@ -408,12 +409,7 @@ class TrainConfig:
                     f"({self.mxa_rois}) takes the block's ROIs from the label maps: set mxa_rois 0 to use "
                     "them, or leave them out"
                 )
-        per_stage_default = next(f.default for f in dataclasses.fields(self) if f.name == "mxa_per_stage")
-        if (
-            self.mxa
-            and self.mxa_per_stage != per_stage_default
-            and not self.model.startswith("efficientvit_ml_")
-        ):
+        if self.mxa and self.mxa_per_stage != "all" and not self.model.startswith("efficientvit_ml_"):
             raise ConfigError(
                 f"mxa_per_stage {self.mxa_per_stage!r} picks blocks of our EfficientViT's stages, and "
                 f"{self.model} is not one: use an efficientvit_ml_* model, or leave mxa_per_stage out"
