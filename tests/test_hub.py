@@ -94,7 +94,7 @@ def test_a_one_block_per_stage_model_says_so_and_travels(tmp_path: Path) -> None
     model = _trained_looking(timm.create_model("efficientvit_ml_m0", img_size=64, mxa_per_stage="last"))
     folder = export_hub(model, tmp_path / "last", training={"mxa_per_stage": "last"})
     card = (folder / "README.md").read_text()
-    assert "in the last block of each stage" in card and "`mxa_per_stage`: `last`" in card
+    assert "in the last block of each stage that has it" in card and "`mxa_per_stage`: `last`" in card
     again = mxa.load_model(f"local-dir:{folder}")
     assert (
         list(mxa.mxa_blocks(again))

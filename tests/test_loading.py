@@ -112,7 +112,11 @@ def test_mxa_per_stage_round_trips(per_stage: str, via: str, tmp_path: Path) -> 
         path = ckpt.save(tmp_path / "m.pt")
     again = mxa.load_model(path)
     assert again.mxa_per_stage == per_stage and list(mxa.mxa_blocks(again)) == list(mxa.mxa_blocks(model))
-    assert len(mxa.mxa_blocks(again)) == 2  # one in each of stages 1 and 2
+    want = {
+        "first": ["stages.1.blocks.0", "stages.2.blocks.0"],
+        "last": ["stages.1.blocks.1", "stages.2.blocks.2"],
+    }
+    assert list(mxa.mxa_blocks(again)) == want[per_stage]  # one in each of stages 1 and 2
     x = torch.randn(2, 1, 64, 64)
     torch.testing.assert_close(again(x), model(x))
 

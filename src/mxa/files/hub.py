@@ -207,7 +207,7 @@ def model_card(
         f"`{json.dumps(spec.kwargs.get('mxa_cfg') or {})}` for the MXA blocks, MXA "
         f"{'on' if spec.kwargs.get('mxa', True) else 'off'}"
         + (
-            f", in the {spec.kwargs['mxa_per_stage']} block of each stage"
+            f", in the {spec.kwargs['mxa_per_stage']} block of each stage that has it"
             if "mxa_per_stage" in spec.kwargs
             else ""
         )

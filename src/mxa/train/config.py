@@ -107,8 +107,8 @@ class TrainConfig:
     mxa_per_stage: str = _opt(
         "all",
         "which blocks of each stage get MXA: 'all' (the paper's), 'first' or 'last' (one per stage: 3 of "
-        "M5's 8 blocks; efficientvit_ml_* models only). Measured for 'first': a little under half the "
-        "latency MXA adds on M5 at batch 1 (docs/benchmarks.md), and a crop that localizes less well "
+        "M5's 8 blocks; efficientvit_ml_* models only). Measured for 'first': the latency MXA adds falls to "
+        "a little under half on M5 at batch 1 (docs/benchmarks.md), and the crop localizes less well "
         "(docs/localization.md)",
         "model",
         choices=MXA_PER_STAGE,
