@@ -93,6 +93,15 @@ def test_model_spec_for_training() -> None:
     assert timm.is_model(spec.architecture)
 
 
+def _saved(model: torch.nn.Module, via: str, tmp_path: Path) -> Path:
+    """``model`` written as ``mxa export`` (safetensors) or as ``mxa train`` (a checkpoint) writes it."""
+    if via == "safetensors":
+        return mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")
+    spec = ModelSpec.from_model(model)
+    ckpt = TrainCheckpoint(model_name=spec.architecture, model_kwargs=spec.kwargs, model=model.state_dict())
+    return ckpt.save(tmp_path / "m.pt")
+
+
 @pytest.mark.parametrize("per_stage", ["first", "last"])
 @pytest.mark.parametrize("via", ["checkpoint", "safetensors"])
 def test_mxa_per_stage_round_trips(per_stage: str, via: str, tmp_path: Path) -> None:
@@ -102,15 +111,7 @@ def test_mxa_per_stage_round_trips(per_stage: str, via: str, tmp_path: Path) -> 
     grafted = ModelSpec.for_training("resnet50_mxa", 64, mxa_per_stage=per_stage).kwargs
     assert grafted["mxa"] and "mxa_per_stage" not in grafted  # a grafted model has no such argument
     model = spec.build().eval()
-    if via == "safetensors":
-        path = mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")
-    else:
-        again_spec = ModelSpec.from_model(model)
-        ckpt = TrainCheckpoint(
-            model_name=again_spec.architecture, model_kwargs=again_spec.kwargs, model=model.state_dict()
-        )
-        path = ckpt.save(tmp_path / "m.pt")
-    again = mxa.load_model(path)
+    again = mxa.load_model(_saved(model, via, tmp_path))
     assert again.mxa_per_stage == per_stage and list(mxa.mxa_blocks(again)) == list(mxa.mxa_blocks(model))
     want = {
         "first": ["stages.1.blocks.0", "stages.2.blocks.0"],
@@ -154,15 +155,7 @@ def test_load_model_round_trips_every_mxa_cfg_key(key: str, via: str, tmp_path: 
     }.get(key, {})
     cfg = {key: _MXA_VALUES[key], **needs}
     model = timm.create_model("efficientvit_ml_m0", img_size=64, mxa_cfg=cfg).eval()
-    if via == "safetensors":
-        path = mxa.export_safetensors(model, tmp_path / "m" / "model.safetensors")
-    else:
-        spec = ModelSpec.from_model(model)
-        ckpt = TrainCheckpoint(
-            model_name=spec.architecture, model_kwargs=spec.kwargs, model=model.state_dict()
-        )
-        path = ckpt.save(tmp_path / "m.pt")
-    again = mxa.load_model(path)
+    again = mxa.load_model(_saved(model, via, tmp_path))
     assert again.mxa_cfg == cfg
     block = next(iter(mxa.mxa_blocks(again).values()))
     assert getattr(block, key, getattr(block.roi, key, None)) in (cfg[key], None)

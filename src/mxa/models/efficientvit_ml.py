@@ -249,10 +249,12 @@ class MultiLabelEfficientViT(EfficientVitMsra):
         if stages_with_mxa:  # MXA goes in the one way it goes into any model: add_mxa
             from mxa.models.graft import add_mxa
 
-            where: list[int | str] = list(sorted(stages_with_mxa))
+            where: list[int | str] = sorted(stages_with_mxa)
             if mxa_per_stage != "all":  # one block per stage, by name
-                pick = 0 if mxa_per_stage == "first" else -1
-                where = [f"stages.{i}.blocks.{range(len(self.stages[i].blocks))[pick]}" for i in where]
+                last = {i: len(self.stages[i].blocks) - 1 for i in stages_with_mxa}
+                where = [
+                    f"stages.{i}.blocks.{0 if mxa_per_stage == 'first' else last[i]}" for i in sorted(last)
+                ]
             add_mxa(self, where=where, **self.mxa_cfg)
         if num_classes > 0:
             self.head = BatchSafeNormLinear(self.head_hidden_size, num_classes, drop=self.drop_rate)
