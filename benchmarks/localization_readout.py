@@ -20,8 +20,6 @@ the block on validation.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +30,11 @@ from scipy import ndimage
 from torchvision.ops import box_convert
 
 import mxa
-from localization_study import KINDS, TEST, VALIDATION, single_finding
+from localization_study import TEST, VALIDATION, analyse_runs, single_finding
 from mxa.data.combine import build_eval_dataset
 from mxa.evaluate import predict
 from mxa.layers.label_roi import PEAK_FRACTION, LabelROIPool, _threshold, peak_boxes
-from mxa.utils.files import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
 EIGHT = np.ones((3, 3), dtype=bool)  # 8-neighbour connectivity
 #: Where box edges lie (from each map's mean, 0, to its peak, 1): the block's own (0.7) and others, the
 #: choice made on the validation split
@@ -129,28 +125,12 @@ def analyse(run: Path, kind: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default="runs/localization-study-v4", help="the study's run folders")
-    ap.add_argument("--variants", nargs="+", default=["labels", "labels+box-loss"], help="label-ROI variants")
-    ap.add_argument(
-        "--json", default=str(ROOT / "benchmarks" / "results" / "localization-readout.json"), help="results"
-    )
-    args = ap.parse_args()
-    results = []
-    for kind in KINDS:
-        for variant in args.variants:
-            for run in sorted((Path(args.runs) / kind / variant).glob("seed*")):
-                if not (run / "last.pt").is_file():
-                    continue
-                print(f"--- {kind}, {variant}, {run.name}", flush=True)
-                rec = analyse(run, kind)
-                results.append({"kind": kind, "variant": variant, "seed": int(run.name[4:]), **rec})
-                for k in rec:
-                    print(f"  {k}: {rec[k]['set']} IoU {rec[k]['iou']:.3f}", flush=True)
-    out = {"validation": VALIDATION, "test": TEST, "runs": results}
-    atomic_write_text(Path(args.json), json.dumps(out, indent=1))
-    print(f"results: {args.json}")
-    return 0
+    def describe(rec: dict[str, Any]) -> str:
+        return "\n".join(f"  {k}: {v['set']} IoU {v['iou']:.3f}" for k, v in rec.items())
+
+    header = {"validation": VALIDATION, "test": TEST}
+    variants = ["labels", "labels+box-loss"]
+    return analyse_runs(__doc__, "localization-readout.json", variants, analyse, describe, header)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import platform
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,43 @@ def run_one(name: str, kind: str, seed: int, output: Path, epochs: int | None) -
         }
     rec["test"] = {k: v for k, v in test.items() if k != "macro_auc"}  # every box set on the test split
     return rec
+
+
+def trained_runs(root: Path, variants: Sequence[str]) -> Iterator[tuple[str, str, int, Path]]:
+    """(kind, variant, seed, run folder) of every finished run under ``root`` (``KIND/VARIANT/seedN``), in the
+    order of :data:`KINDS`, ``variants`` and seeds: what the post-hoc analyses of these runs read."""
+    for kind in KINDS:
+        for variant in variants:
+            for run in sorted((root / kind / variant).glob("seed*")):
+                if (run / "last.pt").is_file():
+                    yield kind, variant, int(run.name[4:]), run
+
+
+def analyse_runs(
+    doc: str,
+    results_name: str,
+    variants: list[str],
+    analyse: Callable[[Path, str], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+    header: dict[str, Any],
+) -> int:
+    """The command line of a post-hoc analysis: ``analyse(run folder, kind)`` on every run of ``--variants``
+    under ``--runs``, each described by ``describe(record)`` as it ends; ``header`` and the records are
+    written to ``--json`` (default ``benchmarks/results/<results_name>``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--runs", default="runs/localization-study-v4", help="the study's run folders")
+    ap.add_argument("--variants", nargs="+", default=variants, help="the study's variants to analyse")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / results_name), help="results")
+    args = ap.parse_args()
+    results = []
+    for kind, variant, seed, run in trained_runs(Path(args.runs), args.variants):
+        print(f"--- {kind}, {variant}, seed {seed}", flush=True)
+        rec = analyse(run, kind)
+        results.append({"kind": kind, "variant": variant, "seed": seed, **rec})
+        print(describe(rec), flush=True)
+    atomic_write_text(Path(args.json), json.dumps({**header, "runs": results}, indent=1))
+    print(f"results: {args.json}")
+    return 0
 
 
 def _write(path: Path, results: list[dict[str, Any]]) -> None:

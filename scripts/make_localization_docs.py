@@ -26,6 +26,7 @@ RESULTS_03 = ROOT / "benchmarks" / "results" / "localization-0.3.json"
 RESULTS_02 = ROOT / "benchmarks" / "results" / "localization-0.2.json"
 RESULTS_READOUT = ROOT / "benchmarks" / "results" / "localization-readout.json"
 RESULTS_DEBLUR = ROOT / "benchmarks" / "results" / "localization-readout-deblur.json"
+RESULTS_EVIDENCE = ROOT / "benchmarks" / "results" / "localization-evidence.json"
 PAGE = ROOT / "docs" / "localization.md"
 BINS = ("side <= 0.10", "0.10 < side <= 0.20", "side > 0.20", "side <= 0.15")
 #: stride of each stage's map in M0 (at 224 px: 14, 7 and 4 cells)
@@ -311,6 +312,36 @@ def readout_table(
     return "\n".join(rows)
 
 
+def evidence_table(data: dict[str, Any]) -> str:
+    """benchmarks/localization_evidence.py: occlusion, Grad-CAM and label-map pointing (test, mean ± sd)."""
+    rows = [
+        "| phantom kind | variant | seeds | p(label): as drawn / finding blurred / control blurred | "
+        "Grad-CAM pointing, stage 0 / 1 / 2 | label-map pointing, first block of stage 0 / 1 / 2 (chance) | "
+        "label-map peak offset (y, x cells), first block of stage 0 / 1 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in data["runs"]:
+        groups.setdefault((r["kind"], r["variant"]), []).append(r)
+    for (kind, variant), rs in groups.items():
+        occ = " / ".join(
+            _ms([r["occlusion"]["all"][k] for r in rs], 2) for k in ("original", "finding", "control")
+        )
+        cam = " / ".join(_ms([r["gradcam"][s]["pointing"] for r in rs], 2) for s in sorted(rs[0]["gradcam"]))
+        firsts = sorted(k for k in rs[0]["maps"] if k.endswith(".blocks.0"))
+
+        def stat(block: str, key: str, rs: list[dict[str, Any]] = rs) -> list[float]:
+            return [r["maps"][block][key] for r in rs]
+
+        maps = " / ".join(f"{_ms(stat(k, 'pointing'), 2)} ({_mean(stat(k, 'chance')):.2f})" for k in firsts)
+        offsets = " / ".join(
+            f"{_mean(stat(k, 'offset_y')):+.2f}, {_mean(stat(k, 'offset_x')):+.2f}" for k in firsts[:2]
+        )
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        rows.append(f"| {kind} | `{variant}` | {seeds} | {occ} | {cam} | {maps} | {offsets} |")
+    return "\n".join(rows)
+
+
 # --- the earlier studies, for the record ------------------------------------------------------------
 def table_03(data: dict[str, Any]) -> str:
     """0.3's study (issue 22; the best block chosen on the evaluated images)."""
@@ -388,6 +419,7 @@ def main() -> int:
     values["table02"] = table_02(json.loads(RESULTS_02.read_text()))
     values["readout"] = readout_table(json.loads(RESULTS_READOUT.read_text()))
     values["deblur"] = readout_table(json.loads(RESULTS_DEBLUR.read_text()), DEBLUR, "w0")
+    values["evidence"] = evidence_table(json.loads(RESULTS_EVIDENCE.read_text()))
     new = render(old, "study", values)
     if new != old:
         if args.check:
