@@ -8,14 +8,16 @@ finding.
 
 - ``occlusion``: the model's probability of the finding's label on the image as drawn, with the finding
   blurred away (its box grown 1.5x about its centre, filled with the image under a Gaussian blur of sigma
-  8 px) and, the control, with the same box mirrored left-right blurred instead. If the probability falls
-  for the finding and not for the control, the classifier's evidence is the finding itself.
+  8 px) and, the control, with the same box mirrored left-right blurred instead (all three over the images
+  where the two grown boxes do not overlap). If the probability falls for the finding and not for the
+  control, the prediction depends on the finding's region.
 - ``gradcam``: per stage, the share of images whose Grad-CAM heatmap of the finding's label
-  (:func:`mxa.viz.cam.gradcam`) peaks inside the finding's box (the pointing game).
+  (:func:`mxa.viz.cam.gradcam`) peaks inside the finding's box (the pointing game; an all-zero heatmap is a
+  miss, ``flat`` their share).
 - ``maps``: per MXA block, the share of images whose label map of the finding's label (the ROI classifier's,
-  which the block crops from) peaks at a cell whose centre lies inside the box; ``chance``, the share of cell
-  centres inside the box; ``offset``, the peak cell's centre minus the box's centre in cells (y, x), over the
-  images whose peak lies within 2 cells of it.
+  which the block crops from) peaks at a cell that touches the box; ``chance``, the share of cells that
+  touch it; ``offset``, the peak cell's centre minus the box's centre in cells (y, x), over the images whose
+  peak lies within 2 cells of it (``near``, their share).
 
 Writes ``benchmarks/results/localization-evidence.json``; scripts/make_localization_docs.py tables it.
 """
@@ -54,13 +56,27 @@ def one_finding_images(model: torch.nn.Module, kind: str) -> tuple[torch.Tensor,
     return torch.stack(xs), torch.tensor(labels), torch.stack(boxes)
 
 
+def grown(boxes: torch.Tensor, grow: float) -> torch.Tensor:
+    """(N, 4) normalized xyxy boxes scaled by ``grow`` about their centres."""
+    c, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * grow
+    return torch.cat([c - half, c + half], 1)
+
+
 def box_mask(boxes: torch.Tensor, h: int, w: int, grow: float = 1.0) -> torch.Tensor:
     """(N, 4) normalized xyxy boxes -> (N, h, w) bool: the cells (pixels) whose centres lie in the box."""
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * grow
+    b = grown(boxes, grow)
     ys, xs = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
-    in_y = (ys >= (c[:, 1:] - half[:, 1:])) & (ys <= (c[:, 1:] + half[:, 1:]))  # (N, h)
-    in_x = (xs >= (c[:, :1] - half[:, :1])) & (xs <= (c[:, :1] + half[:, :1]))  # (N, w)
+    in_y = (ys >= b[:, 1:2]) & (ys <= b[:, 3:4])  # (N, h)
+    in_x = (xs >= b[:, 0:1]) & (xs <= b[:, 2:3])  # (N, w)
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def cells_touched(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, 4) normalized xyxy boxes -> (N, h, w) bool: the cells that share some area with the box (every box
+    touches at least one cell, so a map of any resolution can point at any box)."""
+    ys, xs = torch.arange(h + 1) / h, torch.arange(w + 1) / w  # cell edges
+    in_y = (ys[:-1] < boxes[:, 3:4]) & (ys[1:] > boxes[:, 1:2])
+    in_x = (xs[:-1] < boxes[:, 2:3]) & (xs[1:] > boxes[:, 0:1])
     return in_y[:, :, None] & in_x[:, None, :]
 
 
@@ -80,7 +96,8 @@ def blurred(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
 
 @torch.no_grad()
 def occlusion(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> dict:
-    """Mean probability of each image's label: as drawn, finding blurred, mirrored box blurred; by size."""
+    """Mean probability of each image's label: as drawn, finding blurred, mirrored box blurred; by size, over
+    the images whose grown finding and mirrored boxes do not overlap (``n``)."""
     h, w = x.shape[-2:]
     soft = blurred(x)
     mirror = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
@@ -94,28 +111,35 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, box
     for name, b in (("finding", boxes), ("control", mirror)):
         m = box_mask(b, h, w, GROW)[:, None].to(x.dtype)
         probs[name] = prob(x * (1 - m) + soft * m)
+    # only where the control's blurred box stays off the finding's (near the midline they overlap)
+    a, b = grown(boxes, GROW), grown(mirror, GROW)
+    apart = (torch.minimum(a[:, 2:], b[:, 2:]) <= torch.maximum(a[:, :2], b[:, :2])).any(1)
     side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
     out: dict[str, Any] = {}
     for name, (lo, hi) in {"all": (0.0, 1.01), **BINS}.items():
-        sel = (side > lo) & (side <= hi)
+        sel = (side > lo) & (side <= hi) & apart
         if bool(sel.any()):
             out[name] = {"n": int(sel.sum()), **{k: float(v[sel].mean()) for k, v in probs.items()}}
     return out
 
 
 def pointing(maps: torch.Tensor, boxes: torch.Tensor) -> dict[str, float]:
-    """(N, h, w) maps: share peaking inside the box, chance, and the peak's offset (cells) when near it."""
+    """(N, h, w) maps: the share whose peak cell touches the box (a flat map counts as a miss, ``flat`` its
+    share), chance (the share of cells touching it), and the peak's offset (cells) where it is near."""
     n, h, w = maps.shape
-    peak = maps.flatten(1).argmax(1)
+    flat = maps.flatten(1)
+    peak = flat.argmax(1)
     py, px = (peak // w).to(boxes.dtype) + 0.5, (peak % w).to(boxes.dtype) + 0.5
-    inside = box_mask(boxes, h, w)
-    hit = inside.flatten(1)[torch.arange(n), peak]
+    inside = cells_touched(boxes, h, w)
+    level = flat.amax(1) == flat.amin(1)  # e.g. an all-zero Grad-CAM: no peak
+    hit = inside.flatten(1)[torch.arange(n), peak] & ~level
     dy = py - (boxes[:, 1] + boxes[:, 3]) / 2 * h
     dx = px - (boxes[:, 0] + boxes[:, 2]) / 2 * w
     near = (dy.abs() <= 2) & (dx.abs() <= 2)
     return {
         "pointing": float(hit.float().mean()),
         "chance": float(inside.flatten(1).float().mean()),
+        "flat": float(level.float().mean()),
         "near": float(near.float().mean()),
         "offset_y": float(dy[near].mean()) if bool(near.any()) else float("nan"),
         "offset_x": float(dx[near].mean()) if bool(near.any()) else float("nan"),
@@ -154,7 +178,7 @@ def analyse(run: Path, kind: str) -> dict[str, Any]:
             gradcam(model, x[i : i + 32], labels[i : i + 32].tolist(), stage) for i in range(0, len(x), 32)
         ]
         hit = pointing(torch.cat(cams), boxes)
-        rec["gradcam"][str(stage)] = {k: hit[k] for k in ("pointing", "chance")}
+        rec["gradcam"][str(stage)] = {k: hit[k] for k in ("pointing", "chance", "flat")}
     rec["maps"] = {k: pointing(m, boxes) for k, m in label_maps(model, x, labels).items()}
     return rec
 
