@@ -20,6 +20,8 @@ finding.
   peak lies within 2 cells of it (``near``, their share).
 
 Writes ``benchmarks/results/localization-evidence.json``; scripts/make_localization_docs.py tables it.
+``--figure docs/img/localization_evidence_peaks.png`` draws where the maps peak on the first test images
+(seed 0 of ``labels`` and ``labels+box-loss`` on phantom-small).
 """
 
 from __future__ import annotations
@@ -183,6 +185,42 @@ def analyse(run: Path, kind: str) -> dict[str, Any]:
     return rec
 
 
+def draw_peaks(
+    runs: dict[str, Path], kind: str, path: Path, block: str = "stages.0.blocks.0", n: int = 8
+) -> None:
+    """One row per run (``{title: run folder}``): the first ``n`` test images with one finding, the finding's
+    box (green) and the cell where ``block``'s map of its label peaks (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(len(runs), n, figsize=(1.6 * n, 1.8 * len(runs)), squeeze=False)
+    for row, (title, run) in enumerate(runs.items()):
+        model = mxa.load_model(run / "last.pt").eval()
+        x, labels, boxes = one_finding_images(model, kind)
+        maps = label_maps(model, x[:n], labels[:n])[block]
+        h, w = maps.shape[-2:]
+        size = x.shape[-1]
+        for i, ax in enumerate(axes[row]):
+            ax.imshow(x[i, 0], cmap="gray")
+            x1, y1, x2, y2 = (float(v) * size for v in boxes[i])
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", lw=1.2))
+            peak = int(maps[i].flatten().argmax())
+            cy, cx = divmod(peak, w)
+            ax.add_patch(
+                Rectangle((cx * size / w, cy * size / h), size / w, size / h, fill=False, color="red", lw=1.2)
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(title, fontsize=8)
+    fig.suptitle(f"{kind}: finding (green) and where {block}'s map of its label peaks (red)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def describe(rec: dict[str, Any]) -> str:
     occ = rec["occlusion"]["all"]
     cams = " / ".join(f"{v['pointing']:.2f}" for v in rec["gradcam"].values())
@@ -193,9 +231,17 @@ def describe(rec: dict[str, Any]) -> str:
     )
 
 
+def peaks_figure(runs: Path, path: Path) -> None:
+    """The docs figure: seed 0 of ``labels`` and ``labels+box-loss`` on phantom-small, one row each."""
+    rows = {"image labels": "labels", "box labels": "labels+box-loss"}
+    draw_peaks({k: runs / "phantom-small" / v / "seed0" for k, v in rows.items()}, "phantom-small", path)
+
+
 def main() -> int:
     header = {"test": TEST, "blur_sigma_px": BLUR_SIGMA, "grow": GROW}
-    return analyse_runs(__doc__, "localization-evidence.json", ["labels"], analyse, describe, header)
+    return analyse_runs(
+        __doc__, "localization-evidence.json", ["labels"], analyse, describe, header, peaks_figure
+    )
 
 
 if __name__ == "__main__":

@@ -263,15 +263,23 @@ def analyse_runs(
     analyse: Callable[[Path, str], dict[str, Any]],
     describe: Callable[[dict[str, Any]], str],
     header: dict[str, Any],
+    figure: Callable[[Path, Path], None] | None = None,
 ) -> int:
     """The command line of a post-hoc analysis: ``analyse(run folder, kind)`` on every run of ``--variants``
     under ``--runs``, each described by ``describe(record)`` as it ends; ``header`` and the records are
-    written to ``--json`` (default ``benchmarks/results/<results_name>``)."""
+    written to ``--json`` (default ``benchmarks/results/<results_name>``). With ``figure``, ``--figure PNG``
+    calls ``figure(runs folder, PNG)`` instead."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--runs", default="runs/localization-study-v4", help="the study's run folders")
     ap.add_argument("--variants", nargs="+", default=variants, help="the study's variants to analyse")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / results_name), help="results")
+    if figure is not None:
+        ap.add_argument("--figure", metavar="PNG", help="draw the analysis's figure to PNG instead")
     args = ap.parse_args()
+    if figure is not None and args.figure:
+        figure(Path(args.runs), Path(args.figure))
+        print(f"figure: {args.figure}")
+        return 0
     results = []
     for kind, variant, seed, run in trained_runs(Path(args.runs), args.variants):
         print(f"--- {kind}, {variant}, seed {seed}", flush=True)
