@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 import mxa
 from localization_study import SIZE_BINS, TEST, analyse_runs
 from mxa.data.combine import build_eval_dataset
+from mxa.layers import box_coverage
 from mxa.viz.cam import gradcam
 
 #: The occluding blur (pixels at 224 px) and how much the finding's box is grown before it is blurred.
@@ -76,24 +77,13 @@ def box_mask(boxes: torch.Tensor, h: int, w: int, grow: float = 1.0) -> torch.Te
 def cells_touched(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(N, 4) normalized xyxy boxes -> (N, h, w) bool: the cells that share some area with the box (every box
     touches at least one cell, so a map of any resolution can point at any box)."""
-    ys, xs = torch.arange(h + 1) / h, torch.arange(w + 1) / w  # cell edges
-    in_y = (ys[:-1] < boxes[:, 3:4]) & (ys[1:] > boxes[:, 1:2])
-    in_x = (xs[:-1] < boxes[:, 2:3]) & (xs[1:] > boxes[:, 0:1])
-    return in_y[:, :, None] & in_x[:, None, :]
+    return box_coverage(boxes, (h, w)) > 0
 
 
 def blurred(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """(N, C, H, W) -> the same images under a separable Gaussian blur (replicated borders)."""
-    r = int(3 * sigma)
-    g = torch.exp(-(torch.arange(-r, r + 1, dtype=x.dtype) ** 2) / (2 * sigma**2))
-    g = (g / g.sum()).to(x.device)
-    c = x.shape[1]
-    out = F.conv2d(
-        F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c
-    )
-    return F.conv2d(
-        F.pad(out, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c
-    )
+    """(N, C, H, W) -> the images under torchvision's Gaussian blur (kernel 6 sigma + 1, reflected edges)."""
+    side = 2 * int(3 * sigma) + 1
+    return TF.gaussian_blur(x, [side, side], [sigma, sigma])
 
 
 @torch.no_grad()
@@ -160,7 +150,7 @@ def label_maps(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) ->
     try:
         for i in range(0, len(x), 64):
             model(x[i : i + 64])
-            rows = torch.arange(len(inputs[next(iter(blocks))]))
+            rows = torch.arange(len(x[i : i + 64]))
             for k, b in blocks.items():
                 head = getattr(b.roi, "classifier", None) or b.roi_cls
                 if head is not None:

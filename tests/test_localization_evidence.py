@@ -56,6 +56,7 @@ def test_pointing_hit_miss_flat_chance_and_offset(evidence):
 
 
 def test_blur_keeps_a_flat_image_and_spreads_a_point(evidence):
+    # sigma 2: a 13-pixel kernel, inside the 33-pixel image, so the point's mass stays whole
     flat = torch.full((1, 2, 32, 32), 0.3)
     torch.testing.assert_close(evidence.blurred(flat, sigma=2.0), flat)
     point = torch.zeros(1, 2, 33, 33)
