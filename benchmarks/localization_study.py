@@ -30,10 +30,12 @@ from typing import Any
 import torch
 
 import mxa
+from mxa.data.chexpert import read_box_file
 from mxa.data.combine import build_eval_dataset
 from mxa.evaluate import LABEL_BOXES, _with_label_boxes, evaluate_model
 from mxa.metrics.detection import detection_metrics
 from mxa.metrics.localization import overlaps, roi_localization
+from mxa.train.boxes import occlusion_box_file
 from mxa.train.config import TrainConfig
 from mxa.train.experiment import train_or_continue
 from mxa.utils.files import atomic_write_text
@@ -106,10 +108,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "labels with box labels: every label map high inside its true box, low outside (weight 1)",
         dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, box_loss=1.0),
     ),
+    "labels+occlusion-boxes": (
+        "labels+box-loss without box labels: the boxes are drawn by occlusion of the same seed's labels run "
+        "on its own training images (mxa.viz.cam.occlusion_boxes: where hiding the image lowers the label's "
+        "probability), then a second run trains on them (--box-file)",
+        dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, box_loss=1.0),
+    ),
 }
 
 #: Variants run on some phantom kinds only (the rest run on every kind): the questions they answer are about
-#: small findings, and at 320 px a run costs about twice a 224 px one.
+#: small findings, and at 320 px a run costs about twice a 224 px one (occlusion boxes: ~20 min more a run).
 ONLY_ON: dict[str, tuple[str, ...]] = {
     name: ("phantom-small",)
     for name in (
@@ -118,6 +126,7 @@ ONLY_ON: dict[str, tuple[str, ...]] = {
         "labels+box-loss-0.1",
         "labels+box-loss-0.1w",
         "baseline-320",
+        "labels+occlusion-boxes",
     )
 }
 
@@ -212,16 +221,46 @@ def _choose(single: dict[str, Any], crop: bool) -> str | None:
     return max(sets, key=lambda k: sets[k]["iou"]) if sets else None
 
 
-def run_one(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> dict[str, Any]:
+#: Variants whose box labels are not the data's but drawn by occlusion of the same seed's ``labels`` run on
+#: its own training images (image labels only): the file :func:`mxa.train.boxes.occlusion_box_file` writes.
+FROM_OCCLUSION = {"labels+occlusion-boxes": "labels"}
+
+
+def box_file_quality(path: Path, kind: str, seed: int, model: torch.nn.Module) -> dict[str, Any]:
+    """How well a box file of the training images of ``kind`` and ``seed`` (drawn at ``model``'s size) fits
+    their true boxes, for the record only: :func:`single_finding` over the images with one finding
+    (``box_rate``: the share with a box)."""
+    ds = build_eval_dataset(kind, model, samples=KINDS[kind]["train_samples"], seed=seed)
+    true = torch.stack([ds[i][4] for i in range(len(ds))])
+    return single_finding({"occlusion": read_box_file(path, ds.ids)}, true)["sets"]["occlusion"]
+
+
+def _config(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> TrainConfig:
     settings = dict(KINDS[kind], **({"epochs": epochs} if epochs else {}))
     cfg = dataclasses.replace(BASE, data=kind, seed=seed, output=str(output / kind / name / f"seed{seed}"))
-    cfg = dataclasses.replace(cfg, **settings, **VARIANTS[name][1])
+    return dataclasses.replace(cfg, **settings, **VARIANTS[name][1])
+
+
+def run_one(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> dict[str, Any]:
+    cfg = _config(name, kind, seed, output, epochs)
+    rec: dict[str, Any] = {"variant": name, "kind": kind, "seed": seed}
+    if name in FROM_OCCLUSION:  # round 1: the source variant's run (kept if trained); its boxes by occlusion
+        source = _config(FROM_OCCLUSION[name], kind, seed, output, epochs)
+        train_or_continue(source)
+        box_file = Path(cfg.output) / "occlusion_boxes.json"  # kept once drawn: delete it to draw again
+        if not box_file.is_file():
+            t0 = time.perf_counter()
+            Path(cfg.output).mkdir(parents=True, exist_ok=True)
+            occlusion_box_file(Path(source.output) / "last.pt", box_file, batch_size=512, progress=False)
+            rec["box_minutes"] = (time.perf_counter() - t0) / 60
+        source_model = mxa.load_model(Path(source.output) / "last.pt")
+        rec["occlusion_boxes"] = box_file_quality(box_file, kind, seed, source_model)
+        cfg = dataclasses.replace(cfg, box_file=str(box_file))
     t0 = time.perf_counter()
     train_or_continue(cfg)  # a run already trained with these settings is kept: re-evaluation is cheap
-    minutes = (time.perf_counter() - t0) / 60
+    rec["train_minutes"] = (time.perf_counter() - t0) / 60
     model = mxa.load_model(Path(cfg.output) / "last.pt")
     val, test = _evaluate(model, kind, VALIDATION), _evaluate(model, kind, TEST)
-    rec: dict[str, Any] = {"variant": name, "kind": kind, "seed": seed, "train_minutes": minutes}
     rec["macro_auc"] = test["macro_auc"]
     if "single" not in test:
         return rec

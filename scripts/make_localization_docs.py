@@ -182,6 +182,20 @@ def goals(data: dict[str, Any]) -> str:
             f"{_mark(0.5 <= ratio <= 2)} |"
         )
         rows.append(_small_row("findings of side <= 0.15, no box labels", kind, 0.25, s))
+        occ = _crops(runs, kind, "labels+occlusion-boxes")
+        if occ:  # image labels only, in two rounds: boxes by occlusion of a labels run, then box training
+            what = "trained on occlusion boxes (`labels+occlusion-boxes`: two rounds, not the default)"
+            rows.append(_iou_row(f"the crop, no box labels, {what}: single-finding IoU", kind, occ))
+            acc, ratio = _mean([x["acc"] for x in occ]), _mean([x["ratio"] for x in occ])
+            rows.append(
+                f"| the same: localization accuracy at IoU 0.3 | {kind} | >= 0.5 | {acc:.3f} | "
+                f"{_mark(acc >= 0.5)} |"
+            )
+            rows.append(
+                f"| the same: median box area over the finding's | {kind} | within 2x (0.5-2) | "
+                f"{ratio:.2f} | {_mark(0.5 <= ratio <= 2)} |"
+            )
+            rows.append(_small_row(f"findings of side <= 0.15, no box labels, {what}", kind, 0.25, occ))
         sup = _crops(runs, kind, "labels+box-loss")
         if sup:
             rows.append(_small_row("findings of side <= 0.15, `--box-loss`", kind, 0.45, sup))
@@ -397,6 +411,31 @@ def table_02(data: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def occlusion_table(data: dict[str, Any], variant: str = "labels+occlusion-boxes") -> str:
+    """Per seed of the two-round variant: how well its occlusion boxes fit the training images' true boxes
+    (read for the record, never used), and what its crop then reaches on the test split."""
+    rows = [
+        "| seed | occlusion boxes on the training images: IoU / side <= 0.15 / loc. acc. / area / boxed "
+        "| the crop on the test split: IoU / side <= 0.15 / loc. acc. / area | macro AUC |",
+        "| --- | --- | --- | --- |",
+    ]
+    runs = sorted((r for r in data["runs"] if r["variant"] == variant), key=lambda r: r["seed"])
+
+    def cells(values: list[float | None], digits: tuple[int, ...]) -> str:
+        return " / ".join("-" if v is None else f"{v:.{d}f}" for v, d in zip(values, digits, strict=True))
+
+    for r in runs:
+        box, crop = r.get("occlusion_boxes") or {}, role_summary(r, "crop") or {}
+        fit = [box.get("iou"), (box.get("by_size") or {}).get("side <= 0.15"), box.get("loc_acc_0.3")]
+        fit += [box.get("median_area_ratio"), box.get("box_rate")]
+        got = [crop.get("iou"), crop.get("side <= 0.15"), crop.get("acc"), crop.get("ratio")]
+        auc = r["macro_auc"]
+        rows.append(
+            f"| {r['seed']} | {cells(fit, (3, 3, 2, 1, 2))} | {cells(got, (3, 3, 2, 1))} | {auc:.3f} |"
+        )
+    return "\n".join(rows) if runs else "(no runs of this variant in the results yet)"
+
+
 def tables(data: dict[str, Any]) -> dict[str, str]:
     out = {"setup": setup(data), "goals": goals(data)}
     for kind in data["kinds"]:
@@ -406,6 +445,7 @@ def tables(data: dict[str, Any]) -> dict[str, str]:
         out[f"sizes_{key}"] = size_table(data, kind)
         out[f"stages_{key}"] = stage_table(data, kind)
     out["stages_phantom_small_320"] = stage_table(data, "phantom-small", "labels-320", 320)
+    out["occlusion"] = occlusion_table(data)
     return out
 
 

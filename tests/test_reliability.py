@@ -374,6 +374,7 @@ _REQUIRED = {
     "viz": ["{img}"],
     "export": ["--model", "efficientvit_ml_m0"],
     "cache-teacher": ["--output", "{fresh}/c.safetensors"],
+    "occlusion-boxes": ["--checkpoint", "{ckpt}", "--output", "{fresh}/b.json"],
     "make-phantom": ["--output", "{fresh}/ph"],
     "preresize": ["--src", "{data}", "--dst", "{fresh}/pre"],
     "report": ["{run}"],
@@ -421,6 +422,7 @@ def test_no_output_may_be_an_input(
         "inputs": img,
         "data": data / "train.csv",
         "src": data,
+        "box_file": tmp_path / "boxes.json",
     }[in_dest]
     if not target.exists():
         target.write_text("precious\n")

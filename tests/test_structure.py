@@ -204,7 +204,7 @@ def test_every_command_has_a_description() -> None:
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert len(sub.choices) == 13
+    assert len(sub.choices) == 14
     for name, p in sub.choices.items():
         assert p.description and len(p.description) > 60, name
         for a in p._actions:

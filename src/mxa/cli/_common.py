@@ -149,8 +149,8 @@ def declare_io(
 def _input_paths(value: Any) -> list[Path]:
     """The files an input option names: paths (a folder's own files too), ``cache:<file>``, and a ``--data``
     spec's label files."""
-    if value is None or isinstance(value, bool | int | float):
-        return []
+    if value is None or value == "" or isinstance(value, bool | int | float):
+        return []  # "" is an unset path option (--box-file), not the current folder
     if isinstance(value, list | tuple):
         return [p for v in value for p in _input_paths(v)]
     text = str(value).removeprefix("cache:").removeprefix("local-dir:")

@@ -1,4 +1,4 @@
-"""Data helpers: ``mxa cache-teacher``, ``mxa make-phantom``, ``mxa preresize``."""
+"""Data helpers: ``mxa cache-teacher``, ``mxa occlusion-boxes``, ``mxa make-phantom``, ``mxa preresize``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def add_parsers(sub: Any) -> None:
     )
     declare_io(p, inputs=("teacher", "data"), outputs=("output",))
     p.set_defaults(func=cmd_cache_teacher)
+    _add_occlusion_boxes(sub)
 
     p = sub.add_parser(
         "make-phantom",
@@ -80,6 +81,79 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--workers", type=bounded(int, 1, 256), default=8, help="processes (default 8)")
     declare_io(p, inputs=("src",), outputs=("dst",), folders=("dst",))
     p.set_defaults(func=cmd_preresize)
+
+
+def _add_occlusion_boxes(sub: Any) -> None:
+    from mxa.data.labels import POLICIES
+
+    p = sub.add_parser(
+        "occlusion-boxes",
+        help="box the training images' findings by occlusion of a run trained on image labels (--box-file)",
+        description=(
+            "For every label each training image has (No Finding aside), find where hiding part of the image "
+            "lowers the checkpoint's probability of it most (occlusion, coarse to fine: about 130 forward "
+            "passes per label; mxa.viz.cam.occlusion_boxes) and box that region; write the boxes as a box "
+            "file. Then train again with `mxa train --box-loss 1 --box-file OUTPUT`: the MXA crops learn "
+            "where the findings are from image labels alone (docs/localization.md). The images are the "
+            "training images of the checkpoint's run (its --data, --train-samples, --seed, --policy), in "
+            "the evaluation view, unless given."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="a run of `mxa train` on image labels (RUN/last.pt)")
+    p.add_argument("--output", required=True, help="the box file to write (JSON)")
+    p.add_argument(
+        "--data", default=None, help="the images to box, as `mxa train --data` (default: the run's)"
+    )
+    p.add_argument(
+        "--train-samples",
+        type=bounded(int, 1),
+        default=None,
+        help="phantom training images (default: the run's)",
+    )
+    p.add_argument("--seed", type=bounded(int, 0), default=None, help="the run's seed (default: the run's)")
+    p.add_argument(
+        "--policy", choices=POLICIES, default=None, help="uncertain CheXpert labels (default: the run's)"
+    )
+    p.add_argument(
+        "--fraction",
+        type=bounded(float, 0.0, 0.99),
+        default=0.5,
+        help="where a box's edges lie on the finer occlusion map, from its mean (0) to its peak (1) "
+        "(default 0.5, the half maximum)",
+    )
+    p.add_argument(
+        "--min-drop",
+        type=bounded(float, 1e-6, 1.0),
+        default=0.05,
+        help="no box for a label whose probability no hidden region lowers by this much (> 0): the model "
+        "does not see that finding (default 0.05)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=bounded(int, 1),
+        default=256,
+        help="occluded images per forward pass (default 256)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    declare_io(p, inputs=("checkpoint",), outputs=("output",))
+    p.set_defaults(func=cmd_occlusion_boxes)
+
+
+def cmd_occlusion_boxes(ns: argparse.Namespace) -> int:
+    from mxa.train.boxes import occlusion_box_file
+
+    images = {k: getattr(ns, k) for k in ("data", "train_samples", "seed", "policy")}
+    kwargs = dict(fraction=ns.fraction, min_drop=ns.min_drop, batch_size=ns.batch_size)
+    done = occlusion_box_file(ns.checkpoint, ns.output, images, device=ns.device, **kwargs)
+    run, table = done["run"], done["table"]
+    if float(run.get("box_loss", 0.0)) > 0:
+        source = f"the boxes of --box-file {run['box_file']}" if run.get("box_file") else "box labels"
+        print(f"note: the checkpoint's run trained on {source} (--box-loss)", file=sys.stderr)
+    n = sum(len(v) for v in table.values())
+    print(f"{n} boxes on {len(table)} of {done['images']} training images -> {ns.output}")
+    same = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in done["settings"].items())
+    print(f"train on them: mxa train {same} --box-loss 1 --box-file {ns.output} ...")
+    return 0
 
 
 def cmd_cache_teacher(ns: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from mxa.train.config import TrainConfig
 from mxa.utils.format import fmt
 
 #: the train options that name files a run reads
-_TRAIN_INPUTS = ("data", "pretrained_file", "teacher", "resume", "config")
+_TRAIN_INPUTS = ("data", "pretrained_file", "teacher", "resume", "config", "box_file")
 #: train settings that ablate sets itself: each run's folder (under --ablate-output) and its resume
 _NOT_ABLATE_SETTINGS = ("output", "resume")
 

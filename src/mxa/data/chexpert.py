@@ -19,7 +19,15 @@ from mxa.data.io import load_xray
 from mxa.data.labels import CHEXPERT_LABELS, apply_policy
 from mxa.data.validate import box_problem, read_table, warn_bad_boxes
 
-__all__ = ["CSV_COLUMNS", "CheXpertDataset", "boxes_file", "patient_id", "patient_split", "read_chexpert_csv"]
+__all__ = [
+    "CSV_COLUMNS",
+    "CheXpertDataset",
+    "boxes_file",
+    "patient_id",
+    "patient_split",
+    "read_box_file",
+    "read_chexpert_csv",
+]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +177,17 @@ def _read_boxes(csv_path: Path, ids: Sequence[str]) -> torch.Tensor:
         raise FileNotFoundError(
             f"no box file {path} beside {csv_path.name}; write one or evaluate without boxes"
         )
+    return read_box_file(path, ids)
+
+
+def read_box_file(path: str | Path, ids: Sequence[str]) -> torch.Tensor:
+    """(N, 14, 4) normalized xyxy boxes of images ``ids`` from a JSON box file (``{image id: {label: [x1, y1,
+    x2, y2]}}``, the format of ``boxes_<split>.json``); NaN rows for labels an image has no box for.
+
+    Raises ``ValueError`` naming the entry for a file that is not such a map (unknown labels included);
+    boxes that are not boxes, and images not among ``ids``, are left out with a warning.
+    """
+    path = Path(path)
     repeated: list[str] = []
     try:
         table = json.loads(path.read_text(), object_pairs_hook=partial(_merge_repeated, repeated))
@@ -204,6 +223,16 @@ def _read_boxes(csv_path: Path, ids: Sequence[str]) -> torch.Tensor:
                 continue
             out[i, col[name]] = torch.tensor([float(v) for v in box]).clamp(0.0, 1.0)
     warn_bad_boxes(path, bad)
+    unknown = sorted(set(table) - set(ids))
+    if unknown:
+        log.warning(
+            "%s lists %d image(s) that are not among the %d images it is read for (e.g. %r): their boxes are "
+            "not used; key the file by those images' ids",
+            path,
+            len(unknown),
+            len(ids),
+            unknown[0],
+        )
     return out
 
 

@@ -339,15 +339,40 @@ class IndexedDataset(Dataset):
         self.source_of: Any = None
         self.source_weights: list[float] | None = None
         self.box_kept: torch.Tensor | None = None  # (N,) bool: items whose boxes are given (None: all)
+        self.box_table: torch.Tensor | None = None  # (N, K, 4): boxes given instead of the data's (None: its)
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         item = (index, *self.base[index])
+        if self.box_table is not None:
+            item = (*item[:4], self.box_table[index])
         if self.box_kept is not None and len(item) > 4 and not bool(self.box_kept[index]):
             item = (*item[:4], torch.full_like(item[4], float("nan")))  # trained from its labels alone
         return item
+
+    def use_boxes(self, table: torch.Tensor) -> int:
+        """Give the boxes of ``table`` (N, K, 4) (NaN rows: none) instead of the data's, for box supervision;
+        returns the number of items with at least one box.
+
+        Examples:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> from mxa.data.combine import IndexedDataset
+            >>> base = TensorDataset(torch.zeros(2, 1), torch.zeros(2, 3), torch.ones(2, 3))
+            >>> ds = IndexedDataset(base, ["a", "b"])
+            >>> table = torch.full((2, 3, 4), float("nan"))
+            >>> table[1, 2] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+            >>> ds.use_boxes(table), ds[1][4][2].tolist(), bool(ds[0][4].isnan().all())
+            (1, [0.10000000149011612, 0.20000000298023224, 0.30000001192092896, 0.4000000059604645], True)
+        """
+        if table.shape[0] != len(self) or table.shape[-1] != 4:
+            raise ValueError(
+                f"need a ({len(self)}, K, 4) box table, one row per item; got {tuple(table.shape)}"
+            )
+        self.box_table = table
+        return int((~table.isnan().any(-1)).any(-1).sum())
 
     def keep_boxes(self, fraction: float, seed: int) -> int:
         """Give the boxes of ``round(fraction * N)`` items only, drawn by ``seed``; the others' are NaN.

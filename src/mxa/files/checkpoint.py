@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "never loaded from files we did not write"
             ) from None
         raise CorruptCheckpointError(f"checkpoint {path} is corrupt or truncated ({e})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, struct.error) as e:
         raise CorruptCheckpointError(
             f"checkpoint {path} is corrupt or truncated and cannot be read ({type(e).__name__}: "
             f"{str(e)[:200]}); use an earlier checkpoint"

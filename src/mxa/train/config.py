@@ -292,6 +292,15 @@ class TrainConfig:
         max=1.0,
         fixed=True,
     )
+    box_file: str = _opt(
+        "",
+        "with --box-loss: the training images' box labels from this JSON file ({image id: {label: "
+        "[x1, y1, x2, y2]}}, normalized; the format of boxes_<split>.json) instead of the data's: images "
+        "it does not list train from their labels alone. For boxes drawn without box labels, e.g. by "
+        "occlusion of a run trained on image labels (mxa.viz.cam.occlusion_boxes; docs/localization.md)",
+        "localization",
+        fixed=True,
+    )
     box_area_penalty: float = _opt(
         0.0,
         "weight of a penalty on the mean area of the MXA boxes (0 = off)",
@@ -418,6 +427,11 @@ class TrainConfig:
             raise ConfigError(
                 f"box_fraction ({self.box_fraction}) chooses the images whose boxes box_loss uses, and "
                 "box_loss is 0: set box_loss > 0 (e.g. 1), or leave box_fraction out"
+            )
+        if self.box_file and not self.box_loss > 0:
+            raise ConfigError(
+                f"box_file ({self.box_file}) gives the box labels box_loss trains on, and box_loss is 0: set "
+                "box_loss > 0 (e.g. 1), or leave box_file out"
             )
         if self.mxa and not self.mxa_rois and self.mxa_roi_fraction != PEAK_FRACTION:
             raise ConfigError(

@@ -77,7 +77,8 @@ class ClusterConfig:
     Attributes:
         launcher: ``none`` (one after another in this process) or ``submitit``.
         cluster: ``slurm``, or ``local`` (submitit's local executor: parallel processes on this machine).
-        partition, account: SLURM's ``--partition`` and ``--account``.
+        partition: SLURM's ``--partition``.
+        account: SLURM's ``--account``.
         gpus_per_run: GPUs of each run (one DDP process per GPU); 0 on a CPU-only cluster.
         cpus_per_run: CPU cores of each run (its data workers and, on a CPU, its torch threads).
         time_min: each job's time limit; a job that reaches it is requeued and continues.

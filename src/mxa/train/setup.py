@@ -17,13 +17,14 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, random_seed
 
+from mxa.data.chexpert import read_box_file
 from mxa.data.combine import IndexedDataset, ResumableSampler, build_datasets
 from mxa.distill.cache import TeacherCache
 from mxa.distill.teacher import load_teacher
 from mxa.losses import DistillationLoss, class_balanced_pos_weight
 from mxa.models import check_model_name
 from mxa.models.hooks import BoxCapture, has_rois
-from mxa.train.config import TrainConfig
+from mxa.train.config import ConfigError, TrainConfig
 from mxa.train.distributed import all_ranks, dist_info
 from mxa.train.run_folder import prepare_run_folder
 from mxa.train.state import Run, model_spec, resume
@@ -163,6 +164,19 @@ def _schedule(
     return scheduler, phases
 
 
+def _use_box_file(train_ds: IndexedDataset, path: str) -> None:
+    """The training images' box labels from ``path`` (--box-file) instead of the data's."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--box-file {path} does not exist: give a JSON box file (docs/data.md)")
+    with_boxes = train_ds.use_boxes(read_box_file(path, train_ds.ids))
+    log.info("--box-file %s: box labels for %d of %d training images", path, with_boxes, len(train_ds))
+    if with_boxes == 0:
+        raise ConfigError(
+            f"--box-file {path} has no box for any training image: its keys must be the images' ids (e.g. "
+            f"{train_ds.ids[0]!r})"
+        )
+
+
 def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
     """Model, data, teacher, loss, optimizer, schedule, EMA; then the resumed state, if any."""
     rank, world = dist_info()
@@ -181,6 +195,8 @@ def setup(cfg: TrainConfig, device: torch.device, out_dir: Path) -> Run:
         rand_augment=cfg.rand_augment,
         geometric=cfg.box_loss == 0,  # box supervision needs boxes that still fit the augmented image
     )
+    if cfg.box_file:
+        _use_box_file(train_ds, cfg.box_file)
     if cfg.box_fraction < 1:
         kept = train_ds.keep_boxes(cfg.box_fraction, cfg.seed)
         log.info(
