@@ -1,6 +1,6 @@
 """Does the MXA crop find the finding? The study behind docs/localization.md, in one command.
 
-    python benchmarks/localization_study.py     # 13 variants, 2 phantom kinds, 3 seeds: about 7 h on 2 cores
+    python benchmarks/localization_study.py     # 17 variants, 2 kinds, 3 seeds: most of a day on 2 cores
     python benchmarks/localization_study.py --variants zoom labels --kinds phantom --seeds 1 --epochs 1
     python scripts/make_localization_docs.py    # the tables in docs/localization.md
 
@@ -114,6 +114,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "probability), then a second run trains on them (--box-file)",
         dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, box_loss=1.0),
     ),
+    "labels+occlusion-boxes-r3": (
+        "labels+occlusion-boxes, a third round: the boxes are drawn by occlusion of the same seed's "
+        "labels+occlusion-boxes run (round 2), and a third run trains on them",
+        dict(mxa_rois=2, roi_mil=1.0, roi_guide=1.0, box_loss=1.0),
+    ),
 }
 
 #: Variants run on some phantom kinds only (the rest run on every kind): the questions they answer are about
@@ -127,6 +132,7 @@ ONLY_ON: dict[str, tuple[str, ...]] = {
         "labels+box-loss-0.1w",
         "baseline-320",
         "labels+occlusion-boxes",
+        "labels+occlusion-boxes-r3",
     )
 }
 
@@ -221,9 +227,10 @@ def _choose(single: dict[str, Any], crop: bool) -> str | None:
     return max(sets, key=lambda k: sets[k]["iou"]) if sets else None
 
 
-#: Variants whose box labels are not the data's but drawn by occlusion of the same seed's ``labels`` run on
-#: its own training images (image labels only): the file :func:`mxa.train.boxes.occlusion_box_file` writes.
-FROM_OCCLUSION = {"labels+occlusion-boxes": "labels"}
+#: Variants whose box labels are not the data's but drawn by occlusion of the same seed's run of another
+#: variant (the value) on its own training images: the file :func:`mxa.train.boxes.occlusion_box_file` writes.
+#: Image labels only, as long as the chain starts at a variant without box labels.
+FROM_OCCLUSION = {"labels+occlusion-boxes": "labels", "labels+occlusion-boxes-r3": "labels+occlusion-boxes"}
 
 
 def box_file_quality(path: Path, kind: str, seed: int, model: torch.nn.Module) -> dict[str, Any]:
@@ -238,27 +245,37 @@ def box_file_quality(path: Path, kind: str, seed: int, model: torch.nn.Module) -
 def _config(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> TrainConfig:
     settings = dict(KINDS[kind], **({"epochs": epochs} if epochs else {}))
     cfg = dataclasses.replace(BASE, data=kind, seed=seed, output=str(output / kind / name / f"seed{seed}"))
+    if name in FROM_OCCLUSION:  # kept once drawn: delete it to draw again
+        settings["box_file"] = str(Path(cfg.output) / "occlusion_boxes.json")
     return dataclasses.replace(cfg, **settings, **VARIANTS[name][1])
+
+
+def _trained(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> dict[str, Any]:
+    """Train the run of ``name`` (kept if trained) after what it needs: for a variant of
+    :data:`FROM_OCCLUSION`, its source's run (the same, recursively) and the box file drawn from it. Returns
+    the record's box-file entries (``occlusion_boxes``, ``box_minutes``) and ``train_minutes``."""
+    cfg, rec = _config(name, kind, seed, output, epochs), {}
+    if name in FROM_OCCLUSION:
+        source = _config(FROM_OCCLUSION[name], kind, seed, output, epochs)
+        _trained(FROM_OCCLUSION[name], kind, seed, output, epochs)
+        box_file = Path(str(cfg.box_file))
+        if not box_file.is_file():
+            t0 = time.perf_counter()
+            box_file.parent.mkdir(parents=True, exist_ok=True)
+            occlusion_box_file(Path(source.output) / "last.pt", box_file, batch_size=512, progress=False)
+            rec["box_minutes"] = (time.perf_counter() - t0) / 60
+        source_model = mxa.load_model(Path(source.output) / "last.pt")
+        rec["occlusion_boxes"] = box_file_quality(box_file, kind, seed, source_model)
+    t0 = time.perf_counter()
+    train_or_continue(cfg)  # a run already trained with these settings is kept: re-evaluation is cheap
+    rec["train_minutes"] = (time.perf_counter() - t0) / 60
+    return rec
 
 
 def run_one(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> dict[str, Any]:
     cfg = _config(name, kind, seed, output, epochs)
     rec: dict[str, Any] = {"variant": name, "kind": kind, "seed": seed}
-    if name in FROM_OCCLUSION:  # round 1: the source variant's run (kept if trained); its boxes by occlusion
-        source = _config(FROM_OCCLUSION[name], kind, seed, output, epochs)
-        train_or_continue(source)
-        box_file = Path(cfg.output) / "occlusion_boxes.json"  # kept once drawn: delete it to draw again
-        if not box_file.is_file():
-            t0 = time.perf_counter()
-            Path(cfg.output).mkdir(parents=True, exist_ok=True)
-            occlusion_box_file(Path(source.output) / "last.pt", box_file, batch_size=512, progress=False)
-            rec["box_minutes"] = (time.perf_counter() - t0) / 60
-        source_model = mxa.load_model(Path(source.output) / "last.pt")
-        rec["occlusion_boxes"] = box_file_quality(box_file, kind, seed, source_model)
-        cfg = dataclasses.replace(cfg, box_file=str(box_file))
-    t0 = time.perf_counter()
-    train_or_continue(cfg)  # a run already trained with these settings is kept: re-evaluation is cheap
-    rec["train_minutes"] = (time.perf_counter() - t0) / 60
+    rec.update(_trained(name, kind, seed, output, epochs))
     model = mxa.load_model(Path(cfg.output) / "last.pt")
     val, test = _evaluate(model, kind, VALIDATION), _evaluate(model, kind, TEST)
     rec["macro_auc"] = test["macro_auc"]

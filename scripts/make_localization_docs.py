@@ -182,9 +182,11 @@ def goals(data: dict[str, Any]) -> str:
             f"{_mark(0.5 <= ratio <= 2)} |"
         )
         rows.append(_small_row("findings of side <= 0.15, no box labels", kind, 0.25, s))
-        occ = _crops(runs, kind, "labels+occlusion-boxes")
-        if occ:  # image labels only, in two rounds: boxes by occlusion of a labels run, then box training
-            what = "trained on occlusion boxes (`labels+occlusion-boxes`: two rounds, not the default)"
+        for variant, round_ in OCCLUSION_ROUNDS.items():
+            occ = _crops(runs, kind, variant)
+            if not occ:  # image labels only: boxes by occlusion of the previous round, then box training
+                continue
+            what = f"trained on occlusion boxes (`{variant}`: {round_} rounds, not the default)"
             rows.append(_iou_row(f"the crop, no box labels, {what}: single-finding IoU", kind, occ))
             acc, ratio = _mean([x["acc"] for x in occ]), _mean([x["ratio"] for x in occ])
             rows.append(
@@ -411,29 +413,36 @@ def table_02(data: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def occlusion_table(data: dict[str, Any], variant: str = "labels+occlusion-boxes") -> str:
-    """Per seed of the two-round variant: how well its occlusion boxes fit the training images' true boxes
-    (read for the record, never used), and what its crop then reaches on the test split."""
+#: The occlusion variants by round (round 1: the ``labels`` run that draws the first boxes).
+OCCLUSION_ROUNDS = {"labels+occlusion-boxes": 2, "labels+occlusion-boxes-r3": 3}
+
+
+def occlusion_table(data: dict[str, Any]) -> str:
+    """Per round and seed of the occlusion variants: how well the boxes drawn by the previous round fit the
+    training images' true boxes (read for the record, never used), and what the crop trained on them then
+    reaches on the test split."""
     rows = [
-        "| seed | occlusion boxes on the training images: IoU / side <= 0.15 / loc. acc. / area / boxed "
-        "| the crop on the test split: IoU / side <= 0.15 / loc. acc. / area | macro AUC |",
-        "| --- | --- | --- | --- |",
+        "| round | seed | boxes drawn by the previous round, on the training images: IoU / side <= 0.15 / "
+        "loc. acc. / area / boxed | the crop on the test split: IoU / side <= 0.15 / loc. acc. / area "
+        "| macro AUC |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    runs = sorted((r for r in data["runs"] if r["variant"] == variant), key=lambda r: r["seed"])
 
     def cells(values: list[float | None], digits: tuple[int, ...]) -> str:
         return " / ".join("-" if v is None else f"{v:.{d}f}" for v, d in zip(values, digits, strict=True))
 
-    for r in runs:
-        box, crop = r.get("occlusion_boxes") or {}, role_summary(r, "crop") or {}
-        fit = [box.get("iou"), (box.get("by_size") or {}).get("side <= 0.15"), box.get("loc_acc_0.3")]
-        fit += [box.get("median_area_ratio"), box.get("box_rate")]
-        got = [crop.get("iou"), crop.get("side <= 0.15"), crop.get("acc"), crop.get("ratio")]
-        auc = r["macro_auc"]
-        rows.append(
-            f"| {r['seed']} | {cells(fit, (3, 3, 2, 1, 2))} | {cells(got, (3, 3, 2, 1))} | {auc:.3f} |"
-        )
-    return "\n".join(rows) if runs else "(no runs of this variant in the results yet)"
+    for variant, round_ in OCCLUSION_ROUNDS.items():
+        runs = sorted((r for r in data["runs"] if r["variant"] == variant), key=lambda r: r["seed"])
+        for r in runs:
+            box, crop = r.get("occlusion_boxes") or {}, role_summary(r, "crop") or {}
+            fit = [box.get("iou"), (box.get("by_size") or {}).get("side <= 0.15"), box.get("loc_acc_0.3")]
+            fit += [box.get("median_area_ratio"), box.get("box_rate")]
+            got = [crop.get("iou"), crop.get("side <= 0.15"), crop.get("acc"), crop.get("ratio")]
+            rows.append(
+                f"| {round_} | {r['seed']} | {cells(fit, (3, 3, 2, 1, 2))} | {cells(got, (3, 3, 2, 1))} "
+                f"| {r['macro_auc']:.3f} |"
+            )
+    return "\n".join(rows) if len(rows) > 2 else "(no runs of these variants in the results yet)"
 
 
 def tables(data: dict[str, Any]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from mxa.train.config import ConfigError, TrainConfig
 from mxa.train.loop import train
 from mxa.train.setup import _use_box_file
 from mxa.train.state import model_spec
-from mxa.viz.cam import occlusion_boxes, occlusion_map
+from mxa.viz.cam import _plateau_centres, occlusion_boxes, occlusion_map
 
 SQUARE = (20, 32, 36, 48)  # rows 20-31, columns 36-47 of a 64 x 64 image
 SQUARE_BOX = torch.tensor([36 / 64, 20 / 64, 48 / 64, 32 / 64])
@@ -72,6 +72,18 @@ def test_occlusion_boxes_fit_the_evidence_and_abstain_without_it() -> None:
     boxes = occlusion_boxes(TextureModel(), _textured(3), torch.tensor([0, 1, 2]))
     assert _iou(boxes[0], SQUARE_BOX) > 0.5
     assert bool(boxes[1:].isnan().all())  # hiding raises label 1's probability; label 2 ignores the image
+
+
+def test_the_fine_look_is_centred_on_the_highest_plateau() -> None:
+    """Not on its first pixel: a coarse map is constant on rectangles, and its top-left corner is up to a
+    stride off the place. A second, lower plateau and a tie later in raster order do not move it."""
+    maps = torch.zeros(2, 20, 40)
+    maps[0, 4:10, 8:16] = 1.0  # rows 4-9, columns 8-15: centre (12, 7)
+    maps[0, 12:20, 0:40] = 0.5
+    maps[1, 0:2, 30:40] = 2.0  # at the top-right corner: centre (35, 1)
+    maps[1, 10:12, 0:4] = 2.0  # the same height, later in raster order
+    expected = torch.tensor([[12 / 40, 7 / 20], [35 / 40, 1 / 20]])
+    torch.testing.assert_close(_plateau_centres(maps), expected)
 
 
 def test_occlusion_map_checks_its_arguments() -> None:

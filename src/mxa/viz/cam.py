@@ -215,12 +215,12 @@ def occlusion_boxes(
     """Where each image's label lies, from occlusion alone: a box per image, or NaN.
 
     Coarse to fine: an :func:`occlusion_map` with windows of side 0.2 every 0.1 finds the place whose hiding
-    lowers the label's probability most (its first pixel in raster order); a second map with windows of 0.1
-    every 0.05 whose centres lie within 0.15 of it draws the region, 0 elsewhere, and the box is that map's
-    :func:`~mxa.layers.peak_boxes` box: where it exceeds ``fraction`` of the way from its mean (over the
-    whole image, so near 0) to its peak, about ``fraction`` of the peak. The fine windows span at most 0.4 of
-    the image side, and so does a box: findings larger than that are boxed in part. About 130 forward passes
-    per image at 224 px.
+    lowers the label's probability most (the centre of the map's highest plateau); a second map with windows
+    of 0.1 every 0.05 whose centres lie within 0.15 of it draws the region, 0 elsewhere, and the box is that
+    map's :func:`~mxa.layers.peak_boxes` box: where it exceeds ``fraction`` of the way from its mean (over
+    the whole image, so near 0) to its peak, about ``fraction`` of the peak. The fine windows span at most
+    0.4 of the image side, and so does a box: findings larger than that are boxed in part. About 130 forward
+    passes per image at 224 px.
 
     Args:
         model: a classifier of (B, C, H, W) images to (B, K) logits, in eval mode.
@@ -247,12 +247,31 @@ def occlusion_boxes(
         raise ValueError(f"min_drop must be in (0, 1], got {min_drop}")
     h, w = x.shape[-2:]
     coarse = occlusion_map(model, x, labels, patch=0.2, stride=0.1, batch_size=batch_size)
-    peak = coarse.flatten(1).argmax(1)
-    centre = torch.stack([(peak % w + 0.5) / w, torch.div(peak, w, rounding_mode="floor").add(0.5) / h], 1)
+    centre = _plateau_centres(coarse)
     fine = occlusion_map(model, x, labels, around=centre, batch_size=batch_size)
     boxes = peak_boxes(fine[:, None], refine=1, fraction=fraction)[:, 0]
     weak = fine.flatten(1).amax(1) < min_drop
     return boxes.masked_fill(weak[:, None], float("nan"))
+
+
+def _plateau_centres(maps: torch.Tensor) -> torch.Tensor:
+    """(B, 2) normalized (x, y) centre of the region where each (B, H, W) map is highest.
+
+    An occlusion map is constant on the rectangles its windows' edges cut the image into, so its maximum is
+    a plateau: the one holding the first maximal pixel in raster order (its top-left corner) is followed
+    right and down to its far edges. The first pixel alone would be up to a window stride above and left of
+    the place.
+    """
+    h, w = maps.shape[-2:]
+    peak = maps.flatten(1).argmax(1).tolist()
+    centres = []
+    for m, p in zip(maps, peak, strict=True):
+        y0, x0 = divmod(p, w)
+        top = m[y0, x0]
+        width = int((m[y0, x0:] == top).int().cumprod(0).sum())  # run of the maximum to the right
+        height = int((m[y0:, x0] == top).int().cumprod(0).sum())  # and down
+        centres.append([(x0 + width / 2) / w, (y0 + height / 2) / h])
+    return torch.tensor(centres, dtype=torch.float32, device=maps.device).reshape(-1, 2)
 
 
 def occlusion_box_table(
