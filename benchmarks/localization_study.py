@@ -245,27 +245,36 @@ def box_file_quality(path: Path, kind: str, seed: int, model: torch.nn.Module) -
 def _config(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> TrainConfig:
     settings = dict(KINDS[kind], **({"epochs": epochs} if epochs else {}))
     cfg = dataclasses.replace(BASE, data=kind, seed=seed, output=str(output / kind / name / f"seed{seed}"))
-    if name in FROM_OCCLUSION:  # kept once drawn: delete it to draw again
+    if name in FROM_OCCLUSION:  # kept once drawn: delete it and the run's folder to draw it again
         settings["box_file"] = str(Path(cfg.output) / "occlusion_boxes.json")
     return dataclasses.replace(cfg, **settings, **VARIANTS[name][1])
 
 
-def _trained(name: str, kind: str, seed: int, output: Path, epochs: int | None) -> dict[str, Any]:
+def _trained(
+    name: str, kind: str, seed: int, output: Path, epochs: int | None, record: bool = True
+) -> dict[str, Any]:
     """Train the run of ``name`` (kept if trained) after what it needs: for a variant of
     :data:`FROM_OCCLUSION`, its source's run (the same, recursively) and the box file drawn from it. Returns
-    the record's box-file entries (``occlusion_boxes``, ``box_minutes``) and ``train_minutes``."""
+    the record's box-file entries (``occlusion_boxes``, ``box_minutes``; with ``record``) and
+    ``train_minutes``."""
     cfg, rec = _config(name, kind, seed, output, epochs), {}
     if name in FROM_OCCLUSION:
         source = _config(FROM_OCCLUSION[name], kind, seed, output, epochs)
-        _trained(FROM_OCCLUSION[name], kind, seed, output, epochs)
+        _trained(FROM_OCCLUSION[name], kind, seed, output, epochs, record=False)
         box_file = Path(str(cfg.box_file))
         if not box_file.is_file():
+            if (Path(cfg.output) / "last.pt").is_file():  # a run's settings name its box file by path only
+                raise SystemExit(
+                    f"{cfg.output} holds a run trained on a box file that is gone: delete the folder to draw "
+                    "the boxes again and retrain on them"
+                )
             t0 = time.perf_counter()
             box_file.parent.mkdir(parents=True, exist_ok=True)
             occlusion_box_file(Path(source.output) / "last.pt", box_file, batch_size=512, progress=False)
             rec["box_minutes"] = (time.perf_counter() - t0) / 60
-        source_model = mxa.load_model(Path(source.output) / "last.pt")
-        rec["occlusion_boxes"] = box_file_quality(box_file, kind, seed, source_model)
+        if record:
+            source_model = mxa.load_model(Path(source.output) / "last.pt")
+            rec["occlusion_boxes"] = box_file_quality(box_file, kind, seed, source_model)
     t0 = time.perf_counter()
     train_or_continue(cfg)  # a run already trained with these settings is kept: re-evaluation is cheap
     rec["train_minutes"] = (time.perf_counter() - t0) / 60

@@ -259,8 +259,8 @@ def _plateau_centres(maps: torch.Tensor) -> torch.Tensor:
 
     An occlusion map is constant on the rectangles its windows' edges cut the image into, so its maximum is
     a plateau: the one holding the first maximal pixel in raster order (its top-left corner) is followed
-    right and down to its far edges. The first pixel alone would be up to a window stride above and left of
-    the place.
+    right and down to its far edges (a plateau that is not a rectangle is measured along its first row and
+    column). The first pixel alone would be about half a window stride above and left of the place.
     """
     h, w = maps.shape[-2:]
     peak = maps.flatten(1).argmax(1).tolist()
