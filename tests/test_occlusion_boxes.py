@@ -86,6 +86,24 @@ def test_the_fine_look_is_centred_on_the_highest_plateau() -> None:
     torch.testing.assert_close(_plateau_centres(maps), expected)
 
 
+class GradedTextureModel(torch.nn.Module):
+    """Label 0's logit grows with the image's fine texture, without saturating for a large textured square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        energy = (x - F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)).pow(2).mean((1, 2, 3)) * 40
+        return torch.stack([energy - 2, -energy], 1)
+
+
+def test_a_large_finding_is_boxed_to_its_far_edges() -> None:
+    """The fine look reaches 0.2 of the side around the coarse peak: centred on the peak plateau's first
+    pixel it missed the far (bottom-right) edges of findings of side 0.4 (IoU 0.48 and 0.56 here)."""
+    for y0, y1, x0, x1 in ((16, 42, 30, 56), (10, 36, 10, 36)):
+        x = torch.zeros(1, 1, 64, 64)
+        x[0, 0, y0:y1, x0:x1] = ((torch.arange(y1 - y0)[:, None] + torch.arange(x1 - x0)) % 2).float()
+        box = occlusion_boxes(GradedTextureModel(), x, torch.tensor([0]), min_drop=0.001)[0]
+        assert _iou(box, torch.tensor([x0, y0, x1, y1]) / 64) > 0.6
+
+
 def test_occlusion_map_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="one label per image"):
         occlusion_map(TextureModel(), torch.rand(2, 1, 16, 16), torch.tensor([0]))
