@@ -171,16 +171,7 @@ def goals(data: dict[str, Any]) -> str:
         if half:  # the same crop with --mxa-roi-fraction 0.5, the threshold the read-out analysis chose
             what = "the same, box edges at half maximum (`labels-half`, not the default)"
             rows.append(_iou_row(what, kind, half))
-        acc = _mean([x["acc"] for x in s])
-        rows.append(
-            f"| localization accuracy at IoU 0.3 (single findings) | {kind} | >= 0.5 | {acc:.3f} "
-            f"| {_mark(acc >= 0.5)} |"
-        )
-        ratio = _mean([x["ratio"] for x in s])
-        rows.append(
-            f"| median box area over the finding's | {kind} | within 2x (0.5-2) | {ratio:.2f} | "
-            f"{_mark(0.5 <= ratio <= 2)} |"
-        )
+        rows += _fit_rows("localization accuracy at IoU 0.3 (single findings)", "median box area", kind, s)
         rows.append(_small_row("findings of side <= 0.15, no box labels", kind, 0.25, s))
         for variant, round_ in OCCLUSION_ROUNDS.items():
             occ = _crops(runs, kind, variant)
@@ -188,15 +179,8 @@ def goals(data: dict[str, Any]) -> str:
                 continue
             what = f"trained on occlusion boxes (`{variant}`: {round_} rounds, not the default)"
             rows.append(_iou_row(f"the crop, no box labels, {what}: single-finding IoU", kind, occ))
-            acc, ratio = _mean([x["acc"] for x in occ]), _mean([x["ratio"] for x in occ])
-            rows.append(
-                f"| the same: localization accuracy at IoU 0.3 | {kind} | >= 0.5 | {acc:.3f} | "
-                f"{_mark(acc >= 0.5)} |"
-            )
-            rows.append(
-                f"| the same: median box area over the finding's | {kind} | within 2x (0.5-2) | "
-                f"{ratio:.2f} | {_mark(0.5 <= ratio <= 2)} |"
-            )
+            same = ("the same: localization accuracy at IoU 0.3", "the same: median box area")
+            rows += _fit_rows(*same, kind, occ)
             rows.append(_small_row(f"findings of side <= 0.15, no box labels, {what}", kind, 0.25, occ))
         sup = _crops(runs, kind, "labels+box-loss")
         if sup:
@@ -229,6 +213,17 @@ def _iou_row(what: str, kind: str, s: list[dict[str, Any]]) -> str:
     return (
         f"| {what} | {kind} | >= 0.35, sd <= 0.05 | {m:.3f} ± {sd:.3f} | {_mark(m >= 0.35 and sd <= 0.05)} |"
     )
+
+
+def _fit_rows(acc_what: str, area_what: str, kind: str, s: list[dict[str, Any]]) -> list[str]:
+    """Goal rows for the crop's localization accuracy at IoU 0.3 (>= 0.5) and median box area over the
+    finding's (within 2x)."""
+    acc, ratio = _mean([x["acc"] for x in s]), _mean([x["ratio"] for x in s])
+    return [
+        f"| {acc_what} | {kind} | >= 0.5 | {acc:.3f} | {_mark(acc >= 0.5)} |",
+        f"| {area_what} over the finding's | {kind} | within 2x (0.5-2) | {ratio:.2f} | "
+        f"{_mark(0.5 <= ratio <= 2)} |",
+    ]
 
 
 def _small_row(what: str, kind: str, target: float, s: list[dict[str, Any]]) -> str:

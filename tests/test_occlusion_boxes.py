@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import mxa
+from mxa.cli import main
+from mxa.data.chexpert import read_box_file
 from mxa.data.combine import build_datasets
 from mxa.data.labels import CHEXPERT_LABELS
 from mxa.train.config import ConfigError, TrainConfig
@@ -154,19 +157,20 @@ def test_a_run_trains_on_a_box_file(tmp_path, caplog) -> None:
 
 
 def test_occlusion_boxes_command_boxes_the_runs_training_images(tmp_path, capsys) -> None:
-    from mxa.cli import main
-    from mxa.data.chexpert import read_box_file
-
     cfg = TrainConfig(
         data="phantom-small", train_samples=12, val_samples=4, model="efficientvit_ml_m0", img_size=64,
         epochs=1, batch_size=6, ema_decay=0.0, warmup_epochs=0, progress=False, mxa_rois=2, roi_mil=1.0,
         seed=3, output=str(tmp_path / "labels"),
     )  # fmt: skip
     train(cfg)
-    out = tmp_path / "boxes.json"
+    out = tmp_path / "my boxes.json"  # a space: the printed command quotes it
     args = ["occlusion-boxes", "--checkpoint", str(tmp_path / "labels" / "last.pt"), "--output", str(out)]
     assert main([*args, "--min-drop", "1e-6"]) == 0
-    assert "training images ->" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "training images ->" in printed
+    command = shlex.split(printed.splitlines()[-1].removeprefix("train on them: ").removesuffix(" ..."))
+    assert command[command.index("--box-file") + 1] == str(out)  # the run's images, the file, as they read
+    assert command[command.index("--seed") + 1] == "3" and "None" not in command
     table = json.loads(out.read_text())
     assert table and all(k.startswith("phantom-small-3-") for k in table)  # the run's images (seed 3)
     ds = build_datasets(

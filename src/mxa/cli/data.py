@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Any
 
@@ -135,7 +136,7 @@ def _add_occlusion_boxes(sub: Any) -> None:
         help="occluded images per forward pass (default 256)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    declare_io(p, inputs=("checkpoint",), outputs=("output",))
+    declare_io(p, inputs=("checkpoint", "data"), outputs=("output",))
     p.set_defaults(func=cmd_occlusion_boxes)
 
 
@@ -151,8 +152,9 @@ def cmd_occlusion_boxes(ns: argparse.Namespace) -> int:
         print(f"note: the checkpoint's run trained on {source} (--box-loss)", file=sys.stderr)
     n = sum(len(v) for v in table.values())
     print(f"{n} boxes on {len(table)} of {done['images']} training images -> {ns.output}")
-    same = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in done["settings"].items())
-    print(f"train on them: mxa train {same} --box-loss 1 --box-file {ns.output} ...")
+    given = {k: v for k, v in done["settings"].items() if v is not None}  # the run's images, again
+    words = ["mxa", "train", *[w for k, v in given.items() for w in (f"--{k.replace('_', '-')}", str(v))]]
+    print(f"train on them: {shlex.join([*words, '--box-loss', '1', '--box-file', ns.output])} ...")
     return 0
 
 
