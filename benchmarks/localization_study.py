@@ -1,6 +1,6 @@
 """Does the MXA crop find the finding? The study behind docs/localization.md, in one command.
 
-    python benchmarks/localization_study.py     # 18 variants, 2 kinds, 3 seeds: most of a day on 2 cores
+    python benchmarks/localization_study.py     # 19 variants, 2 kinds, 3 seeds: most of a day on 2 cores
     python benchmarks/localization_study.py --variants zoom labels --kinds phantom --seeds 1 --epochs 1
     python scripts/make_localization_docs.py    # the tables in docs/localization.md
 
@@ -127,6 +127,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "best (1.2x)",
         dict(mxa_rois=0, mxa_mode="paste", roi_mil=1.0, mxa_class_boxes=True, box_loss=1.0),
     ),
+    "classbox+occlusion-boxes-sg": (
+        "classbox+occlusion-boxes with the box heads behind a stop-gradient (--mxa-box-stop-grad): no "
+        "gradient through the boxes (the GIoU's, the task's through the crop) reaches the backbone; added "
+        "after classbox+occlusion-boxes crossed every crop goal and lost 0.04 of macro AUC, to test whether "
+        "the gradient through its boxes costs it",
+        dict(
+            mxa_rois=0,
+            mxa_mode="paste",
+            roi_mil=1.0,
+            mxa_class_boxes=True,
+            box_loss=1.0,
+            mxa_box_stop_grad=True,
+        ),
+    ),
 }
 
 #: Variants run on some phantom kinds only (the rest run on every kind): the questions they answer are about
@@ -142,6 +156,7 @@ ONLY_ON: dict[str, tuple[str, ...]] = {
         "labels+occlusion-boxes",
         "labels+occlusion-boxes-r3",
         "classbox+occlusion-boxes",
+        "classbox+occlusion-boxes-sg",
     )
 }
 
@@ -243,6 +258,7 @@ FROM_OCCLUSION = {
     "labels+occlusion-boxes": "labels",
     "labels+occlusion-boxes-r3": "labels+occlusion-boxes",
     "classbox+occlusion-boxes": "labels",
+    "classbox+occlusion-boxes-sg": "labels",
 }
 
 
@@ -267,7 +283,8 @@ def _config(name: str, kind: str, seed: int, output: Path, epochs: int | None) -
 
 def _refuse_stale(box_file: Path, source: Path, run: Path) -> None:
     """Stop where a box file is older than the run that draws it, or a run trained on it is older than the
-    file or outlived it: a run's settings name its box file by path only, so files' times are the record."""
+    file or outlived it: a run's settings name its box file by path only, so files' times are the record
+    (copy run folders with ``cp -p`` or ``rsync -a``, which keep them)."""
     drawn = box_file.stat().st_mtime if box_file.is_file() else None
     if drawn is not None and source.is_file() and source.stat().st_mtime > drawn:
         raise SystemExit(f"{box_file} was drawn by an earlier run than {source}: delete it to draw it again")

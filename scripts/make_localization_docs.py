@@ -420,6 +420,7 @@ OCCLUSION_ROUNDS = {
     "labels+occlusion-boxes": 2,
     "labels+occlusion-boxes-r3": 3,
     "classbox+occlusion-boxes": 2,
+    "classbox+occlusion-boxes-sg": 2,
 }
 
 

@@ -175,6 +175,35 @@ def test_mxa_block_runs_its_roi_classifier_in_training_or_when_asked() -> None:
         mxa.MXABlock(8, class_boxes=True)
 
 
+@pytest.mark.parametrize("stop", [False, True])
+def test_box_stop_grad_keeps_box_losses_out_of_the_features(stop: bool) -> None:
+    torch.manual_seed(0)
+    block = mxa.MXABlock(8, mode="paste", roi_classes=3, class_boxes=True, min_size=0.05, box_stop_grad=stop)
+    free = mxa.MXABlock(8, mode="paste", roi_classes=3, class_boxes=True, min_size=0.05)
+    free.load_state_dict(block.state_dict())
+    x = torch.randn(2, 8, 7, 7, requires_grad=True)
+    true = torch.tensor([[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8]])
+    boxes = block.roi.predict_boxes(x)
+    _, label_boxes = block.roi_cls(x, boxes)
+    torch.testing.assert_close(boxes, free.roi.predict_boxes(x))  # the same boxes, only the gradient differs
+    torch.testing.assert_close(label_boxes, free.roi_cls(x, boxes)[1])
+    giou = mxa.losses.best_match_giou_loss(boxes, true[:, None]) + per_label_giou_loss(
+        label_boxes, true[:, None].expand(-1, 3, -1)
+    )
+    giou.backward()
+    assert (x.grad is None or not x.grad.any()) == stop  # no box gradient reaches the features when stopped
+    for p in (block.roi.fc.weight, block.roi_cls.fc.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0  # the heads still learn from the boxes
+    with pytest.raises(ValueError, match="box_stop_grad is for the single box"):
+        mxa.MXABlock(8, roi_classes=3, rois=1, box_stop_grad=True)
+    with pytest.raises(ConfigError, match="mxa_box_stop_grad"):
+        TrainConfig(mxa_box_stop_grad=True)  # mxa train's default block takes label ROIs
+    spec = model_spec(TrainConfig(mxa_rois=0, roi_mil=1.0, mxa_class_boxes=True, mxa_box_stop_grad=True))
+    assert spec.kwargs["mxa_cfg"]["box_stop_grad"] is True
+    blocks = mxa.mxa_blocks(spec.build()).values()
+    assert all(b.box_stop_grad and b.roi.stop_grad and b.roi_cls.box_stop_grad for b in blocks)
+
+
 def test_per_label_giou_loss_scores_each_label_against_its_own_box() -> None:
     true = torch.full((2, 3, 4), float("nan"))
     true[0, 1] = torch.tensor([0.1, 0.1, 0.3, 0.3])

@@ -372,6 +372,9 @@ class DynamicROIPool(nn.Module):
         saliency_temperature: of the soft-argmax (below 1 sharper).
         crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`roi_crop`).
         box_size: ``head`` or ``saliency`` (:data:`BOX_SIZES`).
+        stop_grad: the box head reads the features without passing a gradient back to them: every loss
+            that reaches the boxes (the task's through the crop, ``mxa train --box-loss``) trains the head
+            only, not the network before it.
 
     Shapes:
         (B, C, H, W) -> (pooled (B, C, H', W'), boxes (B, 4) normalized xyxy)
@@ -394,9 +397,11 @@ class DynamicROIPool(nn.Module):
         saliency_temperature: float = 1.0,
         crop_method: str = "auto",
         box_size: str = "head",
+        stop_grad: bool = False,
     ) -> None:
         super().__init__()
         resolve_crop_method(crop_method, "cpu")  # validates the name
+        self.stop_grad = bool(stop_grad)
         if box_size not in BOX_SIZES:
             raise ValueError(f"box_size must be one of {', '.join(BOX_SIZES)}, got {box_size!r}")
         self.box_size = box_size
@@ -468,6 +473,8 @@ class DynamicROIPool(nn.Module):
         # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
         with outside_autocast(x):
             x = x.to(self.saliency.weight.dtype)
+            if self.stop_grad:
+                x = x.detach()
             if self.fc is None:
                 return saliency_boxes(self.saliency_prob(x), self.min_size)
             pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
@@ -488,4 +495,5 @@ class DynamicROIPool(nn.Module):
             f", saliency_temperature={self.saliency_temperature}" if self.saliency_temperature != 1 else ""
         )
         size = f", box_size={self.box_size}" if self.box_size != "head" else ""
+        size += ", stop_grad=True" if self.stop_grad else ""
         return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}{extra}{size}"

@@ -96,6 +96,9 @@ class ROIClassifier(nn.Module):
         sharpness: of the soft box mask (:func:`soft_box_mask`).
         outside_sharpness: r of the outside pooling ``log(sum m e^(r z) / sum m) / r`` (0 would be the mean,
             large r the maximum).
+        box_stop_grad: with ``class_boxes``, the label boxes come from maps of the features without their
+            gradient: losses through the boxes (the box losses, the ROI objective's masks) train the
+            classifier, not the network before it; the logits pooled under the boxes keep theirs.
 
     Shapes:
         forward(x (B, C, H, W), boxes (B, 4) or None with ``class_boxes``[, z (B, K, H, W) already computed
@@ -120,6 +123,7 @@ class ROIClassifier(nn.Module):
         temperature: float = 0.5,
         sharpness: float = 2.0,
         outside_sharpness: float = 4.0,
+        box_stop_grad: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -129,6 +133,7 @@ class ROIClassifier(nn.Module):
                 f"outside_sharpness and temperature must be > 0, got {outside_sharpness}, {temperature}"
             )
         self.dim, self.num_classes, self.class_boxes = dim, num_classes, bool(class_boxes)
+        self.box_stop_grad = bool(box_stop_grad)
         self.min_size = float(min_size)
         # learned: the inside term pulls a label's box tight, the outside term makes it hold the finding,
         # and the temperature (with the map's shape) is what sets the box size between them
@@ -155,7 +160,10 @@ class ROIClassifier(nn.Module):
             z = (self.label_maps(x) if z is None else z).flatten(2)  # (B, K, HW): every position's logits
             label_boxes = None
             if self.class_boxes:
-                zs = standardize(z, dim=2)
+                zb = z  # the boxes' maps: of the features without their gradient where box_stop_grad is set
+                if self.box_stop_grad and torch.is_grad_enabled():
+                    zb = self.label_maps(x.detach()).flatten(2)
+                zs = standardize(zb, dim=2)
                 t = self.log_temperature.exp()
                 prob = torch.softmax(zs / t, dim=2).view(z.shape[0], z.shape[1], h, w)
                 label_boxes = saliency_boxes(prob, self.min_size)  # (B, K, 4)
@@ -166,4 +174,5 @@ class ROIClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         extra = ", class_boxes=True" if self.class_boxes else ""
+        extra += ", box_stop_grad=True" if self.box_stop_grad else ""
         return f"dim={self.dim}, num_classes={self.num_classes}{extra}"

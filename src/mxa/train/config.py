@@ -44,6 +44,7 @@ SINGLE_BOX_SETTINGS = (
     "mxa_crop_method",
     "mxa_box_size",
     "mxa_class_boxes",
+    "mxa_box_stop_grad",
 )
 
 
@@ -314,6 +315,14 @@ class TrainConfig:
         "with --mxa-rois 0 and --roi-mil > 0: every label gets its own box per MXA block, from that label's "
         "map of the ROI classifier (the per-label boxes of `mxa eval`'s detection metrics; label ROIs always "
         "have them)",
+        "localization",
+        fixed=True,
+    )
+    mxa_box_stop_grad: bool = _opt(
+        False,
+        "with --mxa-rois 0: the box head of every MXA block (and the per-label boxes of --mxa-class-boxes) "
+        "reads the features without passing a gradient back: no gradient through the boxes (--box-loss's, "
+        "the task's through the crop) reaches the backbone; the heads still learn (docs/localization.md)",
         "localization",
         fixed=True,
     )
