@@ -421,6 +421,7 @@ OCCLUSION_ROUNDS = {
     "labels+occlusion-boxes-r3": 3,
     "classbox+occlusion-boxes": 2,
     "classbox+occlusion-boxes-sg": 2,
+    "classbox+occlusion-boxes-g0.1": 2,
 }
 
 

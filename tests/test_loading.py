@@ -139,7 +139,7 @@ _MXA_VALUES = {
     "rois": 2,
     "roi_skip": [0],
     "roi_fraction": 0.5,
-    "box_stop_grad": True,
+    "box_grad": 0.5,
 }
 
 

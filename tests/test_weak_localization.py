@@ -175,33 +175,44 @@ def test_mxa_block_runs_its_roi_classifier_in_training_or_when_asked() -> None:
         mxa.MXABlock(8, class_boxes=True)
 
 
-@pytest.mark.parametrize("stop", [False, True])
-def test_box_stop_grad_keeps_box_losses_out_of_the_features(stop: bool) -> None:
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_box_grad_scales_what_box_losses_pass_to_the_features(share: float) -> None:
     torch.manual_seed(0)
-    block = mxa.MXABlock(8, mode="paste", roi_classes=3, class_boxes=True, min_size=0.05, box_stop_grad=stop)
+    block = mxa.MXABlock(8, mode="paste", roi_classes=3, class_boxes=True, min_size=0.05, box_grad=share)
     free = mxa.MXABlock(8, mode="paste", roi_classes=3, class_boxes=True, min_size=0.05)
     free.load_state_dict(block.state_dict())
-    x = torch.randn(2, 8, 7, 7, requires_grad=True)
     true = torch.tensor([[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8]])
-    boxes = block.roi.predict_boxes(x)
-    _, label_boxes = block.roi_cls(x, boxes)
-    torch.testing.assert_close(boxes, free.roi.predict_boxes(x))  # the same boxes, only the gradient differs
-    torch.testing.assert_close(label_boxes, free.roi_cls(x, boxes)[1])
-    giou = mxa.losses.best_match_giou_loss(boxes, true[:, None]) + per_label_giou_loss(
-        label_boxes, true[:, None].expand(-1, 3, -1)
-    )
-    giou.backward()
-    assert (x.grad is None or not x.grad.any()) == stop  # no box gradient reaches the features when stopped
-    for p in (block.roi.fc.weight, block.roi_cls.fc.weight):
-        assert p.grad is not None and p.grad.abs().sum() > 0  # the heads still learn from the boxes
-    with pytest.raises(ValueError, match="box_stop_grad is for the single box"):
-        mxa.MXABlock(8, roi_classes=3, rois=1, box_stop_grad=True)
-    with pytest.raises(ConfigError, match="mxa_box_stop_grad"):
-        TrainConfig(mxa_box_stop_grad=True)  # mxa train's default block takes label ROIs
-    spec = model_spec(TrainConfig(mxa_rois=0, roi_mil=1.0, mxa_class_boxes=True, mxa_box_stop_grad=True))
-    assert spec.kwargs["mxa_cfg"]["box_stop_grad"] is True
+    x = torch.randn(2, 8, 7, 7)
+    grads = []
+    for b in (block, free):
+        xi = x.clone().requires_grad_(True)
+        boxes = b.roi.predict_boxes(xi)
+        _, label_boxes = b.roi_cls(xi, boxes)
+        giou = mxa.losses.best_match_giou_loss(boxes, true[:, None]) + per_label_giou_loss(
+            label_boxes, true[:, None].expand(-1, 3, -1)
+        )
+        giou.backward()
+        grads.append(
+            (boxes.detach(), label_boxes.detach(), xi.grad, b.roi.fc.weight.grad, b.roi_cls.fc.weight.grad)
+        )
+    (boxes, label_boxes, gx, g_fc, g_cls), (boxes0, label_boxes0, gx0, g_fc0, g_cls0) = grads
+    torch.testing.assert_close(boxes, boxes0)  # the same boxes: only the gradient differs
+    torch.testing.assert_close(label_boxes, label_boxes0)
+    assert gx0.abs().sum() > 0
+    gx = torch.zeros_like(gx0) if gx is None else gx  # a stop-gradient leaves x without one
+    torch.testing.assert_close(gx, share * gx0)  # the features get the given share of the boxes' gradient
+    torch.testing.assert_close(g_fc, g_fc0)  # the heads learn as without it
+    torch.testing.assert_close(g_cls, g_cls0)
+    with pytest.raises(ValueError, match="box_grad is for the single box"):
+        mxa.MXABlock(8, roi_classes=3, rois=1, box_grad=0.0)
+    with pytest.raises(ValueError, match=r"grad_scale must be in \[0, 1\]"):
+        mxa.MXABlock(8, box_grad=1.5)
+    with pytest.raises(ConfigError, match="mxa_box_grad"):
+        TrainConfig(mxa_box_grad=0.0)  # mxa train's default block takes label ROIs
+    spec = model_spec(TrainConfig(mxa_rois=0, roi_mil=1.0, mxa_class_boxes=True, mxa_box_grad=0.25))
+    assert spec.kwargs["mxa_cfg"]["box_grad"] == 0.25
     blocks = mxa.mxa_blocks(spec.build()).values()
-    assert all(b.box_stop_grad and b.roi.stop_grad and b.roi_cls.box_stop_grad for b in blocks)
+    assert all(b.box_grad == b.roi.grad_scale == b.roi_cls.box_grad == 0.25 for b in blocks)
 
 
 def test_per_label_giou_loss_scores_each_label_against_its_own_box() -> None:

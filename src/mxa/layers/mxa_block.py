@@ -53,10 +53,10 @@ class MXABlock(nn.Module):
         roi_skip: labels a label-ROI block never crops (No Finding, which has no place).
         roi_fraction: where a label ROI's edges lie on its map, from the map's mean (0) to its peak (1)
             (``mxa train --mxa-roi-fraction``; :class:`LabelROIPool`'s ``fraction``).
-        box_stop_grad: the single box's head, and the ROI classifier's per-label boxes, read the features
-            without passing a gradient back to them (``mxa train --mxa-box-stop-grad``): no gradient through
-            the boxes (of the task's loss, the ROI objective or the box losses) reaches the network before
-            the block; the heads still learn from all of them.
+        box_grad: the share of the gradient through the single box's head, and through the ROI classifier's
+            per-label boxes, that reaches the features, in [0, 1] (``mxa train --mxa-box-grad``): at 0 no
+            gradient through the boxes (of the task's loss, the ROI objective or the box losses) reaches the
+            network before the block (a stop-gradient); the heads still learn from all of them.
 
     Attributes:
         roi: the :class:`DynamicROIPool` (``roi.predict_boxes(x)`` gives the boxes) or :class:`LabelROIPool`.
@@ -91,7 +91,7 @@ class MXABlock(nn.Module):
         rois: int = 0,
         roi_skip: tuple[int, ...] = (),
         roi_fraction: float = PEAK_FRACTION,
-        box_stop_grad: bool = False,
+        box_grad: float = 1.0,
     ) -> None:
         super().__init__()
         if mode not in ("zoom", "paste"):
@@ -109,12 +109,12 @@ class MXABlock(nn.Module):
                 f"rois={rois} takes its ROIs from roi_classes > 0 label maps (got {roi_classes}) and crops "
                 "at the map's resolution: class_boxes and crop_size are for the single-box block (rois=0)"
             )
-        if box_stop_grad and rois:
-            raise ValueError("box_stop_grad is for the single box (rois=0): label ROIs carry no box gradient")
+        if box_grad != 1.0 and rois:
+            raise ValueError("box_grad is for the single box (rois=0): label ROIs carry no box gradient")
         if roi_fraction != PEAK_FRACTION and not rois:
             raise ValueError(f"roi_fraction ({roi_fraction}) places label-ROI box edges: it needs rois > 0")
         self.dim, self.mode, self.rois = dim, mode, int(rois)
-        self.box_stop_grad = bool(box_stop_grad)
+        self.box_grad = float(box_grad)
         self.roi: DynamicROIPool | LabelROIPool
         self.roi_cls: ROIClassifier | None = None
         if rois:
@@ -128,7 +128,7 @@ class MXABlock(nn.Module):
                 saliency_temperature=saliency_temperature,
                 crop_method=crop_method,
                 box_size=box_size,
-                stop_grad=box_stop_grad,
+                grad_scale=box_grad,
             )
             if roi_classes:
                 self.roi_cls = ROIClassifier(
@@ -136,7 +136,7 @@ class MXABlock(nn.Module):
                     roi_classes,
                     class_boxes=class_boxes,
                     min_size=min_size,
-                    box_stop_grad=box_stop_grad and class_boxes,
+                    box_grad=box_grad if class_boxes else 1.0,
                 )
         self.emit_label_boxes = False  # set by capture_label_boxes: run the ROI classifier in eval too
         self.cbam = CBAM(dim, reduction=reduction, spatial_kernel=spatial_kernel)

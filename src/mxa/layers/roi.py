@@ -25,6 +25,7 @@ __all__ = [
     "roi_crop",
     "roi_paste",
     "saliency_boxes",
+    "scale_grad",
 ]
 
 #: ``grid_sample``: ``affine_grid`` + ``grid_sample`` (the reference). ``separable``: two 1-D bilinear
@@ -119,6 +120,27 @@ def outside_autocast(x: torch.Tensor) -> contextlib.AbstractContextManager[objec
     if isinstance(x, torch.fx.Proxy):
         return contextlib.nullcontext()
     return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` itself in the forward pass, with its gradient multiplied by ``scale`` in the backward pass.
+
+    Exact in the forward pass (``x.detach() + scale * 0``); ``scale`` 0 is ``x.detach()``, 1 is ``x``.
+
+    Examples:
+        >>> import torch
+        >>> from mxa.layers.roi import scale_grad
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> scale_grad(x, 0.25).sum().backward()
+        >>> x.grad
+        tensor([0.2500, 0.2500])
+    """
+    if scale == 1.0:
+        return x
+    if scale == 0.0 or not torch.is_grad_enabled():
+        return x.detach()
+    held = x.detach()
+    return held + scale * (x - held)
 
 
 def interpolation_matrix(
@@ -372,9 +394,10 @@ class DynamicROIPool(nn.Module):
         saliency_temperature: of the soft-argmax (below 1 sharper).
         crop_method: ``auto``, ``grid_sample`` or ``separable`` (see :func:`roi_crop`).
         box_size: ``head`` or ``saliency`` (:data:`BOX_SIZES`).
-        stop_grad: the box head reads the features without passing a gradient back to them: every loss
-            that reaches the boxes (the task's through the crop, ``mxa train --box-loss``) trains the head
-            only, not the network before it.
+        grad_scale: the share of the box head's gradient passed back to the features, in [0, 1]: at 0 every
+            loss that reaches the boxes (the task's through the crop, ``mxa train --box-loss``) trains the
+            head only, not the network before it (a stop-gradient); 1 passes all of it. The boxes are the
+            same either way.
 
     Shapes:
         (B, C, H, W) -> (pooled (B, C, H', W'), boxes (B, 4) normalized xyxy)
@@ -397,11 +420,13 @@ class DynamicROIPool(nn.Module):
         saliency_temperature: float = 1.0,
         crop_method: str = "auto",
         box_size: str = "head",
-        stop_grad: bool = False,
+        grad_scale: float = 1.0,
     ) -> None:
         super().__init__()
         resolve_crop_method(crop_method, "cpu")  # validates the name
-        self.stop_grad = bool(stop_grad)
+        if not 0.0 <= grad_scale <= 1.0:
+            raise ValueError(f"grad_scale must be in [0, 1], got {grad_scale}")
+        self.grad_scale = float(grad_scale)
         if box_size not in BOX_SIZES:
             raise ValueError(f"box_size must be one of {', '.join(BOX_SIZES)}, got {box_size!r}")
         self.box_size = box_size
@@ -473,8 +498,7 @@ class DynamicROIPool(nn.Module):
         # Box coordinates go through sigmoids and feed a sampling grid: keep them out of bf16/fp16.
         with outside_autocast(x):
             x = x.to(self.saliency.weight.dtype)
-            if self.stop_grad:
-                x = x.detach()
+            x = scale_grad(x, self.grad_scale)
             if self.fc is None:
                 return saliency_boxes(self.saliency_prob(x), self.min_size)
             pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
@@ -495,5 +519,5 @@ class DynamicROIPool(nn.Module):
             f", saliency_temperature={self.saliency_temperature}" if self.saliency_temperature != 1 else ""
         )
         size = f", box_size={self.box_size}" if self.box_size != "head" else ""
-        size += ", stop_grad=True" if self.stop_grad else ""
+        size += f", grad_scale={self.grad_scale}" if self.grad_scale != 1 else ""
         return f"dim={self.dim}, min_size={self.min_size}, init_size={self.init_size}{extra}{size}"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mxa.layers._checks import check_boxes, check_nchw
-from mxa.layers.roi import outside_autocast, saliency_boxes, standardize
+from mxa.layers.roi import outside_autocast, saliency_boxes, scale_grad, standardize
 
 __all__ = ["ROIClassifier", "inside_outside_logits", "soft_box_mask"]
 
@@ -96,9 +96,10 @@ class ROIClassifier(nn.Module):
         sharpness: of the soft box mask (:func:`soft_box_mask`).
         outside_sharpness: r of the outside pooling ``log(sum m e^(r z) / sum m) / r`` (0 would be the mean,
             large r the maximum).
-        box_stop_grad: with ``class_boxes``, the label boxes come from maps of the features without their
-            gradient: losses through the boxes (the box losses, the ROI objective's masks) train the
-            classifier, not the network before it; the logits pooled under the boxes keep theirs.
+        box_grad: with ``class_boxes``, the share of the label boxes' gradient passed back to the features,
+            in [0, 1] (:func:`~mxa.layers.roi.scale_grad`): at 0 losses through the boxes (the box losses,
+            the ROI objective's masks) train the classifier, not the network before it; the logits pooled
+            under the boxes keep their whole gradient.
 
     Shapes:
         forward(x (B, C, H, W), boxes (B, 4) or None with ``class_boxes``[, z (B, K, H, W) already computed
@@ -123,7 +124,7 @@ class ROIClassifier(nn.Module):
         temperature: float = 0.5,
         sharpness: float = 2.0,
         outside_sharpness: float = 4.0,
-        box_stop_grad: bool = False,
+        box_grad: float = 1.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -133,7 +134,9 @@ class ROIClassifier(nn.Module):
                 f"outside_sharpness and temperature must be > 0, got {outside_sharpness}, {temperature}"
             )
         self.dim, self.num_classes, self.class_boxes = dim, num_classes, bool(class_boxes)
-        self.box_stop_grad = bool(box_stop_grad)
+        if not 0.0 <= box_grad <= 1.0:
+            raise ValueError(f"box_grad must be in [0, 1], got {box_grad}")
+        self.box_grad = float(box_grad)
         self.min_size = float(min_size)
         # learned: the inside term pulls a label's box tight, the outside term makes it hold the finding,
         # and the temperature (with the map's shape) is what sets the box size between them
@@ -160,9 +163,9 @@ class ROIClassifier(nn.Module):
             z = (self.label_maps(x) if z is None else z).flatten(2)  # (B, K, HW): every position's logits
             label_boxes = None
             if self.class_boxes:
-                zb = z  # the boxes' maps: of the features without their gradient where box_stop_grad is set
-                if self.box_stop_grad and torch.is_grad_enabled():
-                    zb = self.label_maps(x.detach()).flatten(2)
+                zb = z  # the boxes' maps: of the features with their gradient scaled by box_grad
+                if self.box_grad != 1.0 and torch.is_grad_enabled():
+                    zb = self.label_maps(scale_grad(x, self.box_grad)).flatten(2)
                 zs = standardize(zb, dim=2)
                 t = self.log_temperature.exp()
                 prob = torch.softmax(zs / t, dim=2).view(z.shape[0], z.shape[1], h, w)
@@ -174,5 +177,5 @@ class ROIClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         extra = ", class_boxes=True" if self.class_boxes else ""
-        extra += ", box_stop_grad=True" if self.box_stop_grad else ""
+        extra += f", box_grad={self.box_grad}" if self.box_grad != 1 else ""
         return f"dim={self.dim}, num_classes={self.num_classes}{extra}"

@@ -44,7 +44,7 @@ SINGLE_BOX_SETTINGS = (
     "mxa_crop_method",
     "mxa_box_size",
     "mxa_class_boxes",
-    "mxa_box_stop_grad",
+    "mxa_box_grad",
 )
 
 
@@ -318,12 +318,14 @@ class TrainConfig:
         "localization",
         fixed=True,
     )
-    mxa_box_stop_grad: bool = _opt(
-        False,
-        "with --mxa-rois 0: the box head of every MXA block (and the per-label boxes of --mxa-class-boxes) "
-        "reads the features without passing a gradient back: no gradient through the boxes (--box-loss's, "
-        "the task's through the crop) reaches the backbone; the heads still learn (docs/localization.md)",
+    mxa_box_grad: float = _opt(
+        1.0,
+        "with --mxa-rois 0: the share of the gradient through every MXA block's box head (and the per-label "
+        "boxes of --mxa-class-boxes) that reaches the backbone: 0 stops it (--box-loss's, the task's "
+        "through the crop; the heads still learn), 1 passes it all (docs/localization.md)",
         "localization",
+        min=0.0,
+        max=1.0,
         fixed=True,
     )
     roi_mil: float = _opt(

@@ -105,7 +105,7 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
         "box_size": cfg.mxa_box_size,
         "roi_classes": len(CHEXPERT_LABELS) if cfg.roi_mil > 0 else 0,
         "class_boxes": cfg.mxa_class_boxes and cfg.roi_mil > 0,
-        "box_stop_grad": cfg.mxa_box_stop_grad,
+        "box_grad": cfg.mxa_box_grad,
     }
     # Only what differs from MXABlock's defaults: a checkpoint rebuilds with timm.create_model as it was.
     mxa_cfg = {k: v for k, v in chosen.items() if v != _MXA_DEFAULTS[k]}
