@@ -42,6 +42,11 @@ from mxa.utils.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: The single box with per-label boxes, trained on box labels (classbox+box-loss and the variants from it).
+_CLASSBOX_BOXES: dict[str, Any] = dict(
+    mxa_rois=0, mxa_mode="paste", roi_mil=1.0, mxa_class_boxes=True, box_loss=1.0
+)
+
 #: name -> (description, TrainConfig changes)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("no MXA (the AUC reference)", dict(mxa=False)),
@@ -102,7 +107,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "classbox+box-loss": (
         "classbox+mil with box labels: GIoU of every label's box to its true box (weight 1)",
-        dict(mxa_rois=0, mxa_mode="paste", roi_mil=1.0, mxa_class_boxes=True, box_loss=1.0),
+        _CLASSBOX_BOXES,
     ),
     "labels+box-loss": (
         "labels with box labels: every label map high inside its true box, low outside (weight 1)",
@@ -125,34 +130,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "seed's labels run): added after labels+occlusion-boxes, whose crop came out 2.7x the finding "
         "from boxes 1.4-1.5x it, because with true boxes classbox+box-loss's crop fitted small findings "
         "best (1.2x)",
-        dict(mxa_rois=0, mxa_mode="paste", roi_mil=1.0, mxa_class_boxes=True, box_loss=1.0),
+        _CLASSBOX_BOXES,
     ),
     "classbox+occlusion-boxes-sg": (
         "classbox+occlusion-boxes with the box heads behind a stop-gradient (--mxa-box-grad 0): no "
         "gradient through the boxes (the GIoU's, the task's through the crop) reaches the backbone; added "
         "after classbox+occlusion-boxes crossed every crop goal and lost 0.04 of macro AUC, to test whether "
         "the gradient through its boxes costs it",
-        dict(
-            mxa_rois=0,
-            mxa_mode="paste",
-            roi_mil=1.0,
-            mxa_class_boxes=True,
-            box_loss=1.0,
-            mxa_box_grad=0.0,
-        ),
+        dict(_CLASSBOX_BOXES, mxa_box_grad=0.0),
     ),
     "classbox+occlusion-boxes-g0.1": (
         "classbox+occlusion-boxes with a tenth of the gradient through the boxes reaching the backbone "
         "(--mxa-box-grad 0.1): added after the stop-gradient (0) kept more AUC and lost the fit, to see "
         "whether a share of it keeps both; 0.1 fixed before the runs, not tuned",
-        dict(
-            mxa_rois=0,
-            mxa_mode="paste",
-            roi_mil=1.0,
-            mxa_class_boxes=True,
-            box_loss=1.0,
-            mxa_box_grad=0.1,
-        ),
+        dict(_CLASSBOX_BOXES, mxa_box_grad=0.1),
     ),
 }
 
