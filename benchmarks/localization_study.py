@@ -145,6 +145,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "whether a share of it keeps both; 0.1 fixed before the runs, not tuned",
         dict(_CLASSBOX_BOXES, mxa_box_grad=0.1),
     ),
+    "classbox+occlusion-boxes-s2": (
+        "classbox+occlusion-boxes with MXA in the last stage only (--mxa-stages 2): added after validation "
+        "chose a stage-2 block in all nine runs of the three classbox+occlusion-boxes variants, to test "
+        "whether the AUC cost comes from the box losses of the earlier stages' blocks, whose boxes are not "
+        "the crop scored; fixed before the runs",
+        dict(_CLASSBOX_BOXES, mxa_stages=[2]),
+    ),
 }
 
 #: Variants run on some phantom kinds only (the rest run on every kind): the questions they answer are about
@@ -162,6 +169,7 @@ ONLY_ON: dict[str, tuple[str, ...]] = {
         "classbox+occlusion-boxes",
         "classbox+occlusion-boxes-sg",
         "classbox+occlusion-boxes-g0.1",
+        "classbox+occlusion-boxes-s2",
     )
 }
 
@@ -265,6 +273,7 @@ FROM_OCCLUSION = {
     "classbox+occlusion-boxes": "labels",
     "classbox+occlusion-boxes-sg": "labels",
     "classbox+occlusion-boxes-g0.1": "labels",
+    "classbox+occlusion-boxes-s2": "labels",
 }
 
 

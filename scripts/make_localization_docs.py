@@ -422,6 +422,7 @@ OCCLUSION_ROUNDS = {
     "classbox+occlusion-boxes": 2,
     "classbox+occlusion-boxes-sg": 2,
     "classbox+occlusion-boxes-g0.1": 2,
+    "classbox+occlusion-boxes-s2": 2,
 }
 
 
