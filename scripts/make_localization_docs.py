@@ -26,6 +26,7 @@ RESULTS_03 = ROOT / "benchmarks" / "results" / "localization-0.3.json"
 RESULTS_02 = ROOT / "benchmarks" / "results" / "localization-0.2.json"
 RESULTS_READOUT = ROOT / "benchmarks" / "results" / "localization-readout.json"
 RESULTS_DEBLUR = ROOT / "benchmarks" / "results" / "localization-readout-deblur.json"
+RESULTS_READOUT_OCCLUSION = ROOT / "benchmarks" / "results" / "localization-readout-occlusion.json"
 RESULTS_EVIDENCE = ROOT / "benchmarks" / "results" / "localization-evidence.json"
 PAGE = ROOT / "docs" / "localization.md"
 BINS = ("side <= 0.10", "0.10 < side <= 0.20", "side > 0.20", "side <= 0.15")
@@ -419,6 +420,7 @@ def table_02(data: dict[str, Any]) -> str:
 OCCLUSION_ROUNDS = {
     "labels+occlusion-boxes": 2,
     "labels+occlusion-boxes-r3": 3,
+    "labels+occlusion-boxes-f0.8": 2,
     "classbox+occlusion-boxes": 2,
     "classbox+occlusion-boxes-sg": 2,
     "classbox+occlusion-boxes-g0.1": 2,
@@ -477,6 +479,7 @@ def main() -> int:
     values["table02"] = table_02(json.loads(RESULTS_02.read_text()))
     values["readout"] = readout_table(json.loads(RESULTS_READOUT.read_text()))
     values["deblur"] = readout_table(json.loads(RESULTS_DEBLUR.read_text()), DEBLUR, "w0")
+    values["readout_occlusion"] = readout_table(json.loads(RESULTS_READOUT_OCCLUSION.read_text()))
     values["evidence"] = evidence_table(json.loads(RESULTS_EVIDENCE.read_text()))
     new = render(old, "study", values)
     if new != old:
