@@ -15,8 +15,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 GOALS = [
     ("m5_mxa_params_ratio", "MXA parameters on M5", "<= 1.02", lambda v: v <= 1.02),
     ("m5_mxa_flops_ratio", "MXA FLOPs on M5", "<= 1.01", lambda v: v <= 1.01),
-    ("m5_mxa_latency_ratio_batch32_none", "MXA CPU latency on M5, batch 32", "<= 1.10", lambda v: v <= 1.10),
-    ("m5_mxa_latency_ratio_batch1_none", "MXA CPU latency on M5, batch 1", "(report)", None),
+    ("m5_mxa_latency_ratio_batch32_none", "MXA latency on M5, batch 32", "<= 1.10", lambda v: v <= 1.10),
+    ("m5_mxa_latency_ratio_batch1_none", "MXA latency on M5, batch 1", "(report)", None),
     (
         "m5_baseline_vs_timm_latency_ratio_batch32_none",
         "our baseline vs timm efficientvit_m5, batch 32",
@@ -53,6 +53,10 @@ GOALS = [
     ("inference_speedup_onnxruntime_batch32", "ONNX Runtime over eager, batch 32", "(report)", None),
     ("inference_speedup_compile_batch32", "torch.compile (fused) over eager, batch 32", "(report)", None),
 ]
+
+
+#: Goals set for the CPU: read on another device they are reported, not judged
+CPU_GOALS = {"m5_mxa_latency_ratio_batch32_none", "m5_mxa_latency_ratio_batch1_none"}
 
 
 def _num(d: dict, key: str) -> str:
@@ -460,8 +464,10 @@ def main() -> int:
             for key, text, target, check in GOALS:
                 if key in goals and goals[key] is not None:
                     v = goals[key]
-                    if "CPU" in text and devices and "cpu" not in devices:  # a CPU goal, on another device
-                        text, target, check = text.replace("CPU ", ""), "(report; a CPU goal)", None
+                    if key in CPU_GOALS:
+                        on_cpu = not devices or "cpu" in devices
+                        text += " (CPU)" if on_cpu else f" ({', '.join(sorted(devices))})"
+                        target, check = (target, check) if on_cpu else ("(report; a CPU goal)", None)
                     met = "" if check is None else ("yes" if check(v) else "**no**")
                     out.append(f"| {text} | {v:.3f} | {target} | {met} |")
             out += [
