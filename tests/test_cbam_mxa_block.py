@@ -166,6 +166,28 @@ def test_cbam_fx_symbolic_trace() -> None:
     torch.testing.assert_close(graph(x), cbam(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("size", [(14, 14), (7, 7), (4, 4), (5, 8), (1, 1), (2, 3)])
+def test_the_compiled_spatial_convolution_equals_the_convolution(
+    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torch.compile the 7x7 spatial convolution is a sum over the padded map's windows: its oracle is
+    the convolution itself, values and gradients (float64)."""
+    from mxa.layers.cbam import _spatial_logits
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 1, 7, padding=3, bias=False).double()
+    desc = torch.randn(3, 2, *size, dtype=torch.float64, requires_grad=True)
+    want = conv(desc)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    got = _spatial_logits(conv, desc)
+    assert "Convolution" not in type(got.grad_fn).__name__  # the windows' sum, not the convolution
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    g = torch.randn_like(want)
+    grads = [torch.autograd.grad((y * g).sum(), [desc, conv.weight]) for y in (got, want)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_cbam_compile_fullgraph() -> None:
     torch._dynamo.reset()
     cbam = CBAM(16, reduction=4)

@@ -188,6 +188,28 @@ def test_a_label_roi_block_traces_and_compiles_whole() -> None:
     torch.testing.assert_close(compiled(x), block(x))
 
 
+def test_a_label_roi_block_compiled_before_any_eager_call_does_not_recompile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The box read-out's constants are cached for eager calls only: a cache filled while dynamo traced would
+    be a guard on its contents, and the next call a recompilation (it was, until 0.3)."""
+    from mxa.layers import label_roi
+
+    monkeypatch.setattr(label_roi, "_GRID", {})  # as in a fresh process
+    block = MXABlock(16, rois=2, roi_classes=4, roi_skip=(0,)).eval()
+    with torch.no_grad():
+        block.scale.fill_(0.5)
+    x = torch.randn(2, 16, 7, 7)
+    compiled = torch.compile(block, fullgraph=True, backend="eager")
+    torch._dynamo.reset()
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            got = compiled(x)
+        torch.testing.assert_close(got, block(x))  # the eager call fills the cache; compiled calls ignore it
+        assert label_roi._GRID
+        torch.testing.assert_close(compiled(x), got)
+
+
 def test_label_roi_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="roi_classes > 0"):
         MXABlock(8, rois=2)

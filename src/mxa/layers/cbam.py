@@ -46,6 +46,18 @@ class ChannelAttention(ChannelAttn):
         return out
 
 
+def _spatial_logits(conv: nn.Conv2d, desc: torch.Tensor) -> torch.Tensor:
+    """(N, 2, H, W) -> (N, 1, H, W): ``conv(desc)``; under torch.compile as the sum of the kernel times the
+    zero-padded map's k x k windows, the same linear map, which the compiler fuses into one loop instead of
+    calling oneDNN for a 2 -> 1 channel convolution (faster on the CPU at batch 1, benchmarks/NOTES.md)."""
+    if not torch.compiler.is_compiling():
+        out: torch.Tensor = conv(desc)
+        return out
+    k = conv.weight.shape[-1]
+    windows = F.pad(desc, (k // 2,) * 4).unfold(2, k, 1).unfold(3, k, 1)  # (N, 2, H, W, k, k), a view
+    return (windows * conv.weight[0, :, None, None]).sum((1, 4, 5)).unsqueeze(1)
+
+
 class SpatialAttention(nn.Module):
     """``x * sigmoid(conv_k([max_c(x), mean_c(x)]))`` (timm's ``SpatialAttn`` adds a BatchNorm).
 
@@ -67,7 +79,7 @@ class SpatialAttention(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, 1, H, W) spatial attention map in (0, 1)."""
         desc = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.conv(desc))
+        return torch.sigmoid(_spatial_logits(self.conv, desc))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
@@ -147,7 +159,7 @@ class CBAM(nn.Module):
         # the spatial descriptor of the gated crop, zero outside: coverage >= 0 commutes with max and mean
         desc = torch.cat([gated.amax(2, keepdim=True), gated.mean(2, keepdim=True)], 2) * mr  # (B, R, 2, P)
         spatial = torch.sigmoid(
-            self.spatial.conv(desc.view(-1, 2, x.shape[2], x.shape[3]))
+            _spatial_logits(self.spatial.conv, desc.view(-1, 2, x.shape[2], x.shape[3]))
         )  # (B * R, 1, H, W)
         where = spatial.view_as(m) * m * weights.unsqueeze(2)  # (B, R, P)
         channel = gate if scale is None else gate * scale

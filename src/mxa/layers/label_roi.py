@@ -120,22 +120,31 @@ def _grid(h: int, w: int, refine: int, device: torch.device, dtype: torch.dtype)
       with the region (negative outside it).
     """
     key = (h, w, refine, str(device), dtype)
+    if torch.compiler.is_compiling():
+        # built in the graph (constants, folded by the compiler): a cache written while tracing would be a
+        # guard on its contents, and the first call after it a recompilation
+        return _make_grid(h, w, refine, device, dtype)
     if key not in _GRID:
-        sx, sy, n = w * refine, h * refine, max(h, w)
-        ends = torch.zeros(3, 2, sx + sy, dtype=torch.float64)
-        ends[0, 0, :sx] = sx - torch.arange(sx)
-        ends[0, 1, sx:] = sy - torch.arange(sy)
-        ends[1, 0, :sx] = torch.arange(sx) + 1
-        ends[1, 1, sx:] = torch.arange(sy) + 1
-        first = torch.arange(n, dtype=torch.float64) * refine
-        side = torch.tensor([[float(sx)], [float(sy)]], dtype=torch.float64).expand(2, n)
-        cells = torch.stack([side - first, torch.stack([first, first]) + refine, -side])
-        scale = torch.tensor([-1 / sx, -1 / sy, 1 / sx, 1 / sy], dtype=torch.float64) * refine
-        shift = torch.tensor([1.0, 1.0, 0.0, 0.0])
-        _GRID[key] = tuple(
-            t.to(device=device, dtype=dtype) for t in (ends / refine, scale, shift, cells / refine)
-        )
+        _GRID[key] = _make_grid(h, w, refine, device, dtype)
     return _GRID[key]
+
+
+def _make_grid(
+    h: int, w: int, refine: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """:func:`_grid`'s constants, made anew."""
+    sx, sy, n = w * refine, h * refine, max(h, w)
+    ends = torch.zeros(3, 2, sx + sy, dtype=torch.float64)
+    ends[0, 0, :sx] = sx - torch.arange(sx)
+    ends[0, 1, sx:] = sy - torch.arange(sy)
+    ends[1, 0, :sx] = torch.arange(sx) + 1
+    ends[1, 1, sx:] = torch.arange(sy) + 1
+    first = torch.arange(n, dtype=torch.float64) * refine
+    side = torch.tensor([[float(sx)], [float(sy)]], dtype=torch.float64).expand(2, n)
+    cells = torch.stack([side - first, torch.stack([first, first]) + refine, -side])
+    scale = torch.tensor([-1 / sx, -1 / sy, 1 / sx, 1 / sy], dtype=torch.float64) * refine
+    shift = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    return tuple(t.to(device=device, dtype=dtype) for t in (ends / refine, scale, shift, cells / refine))
 
 
 # An FX leaf: the fast path branches on shapes and dtypes; torch.fx records one call.
@@ -151,7 +160,15 @@ def _label_rois(
     h, w = maps.shape[-2:]
     top, labels = (maps.amax((2, 3)) + never).topk(rois, dim=1)  # (B, R)
     chosen = maps.gather(1, labels[:, :, None, None].expand(-1, -1, h, w))
-    fine = chosen if refine == 1 else F.interpolate(chosen, scale_factor=refine, mode="bilinear")
+    fine = chosen
+    if refine > 1 and torch.compiler.is_compiling():
+        # the R maps upsampled as R one-channel images, the same values: torch.compile's kernel then runs
+        # along a map's width instead of along R (on the CPU 5x faster, benchmarks/NOTES.md); eager and
+        # ONNX gain nothing from the two reshapes
+        fine = F.interpolate(chosen.view(-1, 1, h, w), scale_factor=refine, mode="bilinear")
+        fine = fine.view(-1, rois, h * refine, w * refine)
+    elif refine > 1:
+        fine = F.interpolate(chosen, scale_factor=refine, mode="bilinear")
     # a fine column (row) holds part of the region when its maximum reaches the threshold
     lines = torch.cat([fine.amax(2), fine.amax(3)], -1)  # (B, R, sx + sy): columns, then rows
     threshold = _threshold(fine.mean((2, 3)), lines.amax(2), fraction)
