@@ -167,25 +167,27 @@ def test_cbam_fx_symbolic_trace() -> None:
 
 
 @pytest.mark.parametrize("size", [(14, 14), (7, 7), (4, 4), (5, 8), (1, 1), (2, 3)])
+@pytest.mark.parametrize("kernel", [3, 7])
 def test_the_compiled_spatial_convolution_equals_the_convolution(
-    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    size: tuple[int, int], kernel: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under torch.compile the 7x7 spatial convolution is a sum over the padded map's windows: its oracle is
-    the convolution itself, values and gradients (float64)."""
-    from mxa.layers.cbam import _spatial_logits
-
+    """Compiled for CPU inference the spatial convolution is a sum over the padded map's windows: its oracle
+    is the convolution itself (float64). Under autograd or autocast the convolution runs."""
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(2, 1, 7, padding=3, bias=False).double()
-    desc = torch.randn(3, 2, *size, dtype=torch.float64, requires_grad=True)
-    want = conv(desc)
+    spatial = mxa.layers.SpatialAttention(kernel).double()
+    desc = torch.randn(3, 2, *size, dtype=torch.float64)
+    want = spatial.conv(desc)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    got = _spatial_logits(conv, desc)
-    assert "Convolution" not in type(got.grad_fn).__name__  # the windows' sum, not the convolution
+    with torch.no_grad():
+        got = spatial.logits(desc)
+        single = mxa.layers.SpatialAttention(kernel)  # autocast casts float32, not float64
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast = single.logits(desc.float())
+            want_cast = single.conv(desc.float())
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    g = torch.randn_like(want)
-    grads = [torch.autograd.grad((y * g).sum(), [desc, conv.weight]) for y in (got, want)]
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert cast.dtype == torch.bfloat16 and torch.equal(cast, want_cast)  # autocast: the convolution
+    graph = spatial.logits(desc.requires_grad_())
+    assert "Convolution" in type(graph.grad_fn).__name__  # autograd: the convolution
 
 
 def test_cbam_compile_fullgraph() -> None:

@@ -37,6 +37,28 @@ def test_onnx_dynamo_opset18_dynamic_batch_with_rois(model, tmp_path) -> None:
     )
 
 
+def test_onnx_of_a_label_roi_model_gives_its_boxes_and_labels(tmp_path) -> None:
+    """The block `mxa train` builds: logits, every block's R boxes and their labels, as the eager model."""
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "efficientvit_ml_m0", img_size=64, mxa_cfg=dict(rois=2, roi_classes=14, roi_skip=[0], init_scale=0.3)
+    ).eval()
+    path = mxa.export_onnx(model, tmp_path / "r.onnx", opset=18, with_rois=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["logits", "rois", "roi_labels"]
+    x = torch.randn(3, 1, 64, 64)
+    logits, rois, labels = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    seen = mxa.forward_rois(model, x)
+    ref = model(x)
+    torch.testing.assert_close(torch.from_numpy(logits), ref, atol=1e-4, rtol=0)
+    names = list(model.mxa_blocks())
+    want_boxes = torch.cat([seen.boxes[k] for k in names], 1)  # (B, blocks * R, 4)
+    want_labels = torch.cat([seen.labels[k] for k in names], 1)
+    assert rois.shape == tuple(want_boxes.shape) and labels.shape == tuple(want_labels.shape)
+    torch.testing.assert_close(torch.from_numpy(rois), want_boxes, atol=1e-5, rtol=0)
+    assert torch.equal(torch.from_numpy(labels).long(), want_labels.long())
+
+
 def test_onnx_torchscript_opset20(model, tmp_path, caplog) -> None:
     with caplog.at_level("INFO", logger="mxa"):
         path = mxa.export_onnx(model, tmp_path / "t.onnx", opset=20)

@@ -192,13 +192,14 @@ def test_a_label_roi_block_compiled_before_any_eager_call_does_not_recompile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The box read-out's constants are cached for eager calls only: a cache filled while dynamo traced would
-    be a guard on its contents, and the next call a recompilation (it was, until 0.3)."""
+    be a guard on its contents, and the next call a recompilation (as it was before the constants were built
+    in the compiled graph)."""
     from mxa.layers import label_roi
 
     monkeypatch.setattr(label_roi, "_GRID", {})  # as in a fresh process
     block = MXABlock(16, rois=2, roi_classes=4, roi_skip=(0,)).eval()
     with torch.no_grad():
-        block.scale.fill_(0.5)
+        block.scale.fill_(0.5)  # the block's output is zero at init (scale 0): compare something
     x = torch.randn(2, 16, 7, 7)
     compiled = torch.compile(block, fullgraph=True, backend="eager")
     torch._dynamo.reset()
@@ -208,6 +209,22 @@ def test_a_label_roi_block_compiled_before_any_eager_call_does_not_recompile(
         torch.testing.assert_close(got, block(x))  # the eager call fills the cache; compiled calls ignore it
         assert label_roi._GRID
         torch.testing.assert_close(compiled(x), got)
+
+
+@pytest.mark.parametrize("refine", [1, 2, 4])
+def test_compiled_the_label_maps_are_upsampled_as_planes_with_the_same_values(
+    refine: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled layout (R one-channel images) gives the eager path's regions bit for bit, any shape."""
+    from mxa.layers import label_roi
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 5, 5, 8, generator=g)
+    never = torch.tensor([-math.inf, 0, 0, 0, 0])
+    want = _label_rois(z, never, 2, refine, 0.7)
+    monkeypatch.setattr(label_roi, "compiling", lambda: True)
+    got = _label_rois(z, never, 2, refine, 0.7)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 def test_label_roi_settings_are_checked() -> None:

@@ -8,6 +8,7 @@ from timm.layers.cbam import ChannelAttn
 from torch import nn
 
 from mxa.layers._checks import check_nchw
+from mxa.layers.roi import compiled_cpu_inference
 from mxa.layers.roi_classifier import _as_dtype
 
 torch.fx.wrap("_as_dtype")  # a traced block compares no Proxy's dtype
@@ -46,18 +47,6 @@ class ChannelAttention(ChannelAttn):
         return out
 
 
-def _spatial_logits(conv: nn.Conv2d, desc: torch.Tensor) -> torch.Tensor:
-    """(N, 2, H, W) -> (N, 1, H, W): ``conv(desc)``; under torch.compile as the sum of the kernel times the
-    zero-padded map's k x k windows, the same linear map, which the compiler fuses into one loop instead of
-    calling oneDNN for a 2 -> 1 channel convolution (faster on the CPU at batch 1, benchmarks/NOTES.md)."""
-    if not torch.compiler.is_compiling():
-        out: torch.Tensor = conv(desc)
-        return out
-    k = conv.weight.shape[-1]
-    windows = F.pad(desc, (k // 2,) * 4).unfold(2, k, 1).unfold(3, k, 1)  # (N, 2, H, W, k, k), a view
-    return (windows * conv.weight[0, :, None, None]).sum((1, 4, 5)).unsqueeze(1)
-
-
 class SpatialAttention(nn.Module):
     """``x * sigmoid(conv_k([max_c(x), mean_c(x)]))`` (timm's ``SpatialAttn`` adds a BatchNorm).
 
@@ -79,7 +68,22 @@ class SpatialAttention(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, 1, H, W) spatial attention map in (0, 1)."""
         desc = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(_spatial_logits(self.conv, desc))
+        return torch.sigmoid(self.logits(desc))
+
+    def logits(self, desc: torch.Tensor) -> torch.Tensor:
+        """(N, 2, H, W) -> (N, 1, H, W): the convolution of the [max, mean] descriptor.
+
+        Compiled for CPU inference (:func:`~mxa.layers.roi.compiled_cpu_inference`) it is the sum of the
+        kernel times the zero-padded map's k x k windows, the same linear map (a stride-1, 'same', bias-free
+        convolution, as built here): inductor fuses it with the descriptor's pooling instead of calling
+        oneDNN for a 2 -> 1 channel convolution (benchmarks/NOTES.md).
+        """
+        if not compiled_cpu_inference(desc):
+            out: torch.Tensor = self.conv(desc)
+            return out
+        k = self.conv.weight.shape[-1]
+        windows = F.pad(desc, (k // 2,) * 4).unfold(2, k, 1).unfold(3, k, 1)  # (N, 2, H, W, k, k), a view
+        return (windows * self.conv.weight[0, :, None, None]).sum((1, 4, 5)).unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
@@ -159,7 +163,7 @@ class CBAM(nn.Module):
         # the spatial descriptor of the gated crop, zero outside: coverage >= 0 commutes with max and mean
         desc = torch.cat([gated.amax(2, keepdim=True), gated.mean(2, keepdim=True)], 2) * mr  # (B, R, 2, P)
         spatial = torch.sigmoid(
-            _spatial_logits(self.spatial.conv, desc.view(-1, 2, x.shape[2], x.shape[3]))
+            self.spatial.logits(desc.view(-1, 2, x.shape[2], x.shape[3]))
         )  # (B * R, 1, H, W)
         where = spatial.view_as(m) * m * weights.unsqueeze(2)  # (B, R, P)
         channel = gate if scale is None else gate * scale

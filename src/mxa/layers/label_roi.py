@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mxa.layers._checks import check_nchw
-from mxa.layers.roi import outside_autocast
+from mxa.layers.roi import compiling, outside_autocast
 from mxa.layers.roi_classifier import ROIClassifier
 
 __all__ = ["PEAK_FRACTION", "PRIOR", "LabelROIPool", "box_coverage", "peak_boxes"]
@@ -75,7 +75,13 @@ def _threshold(mean: torch.Tensor, peak: torch.Tensor, fraction: float) -> torch
     decide the box. For maps that are not flat the margin changes nothing that float rounding would not."""
     # lerp's ``peak - (1 - fraction)(peak - mean)`` cannot pass the peak unless the mean does, by rounding
     # of its sum (a relative 1e-7 or so), which the margin covers
-    return torch.sub(torch.lerp(mean, peak, fraction), peak.abs(), alpha=1e-6)
+    if torch.onnx.is_in_onnx_export():  # lerp's form, written out: its ONNX export computes both of lerp's
+        # branches and picks one with a Where (8 nodes, here 3)
+        diff = peak - mean
+        t = mean + diff * fraction if fraction < 0.5 else peak - diff * (1 - fraction)
+    else:
+        t = torch.lerp(mean, peak, fraction)
+    return torch.sub(t, peak.abs(), alpha=1e-6)
 
 
 def box_coverage(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -119,11 +125,11 @@ def _grid(h: int, w: int, refine: int, device: torch.device, dtype: torch.dtype)
       and ``-side``, so that the minimum with a region's ends, summed over kinds, is the cell's overlap
       with the region (negative outside it).
     """
-    key = (h, w, refine, str(device), dtype)
     if torch.compiler.is_compiling():
-        # built in the graph (constants, folded by the compiler): a cache written while tracing would be a
-        # guard on its contents, and the first call after it a recompilation
+        # built in the graph (a few small kernels): a cache written while tracing would be a guard on its
+        # contents, and the first call after it a recompilation
         return _make_grid(h, w, refine, device, dtype)
+    key = (h, w, refine, str(device), dtype)
     if key not in _GRID:
         _GRID[key] = _make_grid(h, w, refine, device, dtype)
     return _GRID[key]
@@ -132,18 +138,24 @@ def _grid(h: int, w: int, refine: int, device: torch.device, dtype: torch.dtype)
 def _make_grid(
     h: int, w: int, refine: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, ...]:
-    """:func:`_grid`'s constants, made anew."""
+    """:func:`_grid`'s constants, made anew (in float64, on a CUDA device directly: a compiled graph with CPU
+    kernels in it is not captured as a CUDA graph)."""
     sx, sy, n = w * refine, h * refine, max(h, w)
-    ends = torch.zeros(3, 2, sx + sy, dtype=torch.float64)
-    ends[0, 0, :sx] = sx - torch.arange(sx)
-    ends[0, 1, sx:] = sy - torch.arange(sy)
-    ends[1, 0, :sx] = torch.arange(sx) + 1
-    ends[1, 1, sx:] = torch.arange(sy) + 1
-    first = torch.arange(n, dtype=torch.float64) * refine
-    side = torch.tensor([[float(sx)], [float(sy)]], dtype=torch.float64).expand(2, n)
+    on, f64 = (device if device.type == "cuda" else torch.device("cpu")), torch.float64
+
+    def line(n: int) -> torch.Tensor:
+        return torch.arange(n, device=on, dtype=f64)
+
+    ends = torch.zeros(3, 2, sx + sy, device=on, dtype=f64)
+    ends[0, 0, :sx] = sx - line(sx)
+    ends[0, 1, sx:] = sy - line(sy)
+    ends[1, 0, :sx] = line(sx) + 1
+    ends[1, 1, sx:] = line(sy) + 1
+    first = line(n) * refine
+    side = torch.tensor([[float(sx)], [float(sy)]], device=on, dtype=f64).expand(2, n)
     cells = torch.stack([side - first, torch.stack([first, first]) + refine, -side])
-    scale = torch.tensor([-1 / sx, -1 / sy, 1 / sx, 1 / sy], dtype=torch.float64) * refine
-    shift = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    scale = torch.tensor([-1 / sx, -1 / sy, 1 / sx, 1 / sy], device=on, dtype=f64) * refine
+    shift = torch.tensor([1.0, 1.0, 0.0, 0.0], device=on, dtype=f64)
     return tuple(t.to(device=device, dtype=dtype) for t in (ends / refine, scale, shift, cells / refine))
 
 
@@ -160,15 +172,15 @@ def _label_rois(
     h, w = maps.shape[-2:]
     top, labels = (maps.amax((2, 3)) + never).topk(rois, dim=1)  # (B, R)
     chosen = maps.gather(1, labels[:, :, None, None].expand(-1, -1, h, w))
-    fine = chosen
-    if refine > 1 and torch.compiler.is_compiling():
-        # the R maps upsampled as R one-channel images, the same values: torch.compile's kernel then runs
-        # along a map's width instead of along R (on the CPU 5x faster, benchmarks/NOTES.md); eager and
-        # ONNX gain nothing from the two reshapes
-        fine = F.interpolate(chosen.view(-1, 1, h, w), scale_factor=refine, mode="bilinear")
+    # compiled, the R maps are upsampled as R one-channel images, the same values: inductor's kernel then
+    # runs along a map's width instead of along R (on the CPU 5x faster, benchmarks/NOTES.md); eager and
+    # ONNX gain nothing from the two reshapes
+    planes = compiling()
+    fine = chosen.view(-1, 1, h, w) if planes else chosen
+    if refine > 1:
+        fine = F.interpolate(fine, scale_factor=refine, mode="bilinear")
+    if planes:
         fine = fine.view(-1, rois, h * refine, w * refine)
-    elif refine > 1:
-        fine = F.interpolate(chosen, scale_factor=refine, mode="bilinear")
     # a fine column (row) holds part of the region when its maximum reaches the threshold
     lines = torch.cat([fine.amax(2), fine.amax(3)], -1)  # (B, R, sx + sy): columns, then rows
     threshold = _threshold(fine.mean((2, 3)), lines.amax(2), fraction)
@@ -176,7 +188,7 @@ def _label_rois(
     ends, scale, shift, cells = _grid(h, w, refine, maps.device, maps.dtype)
     # the first and one-past-last fine column and row of each region (coarse units), and a zero:
     # (B, R, 3 kinds, 2 axes)
-    edges = (spans[:, :, None, None] * ends).amax(-1)
+    edges = torch.where(spans[:, :, None, None], ends, 0.0).amax(-1)
     boxes = torch.addcmul(shift, edges.flatten(2)[..., :4], scale)
     # the share of every coarse cell inside the region, per axis, then their product
     inside = torch.minimum(cells, edges.unsqueeze(-1)).sum(2).clamp(min=0)  # (B, R, 2, n)

@@ -111,6 +111,28 @@ def saliency_boxes(prob: torch.Tensor, min_size: float, spread: float = SPREAD) 
 _FASTER: dict[str, str] = {"cpu": "grid_sample"}
 
 
+def compiling() -> bool:
+    """True while torch.compile traces (not while exporting: the ONNX and torch.export graphs keep the eager
+    forms)."""
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.7; before, export sets compiling
+    return (
+        torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
+        and not (exporting is not None and exporting())
+    )
+
+
+def compiled_cpu_inference(x: torch.Tensor) -> bool:
+    """True while torch.compile traces a CPU inference forward on ``x``, without autograd or autocast: where
+    the compile-only forms of the MXA block were measured (benchmarks/NOTES.md)."""
+    return (
+        compiling()
+        and x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
 def outside_autocast(x: torch.Tensor) -> contextlib.AbstractContextManager[object]:
     """A region without autocast on ``x``'s device, for box maths that bf16/fp16 would move.
 
