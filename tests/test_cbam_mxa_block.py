@@ -179,6 +179,7 @@ def test_the_compiled_spatial_convolution_equals_the_convolution(
     want = spatial.conv(desc)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     with torch.no_grad():
+        assert mxa.layers.roi.compiled_cpu_inference(desc)  # the window sum is what runs here
         got = spatial.logits(desc)
         single = mxa.layers.SpatialAttention(kernel)  # autocast casts float32, not float64
         with torch.autocast("cpu", dtype=torch.bfloat16):

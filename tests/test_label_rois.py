@@ -222,9 +222,45 @@ def test_compiled_the_label_maps_are_upsampled_as_planes_with_the_same_values(
     z = torch.randn(3, 5, 5, 8, generator=g)
     never = torch.tensor([-math.inf, 0, 0, 0, 0])
     want = _label_rois(z, never, 2, refine, 0.7)
-    monkeypatch.setattr(label_roi, "compiling", lambda: True)
+    monkeypatch.setattr(label_roi, "compiled_cpu_inference", lambda _: True)
     got = _label_rois(z, never, 2, refine, 0.7)
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_compiled_cpu_inference_takes_the_compile_forms(grad: bool) -> None:
+    """torch.compile really traces the compile-only forms for CPU inference (no convolution: CBAM's spatial
+    convolution is a window sum), and the convolution under autograd; the values are the eager block's."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    block = MXABlock(16, rois=2, roi_classes=4, roi_skip=(0,)).eval()
+    with torch.no_grad():
+        block.scale.fill_(0.5)  # the block's output is zero at init (scale 0): compare something
+    x = torch.randn(2, 16, 7, 7)
+    torch._dynamo.reset()
+    compiled = torch.compile(block, backend=record, fullgraph=True)
+    with torch.set_grad_enabled(grad):
+        got, want = compiled(x), block(x)
+    assert ("unfold" in graphs[-1].code) != grad  # the window sum, or else the convolution
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.5, 0.7, 0.8])
+def test_the_threshold_written_out_for_onnx_equals_lerp(
+    fraction: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mxa.layers.label_roi import _threshold
+
+    g = torch.Generator().manual_seed(5)
+    mean, peak = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g) + 2
+    want = _threshold(mean, peak, fraction)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    torch.testing.assert_close(_threshold(mean, peak, fraction), want, rtol=2e-7, atol=1e-7)
 
 
 def test_label_roi_settings_are_checked() -> None:

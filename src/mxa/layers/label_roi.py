@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mxa.layers._checks import check_nchw
-from mxa.layers.roi import compiling, outside_autocast
+from mxa.layers.roi import compiled_cpu_inference, outside_autocast
 from mxa.layers.roi_classifier import ROIClassifier
 
 __all__ = ["PEAK_FRACTION", "PRIOR", "LabelROIPool", "box_coverage", "peak_boxes"]
@@ -75,10 +75,12 @@ def _threshold(mean: torch.Tensor, peak: torch.Tensor, fraction: float) -> torch
     decide the box. For maps that are not flat the margin changes nothing that float rounding would not."""
     # lerp's ``peak - (1 - fraction)(peak - mean)`` cannot pass the peak unless the mean does, by rounding
     # of its sum (a relative 1e-7 or so), which the margin covers
-    if torch.onnx.is_in_onnx_export():  # lerp's form, written out: its ONNX export computes both of lerp's
-        # branches and picks one with a Where (8 nodes, here 3)
+    if torch.onnx.is_in_onnx_export():
+        # lerp's form written out, to an ulp (lerp may fuse its multiply-add): lerp's ONNX export computes
+        # both of its branches and picks one with a Where
+        w = torch.tensor(fraction, dtype=peak.dtype).item()  # the weight lerp sees, rounded to the dtype
         diff = peak - mean
-        t = mean + diff * fraction if fraction < 0.5 else peak - diff * (1 - fraction)
+        t = mean + diff * w if w < 0.5 else peak - diff * (1 - torch.tensor(w, dtype=peak.dtype)).item()
     else:
         t = torch.lerp(mean, peak, fraction)
     return torch.sub(t, peak.abs(), alpha=1e-6)
@@ -175,7 +177,7 @@ def _label_rois(
     # compiled, the R maps are upsampled as R one-channel images, the same values: inductor's kernel then
     # runs along a map's width instead of along R (on the CPU 5x faster, benchmarks/NOTES.md); eager and
     # ONNX gain nothing from the two reshapes
-    planes = compiling()
+    planes = compiled_cpu_inference(maps)
     fine = chosen.view(-1, 1, h, w) if planes else chosen
     if refine > 1:
         fine = F.interpolate(fine, scale_factor=refine, mode="bilinear")

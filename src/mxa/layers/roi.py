@@ -111,22 +111,14 @@ def saliency_boxes(prob: torch.Tensor, min_size: float, spread: float = SPREAD) 
 _FASTER: dict[str, str] = {"cpu": "grid_sample"}
 
 
-def compiling() -> bool:
-    """True while torch.compile traces (not while exporting: the ONNX and torch.export graphs keep the eager
-    forms)."""
-    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.7; before, export sets compiling
+def compiled_cpu_inference(x: torch.Tensor) -> bool:
+    """True while torch.compile traces a CPU inference forward on ``x``, without autograd or autocast: where
+    the MXA block's compile-only forms were measured (benchmarks/NOTES.md). Not in the TorchScript ONNX
+    export; torch.export of such a forward gets them too (the same values)."""
+    # torch.compiler.is_exporting is not read: under torch.compile dynamo folds it to True on torch 2.7-2.13
     return (
         torch.compiler.is_compiling()
         and not torch.onnx.is_in_onnx_export()
-        and not (exporting is not None and exporting())
-    )
-
-
-def compiled_cpu_inference(x: torch.Tensor) -> bool:
-    """True while torch.compile traces a CPU inference forward on ``x``, without autograd or autocast: where
-    the compile-only forms of the MXA block were measured (benchmarks/NOTES.md)."""
-    return (
-        compiling()
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
