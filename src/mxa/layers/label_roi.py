@@ -78,9 +78,9 @@ def _threshold(mean: torch.Tensor, peak: torch.Tensor, fraction: float) -> torch
     if torch.onnx.is_in_onnx_export():
         # lerp's form written out, to an ulp (lerp may fuse its multiply-add): lerp's ONNX export computes
         # both of its branches and picks one with a Where
-        w = torch.tensor(fraction, dtype=peak.dtype).item()  # the weight lerp sees, rounded to the dtype
+        w = torch.tensor(fraction, dtype=peak.dtype)  # the weight lerp sees, rounded to the dtype
         diff = peak - mean
-        t = mean + diff * w if w < 0.5 else peak - diff * (1 - torch.tensor(w, dtype=peak.dtype)).item()
+        t = mean + diff * w.item() if w < 0.5 else peak - diff * (1 - w).item()
     else:
         t = torch.lerp(mean, peak, fraction)
     return torch.sub(t, peak.abs(), alpha=1e-6)
@@ -145,8 +145,8 @@ def _make_grid(
     sx, sy, n = w * refine, h * refine, max(h, w)
     on, f64 = (device if device.type == "cuda" else torch.device("cpu")), torch.float64
 
-    def line(n: int) -> torch.Tensor:
-        return torch.arange(n, device=on, dtype=f64)
+    def line(size: int) -> torch.Tensor:
+        return torch.arange(size, device=on, dtype=f64)
 
     ends = torch.zeros(3, 2, sx + sy, device=on, dtype=f64)
     ends[0, 0, :sx] = sx - line(sx)
