@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CUDA benchmarks and tests in one prepared script; writes benchmarks/results/<device>.json (at most 11
-# minutes, the budgets below; MXA_CUDA_COMPILE=1 adds torch.compile, several minutes more).
+# CUDA benchmarks and tests in one prepared script; writes benchmarks/results/<device>.json (at most
+# 12 minutes, the budgets below; MXA_CUDA_COMPILE=1 adds torch.compile, several minutes more).
 # Usage: bash benchmarks/run_cuda.sh   (needs a CUDA device; runs from the source tree, no install: torch, timm,
 #        pytest-benchmark and, for the tests, the test extra's packages where present)
 # Each step has a time budget (seconds, scaled by MXA_CUDA_BUDGET, default 1.0) and runs in priority order: a
@@ -41,6 +41,12 @@ step tests 60 -m pytest tests/test_cbam_mxa_block.py tests/test_op_matrix.py tes
 bench m5-b1 60 "${m5[@]}" --runtime eager --runtime deterministic --device cuda --batch-size 1 --repeats 50 \
     --no-train
 bench m5-b32 60 "${m5[@]}" --runtime eager --runtime deterministic --device cuda --batch-size 32 --repeats 20
+# MXA with the kernel launches taken out: eager and each forward replayed as a CUDA graph (about 20 s; with
+# MXA_CUDA_COMPILE=1 also compiled, and compiled and replayed: about 5 minutes on an H200; issue 34)
+launch=(--batch-size 1 --batch-size 32 --json "$work/launch.json")
+launch_budget=60
+if [[ ${MXA_CUDA_COMPILE:-0} == 1 ]]; then launch+=(--compile); launch_budget=360; fi
+step launch "$launch_budget" benchmarks/cuda_launch.py "${launch[@]}"
 bench m5-bf16-b1024 60 "${m5[@]}" --device cuda --batch-size 1024 --amp bf16 --channels-last --repeats 10
 step pytest-benchmark 60 -m pytest benchmarks/test_bench_roi.py benchmarks/test_bench_inference.py \
     --benchmark-only -q -n 0 -k cuda -p no:cacheprovider --benchmark-json "$work/pytest-benchmark.json"
@@ -58,4 +64,5 @@ fi
 "$py" scripts/benchmark_summary.py "$work"/m5-bf16-b1024.json "$work"/m5-b1.json "$work"/m5-b32.json \
     "$work"/m5-cpu-onnx-b32.json "$work"/bf16-b1024.json "$work"/fp32-b256.json "$work"/m5-b1-compile.json \
     "$work"/pytest-benchmark.json --output "$out/$dev.json"
+if [[ -s $work/launch.json ]]; then cp "$work/launch.json" "$out/$dev-launch.json"; echo "wrote $out/$dev-launch.json"; fi
 echo "wrote $out/$dev.json (steps' own files in $work)"

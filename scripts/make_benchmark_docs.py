@@ -402,8 +402,43 @@ def how_long() -> list[str]:
     ]
 
 
+def gpu_launch() -> list[str]:
+    """MXA / baseline with a GPU's kernel launches taken out (benchmarks/cuda_launch.py), per device."""
+    out = []
+    for f in sorted(RESULTS.glob("*-launch.json")):
+        r = json.loads(f.read_text())
+        out += [
+            f"## MXA on a GPU with the launches taken out ({r['device']}, `{f.name}`)",
+            "",
+            f"{r['model']}, 224 px, fp32, torch {r['torch']}, {r['repeats']} interleaved repeats "
+            f"(`benchmarks/cuda_launch.py`): eager; `graph`, the eager forward captured as a CUDA graph "
+            "and replayed; `compile`, torch.compile; `compile-graph`, the compiled forward replayed as a "
+            "CUDA graph. "
+            f"MXA's {r['mxa_blocks']} blocks dispatch {r['operators_per_block']:.0f} operators each in eager "
+            f"inference ({r['compute_operators_per_block']:.0f} not views).",
+            "",
+            "| batch | runtime | MXA ms | baseline ms | MXA / baseline | MXA's extra us per block | "
+            "MXA / its eager |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for b in r["batches"]:
+            ms = b["median_ms"]
+            for rt, ratio in b["mxa_vs_baseline"].items():
+                if ratio is None:
+                    continue
+                vs = b["vs_eager"].get(f"mxa@{rt}")
+                out.append(
+                    f"| {b['batch_size']} | {rt} | {ms[f'mxa@{rt}']:.2f} | {ms[f'baseline@{rt}']:.2f} | "
+                    f"x{ratio:.3f} | {b['mxa_extra_us_per_block'][rt]:.0f} | "
+                    f"{'-' if vs is None else f'x{vs:.3f}'} |"
+                )
+        errors = {k: v.splitlines()[0] for b in r["batches"] for k, v in b["errors"].items()}
+        out += [""] + [f"- `{k}` did not run: {v}" for k, v in errors.items()] + ([""] if errors else [])
+    return out
+
+
 def extra_runs() -> list[str]:
-    out = how_long() + deployment_runs() + runtime_runs() + tracking_cost()
+    out = how_long() + deployment_runs() + runtime_runs() + tracking_cost() + gpu_launch()
     for name, title in EXTRA_BENCH:
         f = RESULTS / name
         if f.is_file():

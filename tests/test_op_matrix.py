@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -191,3 +192,47 @@ def test_op_gradients_do_not_depend_on_the_layout(op: Op, layout: str, device: s
         return x.grad
 
     torch.testing.assert_close(grads(layout), grads("contiguous"), atol=1e-10, rtol=1e-8)
+
+
+def _cuda_graph(
+    m: nn.Module, args: tuple[torch.Tensor, ...]
+) -> tuple[Callable[[], Any], tuple[torch.Tensor, ...]]:
+    """``m(*args)`` captured as a CUDA graph (inference): its replay and the outputs each replay rewrites."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (lazy caches, cuDNN's choices) off the default stream
+        for _ in range(3):
+            _run(m, args)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = _out(m(*args))
+    return graph.replay, out
+
+
+def _replays_like_eager(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+    """A replay on new values in the captured inputs equals the eager forward on them: no host sync, no
+    shape- or value-dependent host decision, no tensor made on the host in the forward."""
+    replay, got = _cuda_graph(m, args)
+    args[0].copy_(torch.randn_like(args[0]))
+    replay()
+    _close(got, _run(m, args), atol=1e-5)
+
+
+MODULE_OPS = [o for o in OPS if not isinstance(o.make(), _Fn)]  # function ops check boxes: a host sync
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("op", MODULE_OPS, ids=lambda o: o.name)
+def test_op_replays_as_a_cuda_graph(op: Op) -> None:
+    _replays_like_eager(_module(op, torch.float32, "cuda"), op.inputs(torch.float32, "cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_default_model_replays_as_a_cuda_graph() -> None:
+    from mxa.train.config import TrainConfig
+    from mxa.train.state import model_spec
+
+    torch.manual_seed(0)
+    model = model_spec(TrainConfig(model="efficientvit_ml_m0", img_size=64)).build().cuda().eval()
+    _replays_like_eager(model, (torch.randn(2, 1, 64, 64, device="cuda"),))

@@ -15,7 +15,8 @@ habit) cannot run at all: that is an error raised by the model, naming the fix.
 
 ``MultiLabelEfficientViT`` calls :func:`check_model_input` in eval mode: it warns once per model
 (:class:`InputSanityWarning`) and stops checking after that, or after its first 32 eval batches, so
-benchmarks and long inference runs pay nothing. Tracing, scripting, ``torch.compile`` and export skip it.
+benchmarks and long inference runs pay nothing. Tracing, scripting, ``torch.compile``, export and the
+capture of a CUDA graph skip it.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def _skip(x: Any) -> bool:
         return True
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return True
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        return True  # a CUDA graph being captured: reading values syncs the device, which capture forbids
     exporting = getattr(torch.compiler, "is_exporting", None)
     if exporting is not None and exporting():
         return True
