@@ -11,10 +11,12 @@ without MXA; see ``mxa bench --help``):
 - ``compile-graph``: the compiled forward captured and replayed as a CUDA graph (what
   ``mode="reduce-overhead"`` automates).
 
-Each replay's output is compared with the eager output (``max_abs_diff``). A runtime that cannot run (a
-capture that fails, say) is reported with its error and left out of the timing. Writes the medians, the paired
-ratios MXA / baseline per runtime and each runtime / eager per variant, and MXA's extra time per block beside
-its operators per block. The file is rewritten after each batch size, so a run cut off keeps what it measured.
+Each replay, on new values copied into the captured input, is compared with the eager output on them
+(``max_abs_diff``). A runtime that cannot run (a capture that fails, say) is reported with its error and left
+out of the timing. Writes the medians, the paired ratios MXA / baseline per runtime and each runtime / eager
+per variant, and MXA's extra time per block beside its operators per block (counted on the CPU: each one not
+a view is a kernel on a GPU). The file is rewritten after each batch size, so a run cut off keeps what it
+measured.
 
 Usage (a CUDA device; from the source tree: PYTHONPATH=src):
     python benchmarks/cuda_launch.py --batch-size 1 --batch-size 32 --compile \
@@ -36,6 +38,7 @@ import timm
 import torch
 
 from mxa.bench import _variants, block_operators, measure
+from mxa.data.sanity import suppress_input_checks
 
 
 def _capture(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], Any], torch.Tensor]:
@@ -82,8 +85,9 @@ def _one_batch(models: dict[str, torch.nn.Module], batch: int, repeats: int, com
     x = torch.randn(batch, 1, 224, 224, device=dev)
     fns: dict[str, Callable[[], Any]] = {}
     report: dict[str, Any] = {"batch_size": batch, "errors": {}, "max_abs_diff": {}, "compile_s": {}}
+    fresh = torch.randn_like(x)  # the check: a replay on values that were not captured
     for v, model in models.items():
-        want = model(x)
+        want = model(fresh)
         for rt, got in _runtimes(model, x, compile).items():
             if rt == "compile_s":
                 report["compile_s"][v] = got
@@ -92,9 +96,14 @@ def _one_batch(models: dict[str, torch.nn.Module], batch: int, repeats: int, com
             else:
                 fns[f"{v}@{rt}"] = got[0]
                 if got[1] is not None:
+                    saved = x.clone()
+                    x.copy_(fresh)
                     got[0]()
                     report["max_abs_diff"][f"{v}@{rt}"] = (got[1] - want).abs().max().item()
-    times = measure(fns, dev, warmup=3, repeats=repeats)
+                    x.copy_(saved)
+    # the model's one-time input check (its first 32 eval calls) would be timed into the eager calls alone
+    with suppress_input_checks():
+        times = measure(fns, dev, warmup=3, repeats=repeats)
     report["median_ms"] = {k: statistics.median(t) * 1e3 for k, t in times.items()}
 
     def ratio(a: str, b: str) -> float | None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CUDA benchmarks and tests in one prepared script; writes benchmarks/results/<device>.json (at most
-# 12 minutes, the budgets below; MXA_CUDA_COMPILE=1 adds torch.compile, several minutes more).
+# 12 minutes, the budgets below; MXA_CUDA_COMPILE=1 adds torch.compile: up to 12 minutes more).
 # Usage: bash benchmarks/run_cuda.sh   (needs a CUDA device; runs from the source tree, no install: torch, timm,
 #        pytest-benchmark and, for the tests, the test extra's packages where present)
 # Each step has a time budget (seconds, scaled by MXA_CUDA_BUDGET, default 1.0) and runs in priority order: a
@@ -15,6 +15,8 @@ dev=$("$py" -c "import torch, re; print(re.sub(r'[^A-Za-z0-9]+', '-', torch.cuda
 out=benchmarks/results
 work=${MXA_CUDA_WORK:-$(mktemp -d)}
 mkdir -p "$work"
+# a step that fails leaves the file of an earlier run in place, which would be merged and copied as new
+if [[ -n $(ls -A "$work") ]]; then echo "error: $work is not empty: give MXA_CUDA_WORK a new folder" >&2; exit 1; fi
 scale=${MXA_CUDA_BUDGET:-1.0}
 # step NAME SECONDS ARGS...: run `python ARGS` under its budget, its output in $work/NAME.log
 step() {
@@ -32,7 +34,7 @@ bench() { local name=$1 secs=$2; shift 2; step "$name" "$secs" -m mxa bench "$@"
 m5=(--model efficientvit_ml_m5)
 others=(); for i in 0 1 2 3 4; do others+=(--model "efficientvit_ml_m$i"); done
 # 1. correctness first: the CUDA variants of the op matrix (float64 oracle, bf16, autocast, deterministic,
-#    compile) and of the layers (104 tests, 16 s on an H200)
+#    compile, CUDA-graph capture) and of the layers (112 tests, 22 s on an H200)
 step tests 60 -m pytest tests/test_cbam_mxa_block.py tests/test_op_matrix.py tests/test_roi.py \
     tests/test_separable.py -q -k cuda -n 4 -p no:cacheprovider
 # 2. MXA / baseline on M5, eager and deterministic, at batch 1 and 32 (where kernel launches dominate; issues

@@ -432,8 +432,12 @@ def gpu_launch() -> list[str]:
                     f"x{ratio:.3f} | {b['mxa_extra_us_per_block'][rt]:.0f} | "
                     f"{'-' if vs is None else f'x{vs:.3f}'} |"
                 )
-        errors = {k: v.splitlines()[0] for b in r["batches"] for k, v in b["errors"].items()}
-        out += [""] + [f"- `{k}` did not run: {v}" for k, v in errors.items()] + ([""] if errors else [])
+        errors = [
+            f"- `{k}` at batch {b['batch_size']} did not run: {v.splitlines()[0]}"
+            for b in r["batches"]
+            for k, v in b.get("errors", {}).items()
+        ]
+        out += ["", *errors] + ([""] if errors else [])
     return out
 
 

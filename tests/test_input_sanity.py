@@ -31,6 +31,7 @@ def _caught(model: torch.nn.Module, *batches: torch.Tensor) -> list[str]:
 
 
 def _real_batch(model: torch.nn.Module, folder: Path) -> torch.Tensor:
+    pytest.importorskip("pydicom")  # two of the samples are DICOM (the dicom extra)
     tf = build_transforms(model, train=False)
     files = sorted(f for f in folder.iterdir() if f.suffix in (".png", ".dcm"))
     return torch.stack([tf(load_xray(f)) for f in files])
@@ -130,3 +131,15 @@ def test_compiled_model_does_not_recompile_as_the_check_counts() -> None:
             compiled(x)
             net(x)
     assert net.__dict__["_mxa_input_check"]["checks"] == 4
+
+
+def test_fake_cuda_inputs_are_skipped_on_any_machine() -> None:
+    # shape propagation or non-strict export with fake CUDA inputs, on a machine without a GPU: no value
+    # to read, and no CUDA call to make (asking whether a capture runs would need a driver)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from mxa.data.sanity import _skip
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = torch.empty(2, 1, 8, 8, device="cuda")
+    assert _skip(fake)

@@ -189,17 +189,19 @@ def _skip(x: Any) -> bool:
         return True
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return True
-    if x.is_cuda and torch.cuda.is_current_stream_capturing():
-        return True  # a CUDA graph being captured: reading values syncs the device, which capture forbids
     exporting = getattr(torch.compiler, "is_exporting", None)
     if exporting is not None and exporting():
         return True
     try:  # fake / meta tensors (non-strict export, shape propagation) have no values to look at
         from torch._subclasses.fake_tensor import is_fake
 
-        return bool(is_fake(x)) or x.is_meta
+        if is_fake(x) or x.is_meta:
+            return True
     except ImportError:  # pragma: no cover - older torch
-        return x.is_meta
+        if x.is_meta:
+            return True
+    # a CUDA graph being captured: reading values syncs the device, which capture forbids
+    return bool(x.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def check_model_input(model: torch.nn.Module, x: torch.Tensor) -> None:
