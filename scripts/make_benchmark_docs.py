@@ -405,7 +405,7 @@ def how_long() -> list[str]:
 def gpu_launch() -> list[str]:
     """MXA / baseline with a GPU's kernel launches taken out (benchmarks/cuda_launch.py), per device."""
     out = []
-    for f in sorted(RESULTS.glob("*-launch.json")):
+    for f in sorted(RESULTS.glob("*-launch*.json")):
         r = json.loads(f.read_text())
         out += [
             f"## MXA on a GPU with the launches taken out ({r['device']}, `{f.name}`)",
