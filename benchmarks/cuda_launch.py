@@ -55,52 +55,57 @@ def _capture(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], Any], torch.T
     return graph.replay, out
 
 
-def _runtimes(model: torch.nn.Module, x: torch.Tensor, compile: bool) -> dict[str, Any]:
-    """Runtime -> ``(fn, output or None)`` or an error string; the compile's seconds under ``"compile_s"``."""
-    out: dict[str, Any] = {"eager": (lambda: model(x), None)}
-    fns: dict[str, Callable[[], torch.Tensor]] = {"graph": lambda: model(x)}
+def _add_variant(
+    v: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    fresh: torch.Tensor,
+    compile: bool,
+    fns: dict[str, Callable[[], Any]],
+    report: dict[str, Any],
+) -> None:
+    """Add ``v``'s runtimes, fed the captured input ``x``, to ``fns``; to ``report`` its compile seconds,
+    each replay's difference from eager on the new values ``fresh``, and what could not run (the others
+    still run)."""
+    want = model(fresh)
+    fns[f"{v}@eager"] = lambda: model(x)
+    forwards: dict[str, Callable[[], torch.Tensor]] = {"graph": lambda: model(x)}
     if compile:
         compiled = torch.compile(model, dynamic=False)
         start = time.perf_counter()
         try:
             compiled(x)
             torch.cuda.synchronize(x.device)
-            out["compile_s"] = time.perf_counter() - start
-            out["compile"] = (lambda: compiled(x), None)
-            fns["compile-graph"] = lambda: compiled(x)
-        except Exception as e:  # reported, the other runtimes still timed
-            out["compile"] = f"{type(e).__name__}: {e}"
-    for rt, fn in fns.items():
+        except Exception as e:
+            report["errors"][f"{v}@compile"] = f"{type(e).__name__}: {e}"
+        else:
+            report["compile_s"][v] = time.perf_counter() - start
+            fns[f"{v}@compile"] = lambda: compiled(x)
+            forwards["compile-graph"] = lambda: compiled(x)
+    for rt, forward in forwards.items():
         try:
-            out[rt] = _capture(fn)
+            replay, out = _capture(forward)
         except Exception as e:
             traceback.print_exc()
-            out[rt] = f"{type(e).__name__}: {e}"
-    return out
+            report["errors"][f"{v}@{rt}"] = f"{type(e).__name__}: {e}"
+            continue
+        fns[f"{v}@{rt}"] = replay
+        saved = x.clone()
+        x.copy_(fresh)
+        replay()
+        report["max_abs_diff"][f"{v}@{rt}"] = (out - want).abs().max().item()
+        x.copy_(saved)
 
 
 def _one_batch(models: dict[str, torch.nn.Module], batch: int, repeats: int, compile: bool) -> dict[str, Any]:
     """Every variant in every runtime at ``batch``, interleaved; the numbers :func:`main` writes."""
     dev = next(next(iter(models.values())).parameters()).device
     x = torch.randn(batch, 1, 224, 224, device=dev)
+    fresh = torch.randn_like(x)  # the check: a replay on values that were not captured
     fns: dict[str, Callable[[], Any]] = {}
     report: dict[str, Any] = {"batch_size": batch, "errors": {}, "max_abs_diff": {}, "compile_s": {}}
-    fresh = torch.randn_like(x)  # the check: a replay on values that were not captured
     for v, model in models.items():
-        want = model(fresh)
-        for rt, got in _runtimes(model, x, compile).items():
-            if rt == "compile_s":
-                report["compile_s"][v] = got
-            elif isinstance(got, str):
-                report["errors"][f"{v}@{rt}"] = got
-            else:
-                fns[f"{v}@{rt}"] = got[0]
-                if got[1] is not None:
-                    saved = x.clone()
-                    x.copy_(fresh)
-                    got[0]()
-                    report["max_abs_diff"][f"{v}@{rt}"] = (got[1] - want).abs().max().item()
-                    x.copy_(saved)
+        _add_variant(v, model, x, fresh, compile, fns, report)
     # the model's one-time input check (its first 32 eval calls) would be timed into the eager calls alone
     with suppress_input_checks():
         times = measure(fns, dev, warmup=3, repeats=repeats)
